@@ -1,0 +1,1 @@
+//! hvq codec runtime (in progress).

@@ -1,0 +1,1 @@
+//! hvq trainer (in progress).

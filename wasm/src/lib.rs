@@ -1,0 +1,1 @@
+//! hvq wasm bindings (in progress).
