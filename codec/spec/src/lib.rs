@@ -21,8 +21,10 @@
 
 mod config;
 pub mod schema;
+pub mod weights;
 
 pub use config::{ModelConfig, PRESETS, Strategy};
+pub use weights::{StoreDtype, Tensor, WeightLimits, Weights, random_weights};
 
 use sha2::{Digest, Sha256};
 
@@ -51,10 +53,78 @@ pub mod meta {
 /// The weight-file format version this crate describes.
 pub const WEIGHT_FORMAT_VERSION: u32 = 1;
 
-/// Errors of configuration parsing and validation.
+/// Errors of configuration and weight-file parsing and validation.
+///
+/// All are the input's fault (a bad config or weight file) except [`SpecError::TooLarge`],
+/// which is a configured limit.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpecError {
+    /// The bytes are not a readable safetensors file (truncated, bad header, bad offsets).
+    #[error("not a readable safetensors file: {0}")]
+    Safetensors(#[source] safetensors::SafeTensorError),
+    /// A required metadata key is absent (the file was not written by `hvq-train export`).
+    #[error("weight file lacks metadata key `{key}`")]
+    MissingMetadata {
+        /// The key.
+        key: &'static str,
+    },
+    /// The weight-file format version is not one this build reads.
+    #[error("weight file format version `{got}` is not supported (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The version found.
+        got: String,
+        /// The version supported.
+        supported: u32,
+    },
+    /// A tensor the schema requires is absent.
+    #[error("weight file lacks tensor `{tensor}`")]
+    MissingTensor {
+        /// Schema name of the tensor.
+        tensor: String,
+    },
+    /// A tensor outside the schema is present (the file is for another architecture).
+    #[error("weight file has tensor `{tensor}`, which the model config does not define")]
+    UnexpectedTensor {
+        /// Name of the tensor.
+        tensor: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("tensor `{tensor}` has shape {got:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// Schema name of the tensor.
+        tensor: String,
+        /// Shape the schema requires.
+        expected: Vec<usize>,
+        /// Shape found.
+        got: Vec<usize>,
+    },
+    /// A tensor is stored in a dtype other than f32 or f16.
+    #[error("tensor `{tensor}` is stored as {got}; only F32 and F16 are accepted")]
+    UnsupportedDtype {
+        /// Schema name of the tensor.
+        tensor: String,
+        /// The dtype found.
+        got: String,
+    },
+    /// A tensor holds NaN or infinity.
+    #[error("tensor `{tensor}` holds a non-finite value at flat index {index}")]
+    NonFinite {
+        /// Schema name of the tensor.
+        tensor: String,
+        /// Flat index of the first bad value.
+        index: usize,
+    },
+    /// A size is over its configured limit.
+    #[error("weight file {what} {got} exceed the limit of {limit}")]
+    TooLarge {
+        /// What was measured.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+        /// The measured size.
+        got: usize,
+    },
     /// A configuration field is out of range or inconsistent with another.
     #[error("invalid model config: field `{field}`: {reason}")]
     InvalidConfig {

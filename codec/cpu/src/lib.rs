@@ -1,0 +1,1 @@
+//! hvq-cpu (in progress).

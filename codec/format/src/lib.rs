@@ -1,0 +1,1 @@
+//! hvq-format (in progress).

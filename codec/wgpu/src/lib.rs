@@ -1,0 +1,1 @@
+//! hvq-wgpu (in progress).
