@@ -5,4 +5,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
 . scripts/env.sh
-cargo test --workspace --release --no-fail-fast -j 2
+cargo test --workspace --no-fail-fast -j 2
