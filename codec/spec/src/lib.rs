@@ -21,9 +21,11 @@
 
 mod config;
 pub mod schema;
+mod tensor;
 pub mod weights;
 
 pub use config::{ModelConfig, PRESETS, Strategy};
+pub use tensor::{FeatureMap, TokenGrid};
 pub use weights::{StoreDtype, Tensor, WeightLimits, Weights, random_weights};
 
 use sha2::{Digest, Sha256};
