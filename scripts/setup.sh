@@ -9,7 +9,7 @@ TORCH_VERSION=2.11.0
 WASM_BINDGEN_VERSION=0.2.130
 
 need_apt=()
-for pkg in g++ python3-venv mesa-vulkan-drivers libvulkan1 chromium; do
+for pkg in g++ python3-venv mesa-vulkan-drivers libvulkan1 chromium fonts-dejavu-core; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
