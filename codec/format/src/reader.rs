@@ -1,0 +1,216 @@
+//! Streaming and whole-file reading.
+
+use hvq_spec::TokenGrid;
+
+use crate::chunk::{self, ChunkContext};
+use crate::header::read_header_with;
+use crate::{FormatError, HEADER_LEN, Header, LimitKind, Priors};
+
+/// Resource limits a reader enforces before allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most `width × height` pixels of the original image. Default `2^28` (16384 × 16384).
+    pub max_pixels: u64,
+    /// Most bytes a file may have. Default `2^30` (1 GiB).
+    pub max_file_bytes: u64,
+    /// Most tokens over all chunks of a file. Default `2^26`.
+    pub max_tokens: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_pixels: 1 << 28, max_file_bytes: 1 << 30, max_tokens: 1 << 26 }
+    }
+}
+
+/// What a [`Reader`] has so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The header, once its 68 bytes have arrived and checked.
+    pub header: Option<Header>,
+    /// Levels decoded so far, in file order (coarsest first).
+    pub complete_levels: Vec<usize>,
+    /// True while more bytes could add something: the header is incomplete, a chunk is partly buffered,
+    /// or level 0 (the finest) has not arrived yet.
+    pub need_more: bool,
+}
+
+/// A decoded file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HvqFile {
+    /// The header.
+    pub header: Header,
+    /// The grids of the complete chunks, coarsest first.
+    pub grids: Vec<TokenGrid>,
+    /// True when the input ended inside a chunk (a progressive prefix); those bytes were ignored.
+    pub truncated_tail: bool,
+}
+
+impl HvqFile {
+    /// The finest level present (the best image this file can give), if any chunk is present.
+    pub fn finest(&self) -> Option<&TokenGrid> {
+        self.grids.last()
+    }
+
+    /// The grid of `level`, if present.
+    pub fn level(&self, level: usize) -> Option<&TokenGrid> {
+        self.grids.iter().find(|g| g.level == level)
+    }
+}
+
+/// A push-style decoder for progressive loading: feed bytes as they arrive, decode each level as soon as
+/// its chunk is complete. After an error the reader returns that error again on every call.
+#[derive(Debug)]
+pub struct Reader<'p> {
+    priors: &'p Priors,
+    limits: Limits,
+    /// Bytes received but not yet consumed by a complete header or chunk.
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    offset: u64,
+    header: Option<Header>,
+    grids: Vec<TokenGrid>,
+    tokens: u64,
+    /// Total length of the chunk being buffered, once its chunk header was read.
+    pending_len: Option<usize>,
+    failed: Option<FormatError>,
+}
+
+impl<'p> Reader<'p> {
+    /// A reader that decodes with `priors` and enforces `limits`.
+    pub fn new(priors: &'p Priors, limits: Limits) -> Self {
+        Reader { priors, limits, buf: Vec::new(), offset: 0, header: None, grids: Vec::new(), tokens: 0, pending_len: None, failed: None }
+    }
+
+    /// Appends `bytes` and decodes whatever became complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Progress, FormatError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match self.push_inner(bytes) {
+            Ok(()) => Ok(self.progress()),
+            Err(e) => {
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// The current state, without pushing.
+    pub fn progress(&self) -> Progress {
+        let finest_done = self.grids.last().is_some_and(|g| g.level == 0);
+        Progress {
+            header: self.header.clone(),
+            complete_levels: self.grids.iter().map(|g| g.level).collect(),
+            need_more: self.header.is_none() || !self.buf.is_empty() || !finest_done,
+        }
+    }
+
+    /// The header, once read.
+    pub fn header(&self) -> Option<&Header> {
+        self.header.as_ref()
+    }
+
+    /// The grids decoded so far, coarsest first.
+    pub fn grids(&self) -> &[TokenGrid] {
+        &self.grids
+    }
+
+    /// Ends the input. A partial trailing chunk is reported as `truncated_tail`; an incomplete header is
+    /// [`FormatError::NeedMoreData`].
+    pub fn finish(self) -> Result<HvqFile, FormatError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let header = self.header.ok_or(FormatError::NeedMoreData { needed_at_least: HEADER_LEN })?;
+        Ok(HvqFile { header, grids: self.grids, truncated_tail: !self.buf.is_empty() })
+    }
+
+    /// Like [`finish`](Self::finish), but a partial trailing chunk is [`FormatError::Truncated`].
+    pub fn finish_strict(self) -> Result<HvqFile, FormatError> {
+        if self.failed.is_none() && self.header.is_some() && !self.buf.is_empty() {
+            let needed = self.pending_len.unwrap_or(chunk::CHUNK_HEADER_LEN + 4 + chunk::CHUNK_TRAILER_LEN);
+            return Err(FormatError::Truncated { offset: self.offset, needed_at_least: self.offset + needed as u64 });
+        }
+        self.finish()
+    }
+
+    fn push_inner(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
+        let total = self.offset + (self.buf.len() + bytes.len()) as u64;
+        if total > self.limits.max_file_bytes {
+            return Err(FormatError::OverLimit { what: LimitKind::FileBytes, limit: self.limits.max_file_bytes, got: total });
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.header.is_none() && !self.read_header()? {
+            return Ok(());
+        }
+        while self.read_chunk()? {}
+        Ok(())
+    }
+
+    /// Tries to read the header; `Ok(false)` if more bytes are needed.
+    fn read_header(&mut self) -> Result<bool, FormatError> {
+        let (header, len) = match read_header_with(&self.buf, &self.limits) {
+            Ok(h) => h,
+            Err(FormatError::NeedMoreData { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if header.priors_hash != self.priors.hash() {
+            return Err(FormatError::PriorsMismatch { expected: self.priors.hash(), got: header.priors_hash });
+        }
+        if usize::from(header.model_levels) != self.priors.levels() {
+            return Err(FormatError::PriorsLevels { priors_levels: self.priors.levels(), model_levels: header.model_levels.into() });
+        }
+        self.consume(len);
+        self.header = Some(header);
+        Ok(true)
+    }
+
+    /// Tries to read one chunk; `Ok(false)` if more bytes are needed.
+    fn read_chunk(&mut self) -> Result<bool, FormatError> {
+        let Some(header) = &self.header else { return Ok(false) };
+        let cx = ChunkContext {
+            header,
+            priors: self.priors,
+            limits: &self.limits,
+            previous: self.grids.last(),
+            index: self.grids.len(),
+            offset: self.offset,
+            tokens_so_far: self.tokens,
+        };
+        match chunk::read_chunk(&self.buf, &cx)? {
+            Ok((grid, len)) => {
+                self.tokens += grid.tokens.len() as u64;
+                self.grids.push(grid);
+                self.consume(len);
+                self.pending_len = None;
+                Ok(true)
+            }
+            Err(pending) => {
+                self.pending_len = pending;
+                Ok(false)
+            }
+        }
+    }
+
+    fn consume(&mut self, len: usize) {
+        self.buf.drain(..len);
+        self.offset += len as u64;
+    }
+}
+
+/// Decodes a whole (possibly progressive-prefix) file: the header and every complete chunk.
+/// A partial trailing chunk sets [`HvqFile::truncated_tail`]; input shorter than the header is
+/// [`FormatError::NeedMoreData`].
+pub fn read_file(bytes: &[u8], priors: &Priors, limits: &Limits) -> Result<HvqFile, FormatError> {
+    let mut reader = Reader::new(priors, limits.clone());
+    reader.push(bytes)?;
+    reader.finish()
+}
+
+/// Like [`read_file`], but a file that ends inside a chunk is [`FormatError::Truncated`].
+pub fn read_file_strict(bytes: &[u8], priors: &Priors, limits: &Limits) -> Result<HvqFile, FormatError> {
+    let mut reader = Reader::new(priors, limits.clone());
+    reader.push(bytes)?;
+    reader.finish_strict()
+}

@@ -1,0 +1,87 @@
+//! Seeded generators shared by the integration tests.
+#![allow(dead_code)] // each test binary uses a different part
+
+use hvq_format::{Header, Priors, TokenGrid};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// How tokens are drawn.
+#[derive(Debug, Clone, Copy)]
+pub enum Dist {
+    /// Every token equally likely, levels independent.
+    Uniform,
+    /// Zipf-like marginals, and a finer token copies its parent 60% of the time.
+    Skewed,
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+pub fn header(width: u32, height: u32, levels: u8, priors: &Priors) -> Header {
+    Header {
+        width,
+        height,
+        fingerprint: [0xA5; 32],
+        model_levels: levels,
+        // Like the `small` preset: finest stride 4, doubling per level.
+        coarsest_stride: 4 << (levels - 1),
+        priors_hash: priors.hash(),
+    }
+}
+
+fn draw(rng: &mut ChaCha8Rng, n: usize, dist: Dist) -> u32 {
+    match dist {
+        Dist::Uniform => rng.gen_range(0..n as u32),
+        Dist::Skewed => {
+            let u: f64 = rng.r#gen();
+            ((u.powi(4) * n as f64) as u32).min(n as u32 - 1)
+        }
+    }
+}
+
+/// Grids for every level of `header`, coarsest first.
+pub fn grids(header: &Header, n: usize, dist: Dist, seed: u64) -> Vec<TokenGrid> {
+    let mut rng = rng(seed);
+    let mut out: Vec<TokenGrid> = Vec::new();
+    for level in (0..header.model_levels as usize).rev() {
+        let (h, w) = header.grid_dims(level).unwrap();
+        let (h, w) = (h as usize, w as usize);
+        let mut tokens = Vec::with_capacity(h * w);
+        for i in 0..h * w {
+            let parent = out.last().map(|p| p.tokens[(i / w / 2) * p.width + (i % w) / 2]);
+            let t = match (dist, parent) {
+                (Dist::Skewed, Some(p)) if rng.gen_bool(0.6) => p,
+                _ => draw(&mut rng, n, dist),
+            };
+            tokens.push(t);
+        }
+        out.push(TokenGrid { level, height: h, width: w, tokens });
+    }
+    out
+}
+
+/// Priors "trained" on other grids from the same distribution.
+pub fn trained_priors(levels: u8, n: usize, dist: Dist, seed: u64) -> Priors {
+    let uniform = Priors::uniform(levels as usize, n).unwrap();
+    let h = header(256, 256, levels, &uniform);
+    let mut counts = vec![vec![0u64; n]; levels as usize];
+    for g in grids(&h, n, dist, seed) {
+        for t in g.tokens {
+            counts[g.level][t as usize] += 1;
+        }
+    }
+    Priors::from_counts(counts).unwrap()
+}
+
+/// File offsets where each chunk ends (the valid progressive prefix lengths), header end first.
+pub fn chunk_boundaries(bytes: &[u8]) -> Vec<usize> {
+    let mut at = hvq_format::HEADER_LEN;
+    let mut out = vec![at];
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 12..at + 16].try_into().unwrap()) as usize;
+        at += hvq_format::CHUNK_HEADER_LEN + len + hvq_format::CHUNK_TRAILER_LEN;
+        out.push(at);
+    }
+    out
+}
