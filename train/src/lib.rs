@@ -5,6 +5,9 @@
 #![deny(missing_docs)]
 
 pub mod data;
+pub mod error;
 pub mod lpips;
 pub mod metrics;
 pub mod plot;
+
+pub use error::TrainError;
