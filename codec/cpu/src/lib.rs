@@ -6,7 +6,9 @@
 #![deny(missing_docs)]
 
 mod error;
+mod model;
 pub mod ops;
 mod par;
 
 pub use error::CpuError;
+pub use model::CpuModel;
