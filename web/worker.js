@@ -1,0 +1,163 @@
+// The model side of the demo: every codec call runs here, off the main thread.
+//
+// Protocol: the page posts `{id, op, ...args}`; the worker answers `{id, ok: true, result}` or
+// `{id, ok: false, error: {name, message}}`, and may post `{id, progress: {stage, loaded, total}}` first.
+// Calls run one at a time in arrival order (the codec is not re-entrant).
+import init, { HvqCodec } from './pkg/hvq_wasm.js';
+
+let codec = null;
+let queue = Promise.resolve();
+
+const post = (msg, transfer = []) => self.postMessage(msg, transfer);
+
+/** What WebGPU this worker sees: `{available, reason?, adapter?}`. */
+async function probeWebGpu() {
+  if (!('gpu' in navigator) || !navigator.gpu) {
+    return { available: false, reason: 'this browser exposes no WebGPU (navigator.gpu is missing)' };
+  }
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) return { available: false, reason: 'WebGPU is present but offers no adapter' };
+    const info = adapter.info ?? {};
+    const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
+    return { available: true, adapter: name, fallback: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter) };
+  } catch (e) {
+    return { available: false, reason: `requesting a WebGPU adapter failed: ${e.message}` };
+  }
+}
+
+/** Fetches `url` into one Uint8Array, reporting download progress. */
+async function fetchBytes(url, id) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`could not load the model from ${url}: HTTP ${res.status}`);
+  const total = Number(res.headers.get('content-length')) || 0;
+  const reader = res.body.getReader();
+  const parts = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    loaded += value.length;
+    post({ id, progress: { stage: 'download', loaded, total } });
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const p of parts) {
+    bytes.set(p, at);
+    at += p.length;
+  }
+  return bytes;
+}
+
+/** Decodes an image file to RGBA pixels, scaling its longest side down to `maxSide` (0 = keep). */
+async function readImage(blob, maxSide) {
+  let bitmap;
+  try {
+    // No colour management and no premultiplication: the codec must see the file's own 8-bit values,
+    // exactly as the native CLI reads them.
+    bitmap = await createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  } catch (e) {
+    const err = new Error(`"${blob.name ?? 'file'}" is not an image this browser can decode (${e.message || e.name})`);
+    err.name = 'ImageError';
+    throw err;
+  }
+  let { width, height } = bitmap;
+  const scale = maxSide > 0 ? Math.min(1, maxSide / Math.max(width, height)) : 1;
+  if (scale < 1) {
+    width = Math.max(1, Math.round(width * scale));
+    height = Math.max(1, Math.round(height * scale));
+    bitmap.close();
+    bitmap = await createImageBitmap(blob, {
+      colorSpaceConversion: 'none', premultiplyAlpha: 'none',
+      resizeWidth: width, resizeHeight: height, resizeQuality: 'high',
+    });
+  }
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const data = ctx.getImageData(0, 0, width, height);
+  // The codec is RGB: flatten any transparency onto white, as an image viewer shows it.
+  const px = data.data;
+  for (let i = 0; i < px.length; i += 4) {
+    const a = px[i + 3];
+    if (a !== 255) {
+      for (let k = 0; k < 3; k++) px[i + k] = Math.round((px[i + k] * a + 255 * (255 - a)) / 255);
+      px[i + 3] = 255;
+    }
+  }
+  return data;
+}
+
+function needCodec() {
+  if (!codec) throw new Error('the model is not loaded yet');
+  return codec;
+}
+
+const ops = {
+  async init({ modelUrl, backend }, id) {
+    post({ id, progress: { stage: 'wasm' } });
+    await init();
+    const webgpu = await probeWebGpu();
+    const weights = await fetchBytes(modelUrl, id);
+    post({ id, progress: { stage: 'compile', loaded: weights.length, total: weights.length } });
+    if (codec) {
+      codec.free();
+      codec = null;
+    }
+    const t0 = performance.now();
+    codec = await HvqCodec.create(weights, backend);
+    return {
+      backendName: codec.backendName,
+      fingerprint: codec.fingerprint,
+      levels: codec.levels,
+      modelBytes: weights.length,
+      createMs: performance.now() - t0,
+      webgpu,
+    };
+  },
+
+  async readImage({ blob, maxSide }) {
+    const img = await readImage(blob, maxSide);
+    return { width: img.width, height: img.height, rgba: img.data };
+  },
+
+  async encode({ width, height, rgba }) {
+    const c = needCodec();
+    const t0 = performance.now();
+    const hvq = await c.encode(new ImageData(rgba, width, height));
+    return { hvq, ms: performance.now() - t0 };
+  },
+
+  async info({ hvq }) {
+    return needCodec().info(hvq);
+  },
+
+  async tokens({ hvq }) {
+    return needCodec().readTokens(hvq);
+  },
+
+  async decode({ hvq, level }) {
+    const c = needCodec();
+    const t0 = performance.now();
+    const img = await c.decode(hvq, level ?? undefined);
+    return { width: img.width, height: img.height, rgba: img.rgba, level: img.level, ms: performance.now() - t0 };
+  },
+};
+
+self.onmessage = (ev) => {
+  const { id, op, ...args } = ev.data;
+  queue = queue.then(async () => {
+    try {
+      const fn = ops[op];
+      if (!fn) throw new Error(`unknown worker op ${op}`);
+      const result = await fn(args, id);
+      const transfer = [];
+      for (const v of Object.values(result ?? {})) if (ArrayBuffer.isView(v)) transfer.push(v.buffer);
+      post({ id, ok: true, result }, transfer);
+    } catch (e) {
+      post({ id, ok: false, error: { name: e?.name ?? 'Error', message: e?.message ?? String(e) } });
+    }
+  });
+};
