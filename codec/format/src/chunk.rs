@@ -122,7 +122,7 @@ fn check_fields(f: &ChunkFields, cx: &ChunkContext<'_>) -> Result<(), FormatErro
         return Err(FormatError::InvalidCoding { offset: cx.offset, level: f.level, coding: f.coding, param: f.param });
     }
     // An empty payload is valid: ANS codes a run of the most-likely-at-cdf-0 symbol in zero words.
-    if f.payload_len % 4 != 0 {
+    if !f.payload_len.is_multiple_of(4) {
         return Err(FormatError::CorruptPayload { offset: cx.offset, level: f.level, fault: PayloadFault::Length });
     }
     let end = cx.offset + (CHUNK_HEADER_LEN + f.payload_len + CHUNK_TRAILER_LEN) as u64;

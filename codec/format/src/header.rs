@@ -26,7 +26,7 @@ pub struct Header {
     pub fingerprint: [u8; 32],
     /// Number of levels the model has (chunks may carry fewer).
     pub model_levels: u8,
-    /// Stride in pixels of the coarsest level; level `l` has stride `coarsest_stride >> (model_levels - 1 - l)`.
+    /// Stride in pixels of the coarsest level, a power of two ≥ `2^(model_levels-1)`; level `l` has stride `coarsest_stride >> (model_levels - 1 - l)`.
     pub coarsest_stride: u32,
     /// [`Priors::hash`] of the priors that entropy-coded the tokens.
     pub priors_hash: u64,
@@ -87,10 +87,10 @@ impl Header {
         if self.model_levels == 0 || usize::from(self.model_levels) > MAX_LEVELS {
             return invalid("model_levels", self.model_levels.into());
         }
-        // Every level's stride must be a whole number of pixels: a multiple of 2^(levels-1).
+        // Strides are f_0 · 2^l with f_0 a power of two (DESIGN.md §5), so the finest is at least 1 pixel.
         let step = 1u32 << (self.model_levels - 1);
         let s = self.coarsest_stride;
-        if s == 0 || s > MAX_STRIDE || s % step != 0 {
+        if !s.is_power_of_two() || s < step || s > MAX_STRIDE {
             return invalid("coarsest_stride", s.into());
         }
         let pixels = u64::from(self.width) * u64::from(self.height);

@@ -163,17 +163,23 @@ fn check_shape(levels: usize, n: usize) -> Result<usize, FormatError> {
     Ok(n)
 }
 
-/// Add-one smoothed counts → integers ≥ 1 summing to `2^PRECISION` (largest remainder goes to the most
-/// frequent token, first index on ties, so the result is deterministic).
+/// Add-one smoothed counts → integers ≥ 1 summing to `2^PRECISION`. Largest-remainder rounding (ties to
+/// the lower token) keeps the result deterministic and uniform counts truly uniform.
 fn quantize(counts: &[u64]) -> Vec<u32> {
     let n = counts.len() as u128;
     let total: u128 = counts.iter().map(|&c| u128::from(c) + 1).sum();
     // Every token gets one slot up front; the rest is shared in proportion to the smoothed counts.
     let budget = (1u128 << PRECISION) - n;
-    let mut freqs: Vec<u32> = counts.iter().map(|&c| (1 + budget * (u128::from(c) + 1) / total) as u32).collect();
+    let shares: Vec<(u128, u128)> = counts.iter().map(|&c| ((budget * (u128::from(c) + 1)) / total, (budget * (u128::from(c) + 1)) % total)).collect();
+    let mut freqs: Vec<u32> = shares.iter().map(|&(q, _)| 1 + q as u32).collect();
     let used: u64 = freqs.iter().map(|&f| u64::from(f)).sum();
-    let top = (0..counts.len()).fold(0, |best, i| if counts[i] > counts[best] { i } else { best });
-    freqs[top] += ((1u64 << PRECISION) - used) as u32;
+    // Each floor loses less than one slot, so fewer than `n` slots are left to hand out.
+    let left = ((1u64 << PRECISION) - used) as usize;
+    let mut order: Vec<usize> = (0..counts.len()).collect();
+    order.sort_by(|&a, &b| shares[b].1.cmp(&shares[a].1).then(a.cmp(&b)));
+    for &i in &order[..left.min(order.len())] {
+        freqs[i] += 1;
+    }
     freqs
 }
 
