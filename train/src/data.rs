@@ -1,1 +1,472 @@
-//! (in progress)
+//! The training data pipeline: an image folder, its fixed validation split, and a
+//! deterministic, prefetching batch loader.
+//!
+//! ```no_run
+//! use hvq_train::data::{DataConfig, Dataset, Loader};
+//! # fn main() -> Result<(), hvq_train::TrainError> {
+//! let cfg = DataConfig::default();
+//! let ds = Dataset::open("../shared/data/imagenet-sample".as_ref(), &cfg)?;
+//! let loader = Loader::new(ds.train().to_vec(), 8, cfg.image_size, 42, 0, cfg.workers, cfg.prefetch)?;
+//! for batch in loader.take(2) {
+//!     let batch = batch?;
+//!     assert_eq!(batch.images.size(), [8, 3, 256, 256]);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Determinism: batch `k` of a loader (which files, which crop, which flip) is a pure function
+//! of `(seed, k)` and the file list, whatever the number of workers, so a run resumed at step
+//! `k` sees exactly the data an uninterrupted run would have seen.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use image::{RgbImage, imageops::FilterType};
+use rand::{Rng, SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::TrainError;
+
+/// Smallest and largest fraction of the source image's area a random crop covers.
+pub const CROP_SCALE: (f64, f64) = (0.35, 1.0);
+/// Smallest and largest aspect ratio (width / height) of a random crop.
+pub const CROP_ASPECT: (f64, f64) = (3.0 / 4.0, 4.0 / 3.0);
+
+/// How the training images are read. Part of the run's TOML config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Side of the square training crops, in pixels.
+    pub image_size: u32,
+    /// Number of images held out for validation (a fixed set, see [`Dataset::open`]).
+    pub val_count: usize,
+    /// Decoding threads (0 is taken as 1).
+    pub workers: usize,
+    /// Batches decoded ahead of the one the model is using.
+    pub prefetch: usize,
+    /// File extensions that count as images, compared case-insensitively, without the dot.
+    pub extensions: Vec<String>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            image_size: 256,
+            val_count: 50,
+            workers: 2,
+            prefetch: 4,
+            extensions: ["jpg", "jpeg", "png"].map(String::from).to_vec(),
+        }
+    }
+}
+
+/// An image folder split into a training set and a fixed validation set.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    root: PathBuf,
+    train: Vec<PathBuf>,
+    val: Vec<PathBuf>,
+}
+
+impl Dataset {
+    /// Walks `dir` recursively for files whose extension is in `cfg.extensions` and splits them.
+    ///
+    /// The validation set is the `cfg.val_count` files whose relative paths have the smallest
+    /// FNV-1a hash: fixed for a given folder, independent of the seed and of the walk order, and
+    /// stable when files are added (a new file only enters it if its hash is among the smallest).
+    /// Both lists are sorted by path.
+    ///
+    /// Errors: [`TrainError::DataDirMissing`] when `dir` is not a folder,
+    /// [`TrainError::NoImages`] when it holds no matching file, [`TrainError::TooFewImages`] when
+    /// there would be no training image left after the split, [`TrainError::Io`] on a walk error.
+    pub fn open(dir: &Path, cfg: &DataConfig) -> Result<Dataset, TrainError> {
+        if !dir.is_dir() {
+            return Err(TrainError::DataDirMissing { path: dir.to_path_buf() });
+        }
+        let files = list_images(dir, &cfg.extensions)?;
+        if files.is_empty() {
+            return Err(TrainError::NoImages { path: dir.to_path_buf(), extensions: cfg.extensions.clone() });
+        }
+        if files.len() <= cfg.val_count {
+            return Err(TrainError::TooFewImages {
+                path: dir.to_path_buf(),
+                found: files.len(),
+                val_count: cfg.val_count,
+            });
+        }
+        let (train, val) = split_validation(dir, files, cfg.val_count);
+        Ok(Dataset { root: dir.to_path_buf(), train, val })
+    }
+
+    /// The folder the dataset was read from.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Training files, sorted by path.
+    pub fn train(&self) -> &[PathBuf] {
+        &self.train
+    }
+
+    /// Validation files, sorted by path; disjoint from [`Dataset::train`].
+    pub fn val(&self) -> &[PathBuf] {
+        &self.val
+    }
+}
+
+/// Sorted list of the files under `dir` with one of `extensions` (case-insensitive).
+fn list_images(dir: &Path, extensions: &[String]) -> Result<Vec<PathBuf>, TrainError> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).follow_links(true) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(dir).to_path_buf();
+            TrainError::io(path, e.into())
+        })?;
+        if entry.file_type().is_file() && has_extension(entry.path(), extensions) {
+            files.push(entry.into_path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn has_extension(path: &Path, extensions: &[String]) -> bool {
+    let Some(ext) = path.extension().and_then(|e| e.to_str()) else { return false };
+    extensions.iter().any(|x| x.trim_start_matches('.').eq_ignore_ascii_case(ext))
+}
+
+/// Splits sorted `files` into (train, val) by the hash of each path relative to `root`.
+fn split_validation(root: &Path, files: Vec<PathBuf>, val_count: usize) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut keyed: Vec<(u64, usize)> =
+        files.iter().enumerate().map(|(i, f)| (path_hash(f.strip_prefix(root).unwrap_or(f)), i)).collect();
+    // Ties broken by the (sorted) index, so the split is total and fixed.
+    keyed.sort_unstable();
+    let val_idx: HashSet<usize> = keyed.iter().take(val_count).map(|&(_, i)| i).collect();
+    let (mut val, mut train) = (Vec::new(), Vec::new());
+    for (i, f) in files.into_iter().enumerate() {
+        if val_idx.contains(&i) { val.push(f) } else { train.push(f) }
+    }
+    (train, val)
+}
+
+/// FNV-1a over the path's components joined by `/`: the same on every platform and Rust
+/// version, unlike `std`'s `DefaultHasher`.
+fn path_hash(rel: &Path) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, comp) in rel.components().enumerate() {
+        let bytes = comp.as_os_str().to_string_lossy();
+        let sep: &[u8] = if k > 0 { b"/" } else { b"" };
+        for &b in sep.iter().chain(bytes.as_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Decodes an image file to RGB8 through the `image` crate's default limits (which cap the
+/// allocation before decoding), guessing the format from the content, not the extension.
+pub fn decode_rgb8(path: &Path) -> Result<RgbImage, TrainError> {
+    let reader = image::ImageReader::open(path).map_err(|e| TrainError::io(path, e))?;
+    let reader = reader.with_guessed_format().map_err(|e| TrainError::io(path, e))?;
+    let img = reader.decode().map_err(|source| TrainError::ImageDecode { path: path.to_path_buf(), source })?;
+    Ok(img.to_rgb8())
+}
+
+/// Loads a whole image (no crop, no resize) as an f32 tensor `[3, H, W]` with values in [0, 1].
+///
+/// Errors: [`TrainError::Io`] when the file cannot be read, [`TrainError::ImageDecode`] when it
+/// is not a decodable image.
+pub fn load_image_f32(path: &Path) -> Result<Tensor, TrainError> {
+    let img = decode_rgb8(path)?;
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    Ok(Tensor::from_slice(&rgb_to_chw(&img)).view([3, h, w]))
+}
+
+/// RGB8 pixels to planar f32 in [0, 1] (channel-major, the tensor layout).
+fn rgb_to_chw(img: &RgbImage) -> Vec<f32> {
+    let plane = img.width() as usize * img.height() as usize;
+    let mut out = vec![0f32; 3 * plane];
+    for (p, px) in img.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + p] = f32::from(px.0[c]) / 255.0;
+        }
+    }
+    out
+}
+
+/// One training batch.
+#[derive(Debug)]
+pub struct Batch {
+    /// The batch index (the training step it is meant for).
+    pub step: u64,
+    /// Images `[B, 3, S, S]`, f32 in [0, 1], on the CPU.
+    pub images: Tensor,
+}
+
+/// What a worker hands over: batch `step` as planar f32, or why it could not be made.
+type WorkerResult = Result<Vec<f32>, TrainError>;
+
+/// Everything a worker needs to build any batch; shared read-only by all workers.
+#[derive(Debug)]
+struct BatchPlan {
+    files: Vec<PathBuf>,
+    batch: usize,
+    image_size: u32,
+    seed: u64,
+    /// Indices of files that failed to decode: each warned about once, then skipped.
+    bad: Mutex<HashSet<usize>>,
+}
+
+/// An endless iterator of training batches, decoded ahead by worker threads.
+///
+/// Sample `i` of batch `k` is entry `(k·B + i) mod n` of the permutation of epoch
+/// `(k·B + i) div n`, itself drawn from `(seed, epoch)`; its crop and flip come from a ChaCha
+/// RNG seeded from `(seed, k, i)`. Worker `w` makes batches `k ≡ w (mod workers)` and sends them
+/// through its own bounded channel, which the iterator reads round-robin: delivery order is
+/// always `start_step, start_step + 1, ...`, and at most `prefetch` batches wait in memory.
+///
+/// A file that cannot be decoded is reported once on stderr, counted ([`Loader::skipped`]) and
+/// replaced by the next file of the same permutation. Items are `Err` only when no file at all
+/// can be decoded or a worker died; the iterator ends after such an error.
+pub struct Loader {
+    receivers: Vec<Receiver<WorkerResult>>,
+    handles: Vec<JoinHandle<()>>,
+    plan: Arc<BatchPlan>,
+    next_step: u64,
+    failed: bool,
+}
+
+impl Loader {
+    /// Starts `workers` decoding threads that produce batches from `start_step` on.
+    ///
+    /// `batch` images per batch, resized crops of `image_size`², `prefetch` batches decoded
+    /// ahead (at least one per worker). `workers == 0` is taken as 1.
+    ///
+    /// Errors: [`TrainError::BadConfig`] when `files` is empty or `batch` or `image_size` is 0,
+    /// [`TrainError::Io`] when a thread cannot be spawned.
+    pub fn new(
+        files: Vec<PathBuf>,
+        batch: usize,
+        image_size: u32,
+        seed: u64,
+        start_step: u64,
+        workers: usize,
+        prefetch: usize,
+    ) -> Result<Loader, TrainError> {
+        if files.is_empty() {
+            return Err(TrainError::bad_config("data", "the loader was given no image files"));
+        }
+        if batch == 0 {
+            return Err(TrainError::bad_config("batch_size", "must be at least 1"));
+        }
+        if image_size == 0 {
+            return Err(TrainError::bad_config("data.image_size", "must be at least 1"));
+        }
+        let plan = Arc::new(BatchPlan { files, batch, image_size, seed, bad: Mutex::new(HashSet::new()) });
+        let workers = workers.max(1);
+        let depth = prefetch.div_ceil(workers).max(1);
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = bounded(depth);
+            let plan = Arc::clone(&plan);
+            let first = start_step + w as u64;
+            let handle = std::thread::Builder::new()
+                .name(format!("hvq-data-{w}"))
+                .spawn(move || worker_loop(&plan, first, workers as u64, &tx))
+                .map_err(|e| TrainError::io("<thread>", e))?;
+            receivers.push(rx);
+            handles.push(handle);
+        }
+        Ok(Loader { receivers, handles, plan, next_step: start_step, failed: false })
+    }
+
+    /// Number of distinct files that failed to decode so far (each skipped and warned about once).
+    pub fn skipped(&self) -> usize {
+        self.plan.bad.lock().map_or(0, |b| b.len())
+    }
+
+    /// The step of the next batch this iterator will deliver.
+    pub fn next_step(&self) -> u64 {
+        self.next_step
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch, TrainError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let step = self.next_step;
+        let rx = &self.receivers[(step % self.receivers.len() as u64) as usize];
+        let result = match rx.recv() {
+            Ok(Ok(data)) => {
+                let s = i64::from(self.plan.image_size);
+                let images = Tensor::from_slice(&data).view([self.plan.batch as i64, 3, s, s]);
+                Ok(Batch { step, images })
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(TrainError::LoaderStopped { step }),
+        };
+        self.failed = result.is_err();
+        self.next_step += 1;
+        Some(result)
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Dropping the receivers makes every blocked or later `send` fail, which ends the workers.
+        self.receivers.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker_loop(plan: &BatchPlan, first: u64, stride: u64, tx: &Sender<WorkerResult>) {
+    let mut perm_cache: Option<(u64, Vec<usize>)> = None;
+    let mut step = first;
+    loop {
+        let result = make_batch(plan, step, &mut perm_cache);
+        let stop = result.is_err();
+        if tx.send(result).is_err() || stop {
+            return;
+        }
+        step += stride;
+    }
+}
+
+/// The file order of one epoch: a permutation drawn from `(seed, epoch)` only.
+fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[seed, epoch, 0x0e90_c4u64]));
+    let mut perm: Vec<usize> = (0..n).collect();
+    perm.shuffle(&mut rng);
+    perm
+}
+
+/// A 32-byte ChaCha seed from a few words (little-endian, zero-padded): distinct word tuples give
+/// distinct seeds, so each sample has its own independent stream.
+fn seed_bytes(words: &[u64]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (chunk, w) in out.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// Builds batch `step` as planar f32 `[B, 3, S, S]`.
+fn make_batch(plan: &BatchPlan, step: u64, perm_cache: &mut Option<(u64, Vec<usize>)>) -> WorkerResult {
+    let n = plan.files.len() as u64;
+    let s = plan.image_size;
+    let mut out = Vec::with_capacity(plan.batch * 3 * (s as usize).pow(2));
+    for i in 0..plan.batch as u64 {
+        let j = step * plan.batch as u64 + i;
+        let epoch = j / n;
+        if matches!(perm_cache, Some((e, _)) if *e != epoch) {
+            *perm_cache = None;
+        }
+        let perm = &perm_cache.get_or_insert_with(|| (epoch, epoch_permutation(plan.seed, epoch, n as usize))).1;
+        let img = first_decodable(plan, perm, (j % n) as usize, step)?;
+        let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[plan.seed, step, i, 0x5a3b_1e]));
+        out.extend(rgb_to_chw(&random_resized_crop(&img, s, &mut rng)));
+    }
+    Ok(out)
+}
+
+/// Decodes `perm[pos]`, or the next decodable file of the permutation when it is unreadable.
+fn first_decodable(plan: &BatchPlan, perm: &[usize], pos: usize, step: u64) -> Result<RgbImage, TrainError> {
+    for off in 0..perm.len() {
+        let idx = perm[(pos + off) % perm.len()];
+        if plan.bad.lock().is_ok_and(|b| b.contains(&idx)) {
+            continue;
+        }
+        match decode_rgb8(&plan.files[idx]) {
+            Ok(img) if img.width() > 0 && img.height() > 0 => return Ok(img),
+            Ok(_) => warn_skip(plan, idx, &"image has no pixels"),
+            Err(e) => warn_skip(plan, idx, &e),
+        }
+    }
+    Err(TrainError::NoDecodableImages { count: perm.len(), step })
+}
+
+fn warn_skip(plan: &BatchPlan, idx: usize, why: &dyn std::fmt::Display) {
+    let first_time = plan.bad.lock().map(|mut b| b.insert(idx)).unwrap_or(false);
+    if first_time {
+        eprintln!("warning: skipping unreadable image `{}`: {why}", plan.files[idx].display());
+    }
+}
+
+/// A random crop covering `CROP_SCALE` of the area with aspect in `CROP_ASPECT`, flipped
+/// horizontally with probability ½, resized to `size`² with a triangle (bilinear, antialiased
+/// when shrinking) filter.
+fn random_resized_crop(img: &RgbImage, size: u32, rng: &mut ChaCha8Rng) -> RgbImage {
+    let (x, y, w, h) = crop_window(img.width(), img.height(), rng);
+    let crop = image::imageops::crop_imm(img, x, y, w, h).to_image();
+    let mut out = image::imageops::resize(&crop, size, size, FilterType::Triangle);
+    if rng.random_bool(0.5) {
+        image::imageops::flip_horizontal_in_place(&mut out);
+    }
+    out
+}
+
+/// Picks the crop rectangle `(x, y, w, h)`: up to 10 tries at a random scale and aspect, then
+/// the largest centred square (the torchvision `RandomResizedCrop` recipe).
+fn crop_window(width: u32, height: u32, rng: &mut ChaCha8Rng) -> (u32, u32, u32, u32) {
+    let area = f64::from(width) * f64::from(height);
+    let (lo, hi) = (CROP_ASPECT.0.ln(), CROP_ASPECT.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(CROP_SCALE.0..=CROP_SCALE.1);
+        let aspect = rng.random_range(lo..=hi).exp();
+        let w = (target * aspect).sqrt().round() as u32;
+        let h = (target / aspect).sqrt().round() as u32;
+        if (1..=width).contains(&w) && (1..=height).contains(&h) {
+            let x = rng.random_range(0..=width - w);
+            let y = rng.random_range(0..=height - h);
+            return (x, y, w, h);
+        }
+    }
+    let side = width.min(height);
+    ((width - side) / 2, (height - side) / 2, side, side)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_window_stays_inside_the_image_and_in_range() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for (w, h) in [(500, 375), (1, 1), (3, 1000), (256, 256)] {
+            for _ in 0..200 {
+                let (x, y, cw, ch) = crop_window(w, h, &mut rng);
+                assert!(cw >= 1 && ch >= 1 && x + cw <= w && y + ch <= h, "{w}x{h}: {x},{y},{cw},{ch}");
+            }
+        }
+    }
+
+    #[test]
+    fn path_hash_is_fixed_fnv1a() {
+        // FNV-1a 64 of "a" is the published test value 0xaf63dc4c8601ec8c.
+        assert_eq!(path_hash(Path::new("a")), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(path_hash(Path::new("x/y.png")), path_hash(Path::new("x/y.png")));
+        assert_ne!(path_hash(Path::new("x/y.png")), path_hash(Path::new("y/x.png")));
+    }
+
+    #[test]
+    fn extensions_match_case_insensitively() {
+        let ext = DataConfig::default().extensions;
+        assert!(has_extension(Path::new("a/B.JPG"), &ext));
+        assert!(has_extension(Path::new("c.Png"), &ext));
+        assert!(!has_extension(Path::new("d.gif"), &ext));
+        assert!(!has_extension(Path::new("noext"), &ext));
+    }
+}

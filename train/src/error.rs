@@ -78,6 +78,104 @@ pub enum TrainError {
         /// What differs.
         reason: String,
     },
+    /// The data folder given to `Dataset::open` does not exist or is not a folder.
+    #[error("data folder `{path}` does not exist or is not a folder")]
+    DataDirMissing {
+        /// The path looked at.
+        path: PathBuf,
+    },
+    /// The data folder holds no file with an image extension (searched recursively).
+    #[error("data folder `{path}` holds no image file (extensions {extensions:?}, searched recursively)")]
+    NoImages {
+        /// The folder.
+        path: PathBuf,
+        /// The extensions looked for.
+        extensions: Vec<String>,
+    },
+    /// The data folder has too few images to hold out the validation set and still train.
+    #[error("data folder `{path}` has {found} images, not more than the {val_count} held out for validation")]
+    TooFewImages {
+        /// The folder.
+        path: PathBuf,
+        /// Images found.
+        found: usize,
+        /// `data.val_count`.
+        val_count: usize,
+    },
+    /// Not one of the loader's files could be decoded.
+    #[error("none of the {count} image files could be decoded (while making batch {step})")]
+    NoDecodableImages {
+        /// Files tried.
+        count: usize,
+        /// The batch being made.
+        step: u64,
+    },
+    /// A data loader thread stopped unexpectedly.
+    #[error("data loader worker stopped before delivering batch {step}")]
+    LoaderStopped {
+        /// The batch that was awaited.
+        step: u64,
+    },
+    /// An LPIPS weight file lacks a tensor or holds it with the wrong shape.
+    #[error("LPIPS weights `{path}`: tensor `{tensor}` expected shape {expected:?}, found {got:?}")]
+    LpipsTensor {
+        /// The weight file.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// The shape it must have.
+        expected: Vec<i64>,
+        /// Its shape in the file, `None` when absent.
+        got: Option<Vec<i64>>,
+    },
+    /// Two tensors compared by a metric or by LPIPS do not have the same, expected layout.
+    #[error("{what}: shapes {a:?} and {b:?} do not match")]
+    ShapeMismatch {
+        /// What was being computed and the layout it needs.
+        what: &'static str,
+        /// Shape of the first tensor.
+        a: Vec<i64>,
+        /// Shape of the second tensor.
+        b: Vec<i64>,
+    },
+    /// An image is too small for a metric (MS-SSIM needs 161 pixels a side, LPIPS-Alex 31, LPIPS-VGG 16).
+    #[error("{what} needs images of at least {min}x{min} pixels, got {width}x{height}")]
+    ImageTooSmall {
+        /// The metric.
+        what: &'static str,
+        /// The smallest allowed side.
+        min: i64,
+        /// The image height.
+        height: i64,
+        /// The image width.
+        width: i64,
+    },
+    /// A line of a JSON-lines training log does not parse.
+    #[error("training log `{path}` line {line}: {source}")]
+    LogParse {
+        /// The log file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// None of the training logs given to `plot_losses` holds a per-level loss.
+    #[error("no per-level loss values found in {paths:?}")]
+    NoLossData {
+        /// The logs read.
+        paths: Vec<PathBuf>,
+    },
+    /// The plotting library failed to draw or write the figure.
+    #[error("cannot draw plot `{path}`: {source}")]
+    Plot {
+        /// The output image.
+        path: PathBuf,
+        /// The plotting library's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl TrainError {

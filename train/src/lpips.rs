@@ -1,1 +1,272 @@
-//! (in progress)
+//! LPIPS v0.1 (Zhang et al. 2018), the learned perceptual distance, in libtorch.
+//!
+//! Two backbones: AlexNet (the evaluation metric) and VGG16 (the perceptual training loss of
+//! the seed paper and VQGAN). Weights come from `shared/data/lpips/{alexnet,vgg16}.safetensors`
+//! (tensor names `features.Conv_K.{weight,bias}` and `linK.weight`) and are frozen: no gradient
+//! reaches them, but gradients flow through the network to the inputs.
+//!
+//! ```no_run
+//! use hvq_train::lpips::{Lpips, Net};
+//! # fn main() -> Result<(), hvq_train::TrainError> {
+//! let lpips = Lpips::load("../shared/data/lpips/alexnet.safetensors".as_ref(), Net::Alex, tch::Device::Cpu)?;
+//! let a = tch::Tensor::rand([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
+//! let d = lpips.forward(&a, &a.flip([3])); // shape [1]
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::TrainError;
+
+/// The LPIPS input shift, applied after scaling to [-1, 1] (per RGB channel).
+const SHIFT: [f32; 3] = [-0.030, -0.088, -0.188];
+/// The LPIPS input scale, applied after the shift (per RGB channel).
+const SCALE: [f32; 3] = [0.458, 0.448, 0.450];
+/// Added to the feature norm, as in the reference implementation.
+const NORM_EPS: f64 = 1e-10;
+
+/// The LPIPS backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Net {
+    /// AlexNet: five taps; the standard evaluation metric (`alexnet.safetensors`).
+    Alex,
+    /// VGG16: five taps; the perceptual training loss (`vgg16.safetensors`).
+    Vgg,
+}
+
+/// One convolution of a backbone: `features.Conv_{index}`, with its stride and padding.
+#[derive(Debug, Clone, Copy)]
+struct ConvSpec {
+    index: usize,
+    kernel: i64,
+    stride: i64,
+    pad: i64,
+}
+
+/// The layers between two taps: an optional max-pool `(kernel, stride)`, then conv+ReLU pairs.
+#[derive(Debug, Clone)]
+struct StageSpec {
+    pool: Option<(i64, i64)>,
+    convs: Vec<ConvSpec>,
+}
+
+impl Net {
+    /// The backbone as five stages, each ending at a tap (see shared/data/README.md).
+    fn stages(self) -> Vec<StageSpec> {
+        let c = |index, kernel, stride, pad| ConvSpec { index, kernel, stride, pad };
+        match self {
+            Net::Alex => vec![
+                StageSpec { pool: None, convs: vec![c(0, 11, 4, 2)] },
+                StageSpec { pool: Some((3, 2)), convs: vec![c(1, 5, 1, 2)] },
+                StageSpec { pool: Some((3, 2)), convs: vec![c(2, 3, 1, 1)] },
+                StageSpec { pool: None, convs: vec![c(3, 3, 1, 1)] },
+                StageSpec { pool: None, convs: vec![c(4, 3, 1, 1)] },
+            ],
+            Net::Vgg => {
+                let groups: [&[usize]; 5] = [&[0, 1], &[2, 3], &[4, 5, 6], &[7, 8, 9], &[10, 11, 12]];
+                groups
+                    .iter()
+                    .enumerate()
+                    .map(|(k, idx)| StageSpec {
+                        pool: (k > 0).then_some((2, 2)),
+                        convs: idx.iter().map(|&i| c(i, 3, 1, 1)).collect(),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Output channels of each convolution, in order.
+    fn channels(self) -> &'static [i64] {
+        match self {
+            Net::Alex => &[64, 192, 384, 256, 256],
+            Net::Vgg => &[64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512],
+        }
+    }
+
+    /// The smallest input side for which every layer has a non-empty output.
+    pub fn min_size(self) -> i64 {
+        match self {
+            // 31 → conv(11, s4, p2) 7 → pool 3 → pool 1.
+            Net::Alex => 31,
+            // Four 2×2 pools need 16 pixels to leave one.
+            Net::Vgg => 16,
+        }
+    }
+
+    /// The usual file name of this backbone's weights in `shared/data/lpips/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Net::Alex => "alexnet.safetensors",
+            Net::Vgg => "vgg16.safetensors",
+        }
+    }
+}
+
+/// A loaded convolution: weight OIHW, bias, and how to apply it.
+#[derive(Debug)]
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    spec: ConvSpec,
+}
+
+/// A stage of loaded layers ending at a tap, with the tap's linear head `[1, C, 1, 1]`.
+#[derive(Debug)]
+struct Stage {
+    pool: Option<(i64, i64)>,
+    convs: Vec<Conv>,
+    lin: Tensor,
+}
+
+/// The LPIPS v0.1 distance with frozen weights.
+#[derive(Debug)]
+pub struct Lpips {
+    net: Net,
+    stages: Vec<Stage>,
+    shift: Tensor,
+    scale: Tensor,
+    device: Device,
+}
+
+impl Lpips {
+    /// Loads the weights of `net` from a safetensors file onto `device`.
+    ///
+    /// Every expected tensor is checked by name and shape before use.
+    ///
+    /// Errors: [`TrainError::MissingLpips`] when `path` does not exist,
+    /// [`TrainError::Torch`] when it is not a readable safetensors file,
+    /// [`TrainError::LpipsTensor`] when a tensor is absent or has the wrong shape.
+    pub fn load(path: &Path, net: Net, device: Device) -> Result<Lpips, TrainError> {
+        if !path.is_file() {
+            return Err(TrainError::MissingLpips { path: path.to_path_buf() });
+        }
+        let mut named: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+        let mut take = |name: String, shape: Vec<i64>| take_tensor(&mut named, path, name, &shape, device);
+        let channels = net.channels();
+        let mut stages = Vec::with_capacity(5);
+        for (k, spec) in net.stages().into_iter().enumerate() {
+            let mut convs = Vec::with_capacity(spec.convs.len());
+            for c in &spec.convs {
+                let cin = if c.index == 0 { 3 } else { channels[c.index - 1] };
+                let cout = channels[c.index];
+                let weight = take(format!("features.Conv_{}.weight", c.index), vec![cout, cin, c.kernel, c.kernel])?;
+                let bias = take(format!("features.Conv_{}.bias", c.index), vec![cout])?;
+                convs.push(Conv { weight, bias, spec: *c });
+            }
+            let tap_channels = channels[spec.convs.last().map_or(0, |c| c.index)];
+            let lin = take(format!("lin{k}.weight"), vec![1, tap_channels, 1, 1])?;
+            stages.push(Stage { pool: spec.pool, convs, lin });
+        }
+        let per_channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
+        Ok(Lpips { net, stages, shift: per_channel(SHIFT), scale: per_channel(SCALE), device })
+    }
+
+    /// The backbone these weights belong to.
+    pub fn net(&self) -> Net {
+        self.net
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// LPIPS distance between two batches `[B, 3, H, W]` of images in [0, 1]; returns `[B]`.
+    ///
+    /// Differentiable with respect to both inputs (for the training loss). Inputs are moved to
+    /// the weights' device and computed in f32.
+    ///
+    /// # Panics
+    /// Like any tch operation, when the inputs are not both `[B, 3, H, W]` of the same shape
+    /// with `H, W ≥ Net::min_size`; [`Lpips::f_forward`] checks that and returns an error instead.
+    pub fn forward(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        let batch = a.size()[0];
+        let both = Tensor::cat(&[self.normalize(a), self.normalize(b)], 0);
+        let mut total: Option<Tensor> = None;
+        let mut x = both;
+        for stage in &self.stages {
+            x = stage.apply(x);
+            let d = tap_distance(&x, batch, &stage.lin);
+            total = Some(match total {
+                Some(t) => t + d,
+                None => d,
+            });
+        }
+        total.unwrap_or_else(|| Tensor::zeros([batch], (Kind::Float, self.device)))
+    }
+
+    /// [`Lpips::forward`] after checking the shapes.
+    ///
+    /// Errors: [`TrainError::ShapeMismatch`] when the shapes differ or are not `[B, 3, H, W]`,
+    /// [`TrainError::ImageTooSmall`] when a side is below [`Net::min_size`].
+    pub fn f_forward(&self, a: &Tensor, b: &Tensor) -> Result<Tensor, TrainError> {
+        let (sa, sb) = (a.size(), b.size());
+        if sa != sb || sa.len() != 4 || sa[1] != 3 {
+            return Err(TrainError::ShapeMismatch { what: "LPIPS inputs [B, 3, H, W]", a: sa, b: sb });
+        }
+        let min = self.net.min_size();
+        if sa[2] < min || sa[3] < min {
+            return Err(TrainError::ImageTooSmall { what: "LPIPS", min, height: sa[2], width: sa[3] });
+        }
+        Ok(self.forward(a, b))
+    }
+
+    /// [0, 1] → [-1, 1] → `(x - shift) / scale`, in f32 on the weights' device.
+    fn normalize(&self, x: &Tensor) -> Tensor {
+        let x = x.to_device(self.device).to_kind(Kind::Float);
+        ((x * 2.0 - 1.0) - &self.shift) / &self.scale
+    }
+}
+
+impl Stage {
+    fn apply(&self, mut x: Tensor) -> Tensor {
+        if let Some((k, s)) = self.pool {
+            x = x.max_pool2d([k, k], [s, s], [0, 0], [1, 1], false);
+        }
+        for c in &self.convs {
+            let (s, p) = (c.spec.stride, c.spec.pad);
+            x = x.conv2d(&c.weight, Some(&c.bias), [s, s], [p, p], [1, 1], 1).relu();
+        }
+        x
+    }
+}
+
+/// The LPIPS term of one tap: features of the first `batch` images against the rest.
+fn tap_distance(features: &Tensor, batch: i64, lin: &Tensor) -> Tensor {
+    let f = unit_normalize(features);
+    let (fa, fb) = (f.narrow(0, 0, batch), f.narrow(0, batch, batch));
+    let diff = (fa - fb).square();
+    diff.conv2d::<Tensor>(lin, None, [1, 1], [0, 0], [1, 1], 1).mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+}
+
+/// Divides each feature vector (over channels) by its L2 norm + 1e-10.
+///
+/// The `1e-20` under the square root does not change any norm representable next to a
+/// non-zero feature, but keeps the gradient finite (zero) at an all-zero feature vector,
+/// where `d sqrt(s)/ds` would be infinite and give NaN.
+fn unit_normalize(f: &Tensor) -> Tensor {
+    let norm = (f.square().sum_dim_intlist(&[1i64][..], true, Kind::Float) + 1e-20).sqrt();
+    f / (norm + NORM_EPS)
+}
+
+/// Removes `name` from `named`, checks its shape, and returns it frozen on `device` in f32.
+fn take_tensor(
+    named: &mut HashMap<String, Tensor>,
+    path: &Path,
+    name: String,
+    shape: &[i64],
+    device: Device,
+) -> Result<Tensor, TrainError> {
+    let bad = |got| TrainError::LpipsTensor { path: PathBuf::from(path), tensor: name.clone(), expected: shape.to_vec(), got };
+    let t = named.remove(&name).ok_or_else(|| bad(None))?;
+    if t.size() != shape {
+        return Err(bad(Some(t.size())));
+    }
+    Ok(t.to_kind(Kind::Float).to_device(device).set_requires_grad(false))
+}
