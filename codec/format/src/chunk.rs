@@ -67,7 +67,7 @@ struct ChunkFields {
     param: u16,
     height: u64,
     width: u64,
-    payload_len: usize,
+    payload_len: u64,
 }
 
 /// Parses the chunk at the start of `bytes`. `Ok(None)`: the chunk is not complete yet, with the total
@@ -86,10 +86,9 @@ pub(crate) fn read_chunk(bytes: &[u8], cx: &ChunkContext<'_>) -> Result<Result<(
         param: u16::from_le_bytes([head[2], head[3]]),
         height: le_u32(head, 4).into(),
         width: le_u32(head, 8).into(),
-        payload_len: le_u32(head, 12) as usize,
+        payload_len: le_u32(head, 12).into(),
     };
-    check_fields(&f, cx)?;
-    let total = CHUNK_HEADER_LEN + f.payload_len + CHUNK_TRAILER_LEN;
+    let total = check_fields(&f, cx)?;
     let Some(chunk) = bytes.get(..total) else { return Ok(Err(Some(total))) };
     let stored = le_u32(chunk, total - CHUNK_TRAILER_LEN);
     let computed = crc32fast::hash(&chunk[..total - CHUNK_TRAILER_LEN]);
@@ -101,7 +100,8 @@ pub(crate) fn read_chunk(bytes: &[u8], cx: &ChunkContext<'_>) -> Result<Result<(
 }
 
 /// Level range and order, grid size, coding, payload length and limits — all before allocation.
-fn check_fields(f: &ChunkFields, cx: &ChunkContext<'_>) -> Result<(), FormatError> {
+/// Returns the chunk's total length.
+fn check_fields(f: &ChunkFields, cx: &ChunkContext<'_>) -> Result<usize, FormatError> {
     let model_levels = usize::from(cx.header.model_levels);
     let expected = cx.header.grid_dims(f.level).ok_or(FormatError::LevelOutOfRange { offset: cx.offset, level: f.level, model_levels })?;
     if let Some(prev) = cx.previous
@@ -125,15 +125,18 @@ fn check_fields(f: &ChunkFields, cx: &ChunkContext<'_>) -> Result<(), FormatErro
     if !f.payload_len.is_multiple_of(4) {
         return Err(FormatError::CorruptPayload { offset: cx.offset, level: f.level, fault: PayloadFault::Length });
     }
-    let end = cx.offset + (CHUNK_HEADER_LEN + f.payload_len + CHUNK_TRAILER_LEN) as u64;
-    if end > cx.limits.max_file_bytes {
+    // u64 arithmetic, then a checked conversion: on wasm32 `usize` is 32 bits.
+    let total = (CHUNK_HEADER_LEN + CHUNK_TRAILER_LEN) as u64 + f.payload_len;
+    let end = cx.offset + total;
+    let total = usize::try_from(total).ok().filter(|_| end <= cx.limits.max_file_bytes);
+    let Some(total) = total else {
         return Err(FormatError::OverLimit { what: LimitKind::FileBytes, limit: cx.limits.max_file_bytes, got: end });
-    }
+    };
     let tokens = cx.tokens_so_far + f.height * f.width;
-    if tokens > cx.limits.max_tokens {
+    if tokens > cx.limits.max_tokens || usize::try_from(f.height * f.width).is_err() {
         return Err(FormatError::OverLimit { what: LimitKind::Tokens, limit: cx.limits.max_tokens, got: tokens });
     }
-    Ok(())
+    Ok(total)
 }
 
 fn decode_payload(payload: &[u8], f: &ChunkFields, cx: &ChunkContext<'_>) -> Result<TokenGrid, FormatError> {

@@ -50,7 +50,7 @@ impl Header {
     /// Returns `None` for a level the model does not have.
     pub fn grid_dims(&self, level: usize) -> Option<(u64, u64)> {
         let levels = usize::from(self.model_levels);
-        if level >= levels || self.coarsest_stride == 0 {
+        if level >= levels || levels > MAX_LEVELS || self.coarsest_stride == 0 {
             return None;
         }
         let scale = 1u64 << (levels - 1 - level);

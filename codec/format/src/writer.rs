@@ -40,7 +40,8 @@ fn check_grid(header: &Header, grid: &TokenGrid, previous: Option<&TokenGrid>, p
         return Err(FormatError::LevelOrder { offset: 0, previous: p.level, level });
     }
     let got = (grid.height as u64, grid.width as u64);
-    if got != expected {
+    // Chunk headers store the sizes as u32.
+    if got != expected || got.0 > u32::MAX.into() || got.1 > u32::MAX.into() {
         return Err(FormatError::GridSize { level, expected, got });
     }
     if grid.tokens.len() as u64 != got.0 * got.1 {
