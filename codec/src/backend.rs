@@ -1,0 +1,94 @@
+//! The model on one backend, behind one enum (static dispatch: two variants, no trait objects).
+
+use hvq_cpu::CpuModel;
+use std::sync::Arc;
+
+use hvq_spec::{FeatureMap, TokenGrid, Weights};
+
+use crate::{Backend, BackendKind, CodecError, Result};
+
+/// A model instantiated on one backend.
+pub(crate) enum Engine {
+    Cpu(CpuModel),
+    #[cfg(feature = "wgpu")]
+    Wgpu(Box<hvq_wgpu::GpuModel>),
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({})", self.kind())
+    }
+}
+
+impl Engine {
+    /// Instantiates `weights` on the backend `choice` asks for.
+    pub(crate) async fn new(weights: &Arc<Weights>, choice: Backend) -> Result<Self> {
+        match choice {
+            Backend::Cpu => Self::cpu(weights),
+            Backend::Wgpu => Self::wgpu(weights).await,
+            Backend::Auto => match Self::wgpu(weights).await {
+                Ok(engine) => Ok(engine),
+                Err(e) => {
+                    // A machine without a GPU is normal, not an error: say why at info level and go on.
+                    log::info!("backend auto: using the CPU backend because wgpu is unavailable: {}", error_chain(&e));
+                    Self::cpu(weights)
+                }
+            },
+        }
+    }
+
+    fn cpu(weights: &Arc<Weights>) -> Result<Self> {
+        Ok(Engine::Cpu(CpuModel::new(Arc::clone(weights))))
+    }
+
+    #[cfg(feature = "wgpu")]
+    async fn wgpu(weights: &Weights) -> Result<Self> {
+        let ctx = hvq_wgpu::GpuContext::new().await.map_err(CodecError::Gpu)?;
+        log::info!("wgpu adapter: {:?}", ctx.adapter_info());
+        let model = hvq_wgpu::GpuModel::new(&ctx, weights).map_err(CodecError::Gpu)?;
+        Ok(Engine::Wgpu(Box::new(model)))
+    }
+
+    #[cfg(not(feature = "wgpu"))]
+    async fn wgpu(_weights: &Weights) -> Result<Self> {
+        Err(CodecError::WgpuNotCompiled)
+    }
+
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            Engine::Cpu(_) => BackendKind::Cpu,
+            #[cfg(feature = "wgpu")]
+            Engine::Wgpu(_) => BackendKind::Wgpu,
+        }
+    }
+
+    /// Tokens of `levels` (ascending, valid) for an image already padded to the coarsest stride.
+    pub(crate) async fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>> {
+        match self {
+            Engine::Cpu(m) => m.encode(image, levels).map_err(CodecError::Cpu),
+            #[cfg(feature = "wgpu")]
+            Engine::Wgpu(m) => m.encode(image, levels).await.map_err(CodecError::Gpu),
+        }
+    }
+
+    /// The padded-size RGB map in `[0, 1]` that one grid decodes to.
+    pub(crate) async fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap> {
+        match self {
+            Engine::Cpu(m) => m.decode(grid).map_err(CodecError::Cpu),
+            #[cfg(feature = "wgpu")]
+            Engine::Wgpu(m) => m.decode(grid).await.map_err(CodecError::Gpu),
+        }
+    }
+}
+
+/// `error: cause: cause` on one line, for logs.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

@@ -1,0 +1,305 @@
+//! [`Codec`]: a model on a backend, with encode and decode entry points.
+
+use std::sync::Arc;
+
+use hvq_format::Priors;
+use hvq_spec::{ModelConfig, TokenGrid, Weights};
+
+use crate::backend::Engine;
+use crate::model::priors_of;
+use crate::{Backend, BackendKind, CodecError, LevelSelection, Limits, Result, RgbImage};
+
+/// The tokens of one image: its original size and one grid per encoded level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// Width of the original image in pixels (before edge padding).
+    pub width: u32,
+    /// Height of the original image in pixels.
+    pub height: u32,
+    /// One grid per level, finest first (ascending level).
+    pub grids: Vec<TokenGrid>,
+}
+
+impl Tokens {
+    /// The grid of `level`, if it was encoded.
+    pub fn level(&self, level: usize) -> Option<&TokenGrid> {
+        self.grids.iter().find(|g| g.level == level)
+    }
+
+    /// The finest level present (the best image these tokens give).
+    pub fn finest(&self) -> Option<&TokenGrid> {
+        self.grids.iter().min_by_key(|g| g.level)
+    }
+
+    /// The levels present, ascending.
+    pub fn levels(&self) -> Vec<usize> {
+        let mut l: Vec<usize> = self.grids.iter().map(|g| g.level).collect();
+        l.sort_unstable();
+        l
+    }
+}
+
+/// An image decoded from a `.hvq` file, with the level it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedImage {
+    /// The image, at the file's original size.
+    pub image: RgbImage,
+    /// The level that was decoded (0 = finest).
+    pub level: usize,
+    /// Whether the file ended inside a chunk (a progressive prefix); the partial chunk was ignored.
+    pub truncated: bool,
+}
+
+/// Options for a [`Codec`]; made by [`Codec::builder`], [`Codec::from_weight_bytes`] or
+/// [`Codec::default_model`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` or `build_async` is called"]
+pub struct CodecBuilder {
+    weights: Arc<Weights>,
+    backend: Backend,
+    limits: Limits,
+}
+
+impl CodecBuilder {
+    /// Chooses the backend (default [`Backend::Auto`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Sets the size limits (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Instantiates the model on the backend. Async because a wgpu adapter and device are
+    /// requested asynchronously (the only way in a browser).
+    ///
+    /// Errors: [`CodecError::Priors`] / [`CodecError::PriorsShape`] for bad `hvq.priors` metadata;
+    /// [`CodecError::Gpu`] or [`CodecError::WgpuNotCompiled`] when [`Backend::Wgpu`] is unavailable;
+    /// [`CodecError::Cpu`] when the CPU backend refuses the weights.
+    pub async fn build_async(self) -> Result<Codec> {
+        let priors = priors_of(&self.weights)?;
+        let engine = Engine::new(&self.weights, self.backend).await?;
+        log::debug!("codec ready on the {} backend", engine.kind());
+        Ok(Codec {
+            config: self.weights.config().clone(),
+            fingerprint: self.weights.fingerprint(),
+            priors,
+            engine,
+            limits: self.limits,
+        })
+    }
+
+    /// Blocking [`build_async`](Self::build_async).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn build(self) -> Result<Codec> {
+        pollster::block_on(self.build_async())
+    }
+}
+
+/// A model ready to encode images to tokens and `.hvq` files and to decode them back.
+///
+/// See the [crate documentation](crate) for a walk-through.
+#[derive(Debug)]
+pub struct Codec {
+    config: ModelConfig,
+    fingerprint: [u8; 32],
+    priors: Priors,
+    engine: Engine,
+    limits: Limits,
+}
+
+impl Codec {
+    /// A builder for validated weights (owned, or shared with other codecs through an `Arc`).
+    pub fn builder(weights: impl Into<Arc<Weights>>) -> CodecBuilder {
+        CodecBuilder { weights: weights.into(), backend: Backend::Auto, limits: Limits::default() }
+    }
+
+    /// A builder for a safetensors weight file's bytes.
+    ///
+    /// Errors: [`CodecError::Weights`] naming the first problem with the file.
+    pub fn from_weight_bytes(bytes: &[u8]) -> Result<CodecBuilder> {
+        crate::load_weights(bytes).map(Self::builder)
+    }
+
+    /// A builder for the default model embedded at build time.
+    ///
+    /// Errors: [`CodecError::NoDefaultModel`] when this build embeds none (see the crate docs).
+    pub fn default_model() -> Result<CodecBuilder> {
+        Self::from_weight_bytes(crate::default_model_bytes()?)
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The model fingerprint that `.hvq` files made by this codec carry.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    /// The backend in use (what [`Backend::Auto`] resolved to).
+    pub fn backend(&self) -> BackendKind {
+        self.engine.kind()
+    }
+
+    /// The size limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The entropy-coding priors used for `.hvq` files.
+    pub fn priors(&self) -> &Priors {
+        &self.priors
+    }
+
+    /// Encodes `image` into the token grids of `levels` (any size; edge-padded to the coarsest
+    /// stride internally, the original size is kept in [`Tokens`]).
+    ///
+    /// Errors: [`CodecError::EmptyImage`], [`CodecError::ImageTooLarge`] (checked before the
+    /// padded copy is allocated), [`CodecError::LevelNotAvailable`], [`CodecError::NoLevelsSelected`],
+    /// and backend errors.
+    pub async fn encode_async(&self, image: &RgbImage, levels: impl Into<LevelSelection>) -> Result<Tokens> {
+        let levels = levels.into().resolve(self.config.levels)?;
+        self.encode_levels(image, &levels).await
+    }
+
+    async fn encode_levels(&self, image: &RgbImage, levels: &[usize]) -> Result<Tokens> {
+        let (w, h) = self.padded_size(image)?;
+        let map = image.to_padded_map(w, h);
+        let mut grids = self.engine.encode(&map, levels).await?;
+        grids.sort_by_key(|g| g.level);
+        Ok(Tokens { width: image.width(), height: image.height(), grids })
+    }
+
+    /// Checks `image` against the limits and returns its size padded to the coarsest stride.
+    fn padded_size(&self, image: &RgbImage) -> Result<(usize, usize)> {
+        self.limits.check_image(image.width().into(), image.height().into())?;
+        let s = self.config.coarsest_stride();
+        Ok(((image.width() as usize).div_ceil(s) * s, (image.height() as usize).div_ceil(s) * s))
+    }
+
+    /// Encodes many images; one result per image, so one bad image does not fail the others.
+    ///
+    /// On the CPU backend (with the `parallel` feature) images run concurrently on rayon's pool;
+    /// on wgpu they are queued one after another on the device.
+    pub async fn encode_batch_async(
+        &self,
+        images: &[RgbImage],
+        levels: impl Into<LevelSelection>,
+    ) -> Vec<Result<Tokens>> {
+        let levels = match levels.into().resolve(self.config.levels) {
+            Ok(l) => l,
+            Err(e) => return images.iter().map(|_| Err(clone_level_error(&e))).collect(),
+        };
+        #[cfg(all(feature = "parallel", not(target_arch = "wasm32")))]
+        if matches!(self.engine, Engine::Cpu(_)) {
+            use rayon::prelude::*;
+            return images
+                .par_iter()
+                .map(|img| pollster::block_on(self.encode_levels(img, &levels)))
+                .collect();
+        }
+        let mut out = Vec::with_capacity(images.len());
+        for img in images {
+            out.push(self.encode_levels(img, &levels).await);
+        }
+        out
+    }
+
+    /// Decodes one level's tokens to an image of the original `width × height`.
+    ///
+    /// Needs no encoder run: a thumbnail can be decoded from the coarse grid alone.
+    /// Errors: [`CodecError::LevelNotAvailable`], [`CodecError::GridMismatch`] (the grid does not fit
+    /// the size), [`CodecError::TokenOutOfRange`], limit and backend errors.
+    pub async fn decode_async(&self, grid: &TokenGrid, width: u32, height: u32) -> Result<RgbImage> {
+        self.check_grid(grid, width, height)?;
+        let map = self.engine.decode(grid).await?;
+        assert!(
+            map.channels == 3 && map.width >= width as usize && map.height >= height as usize,
+            "backend returned a {}×{}×{} map for a {width}×{height} image",
+            map.channels,
+            map.width,
+            map.height
+        );
+        Ok(RgbImage::from_map_cropped(&map, width, height))
+    }
+
+    /// Checks a grid against the model, the image size and the limits, before any decoding.
+    fn check_grid(&self, grid: &TokenGrid, width: u32, height: u32) -> Result<()> {
+        self.limits.check_image(width.into(), height.into())?;
+        if grid.level >= self.config.levels {
+            return Err(CodecError::LevelNotAvailable {
+                requested: grid.level,
+                available: (0..self.config.levels).collect(),
+            });
+        }
+        let (ew, eh) = self.grid_size(grid.level, width, height);
+        if (grid.width, grid.height) != (ew, eh) || grid.tokens.len() != ew * eh {
+            return Err(CodecError::GridMismatch {
+                level: grid.level,
+                got_width: grid.width,
+                got_height: grid.height,
+                tokens: grid.tokens.len(),
+                expected_width: ew,
+                expected_height: eh,
+                image_width: width,
+                image_height: height,
+            });
+        }
+        let n = self.config.codebook_size;
+        if let Some((index, &token)) = grid.tokens.iter().enumerate().find(|&(_, &t)| t as usize >= n) {
+            return Err(CodecError::TokenOutOfRange { token, index, codebook_size: n });
+        }
+        Ok(())
+    }
+
+    /// `(width, height)` of level `level`'s grid for an image of `width × height`.
+    pub fn grid_size(&self, level: usize, width: u32, height: u32) -> (usize, usize) {
+        let coarse = self.config.coarsest_stride();
+        let scale = coarse / self.config.level_stride(level);
+        ((width as usize).div_ceil(coarse) * scale, (height as usize).div_ceil(coarse) * scale)
+    }
+}
+
+/// Batch entry points return one error per image; level errors are re-made for each.
+fn clone_level_error(e: &CodecError) -> CodecError {
+    match e {
+        CodecError::LevelNotAvailable { requested, available } => {
+            CodecError::LevelNotAvailable { requested: *requested, available: available.clone() }
+        }
+        _ => CodecError::NoLevelsSelected,
+    }
+}
+
+/// Blocking wrappers of the async entry points, for native callers.
+#[cfg(not(target_arch = "wasm32"))]
+impl Codec {
+    /// Blocking [`encode_async`](Self::encode_async).
+    pub fn encode(&self, image: &RgbImage, levels: impl Into<LevelSelection>) -> Result<Tokens> {
+        pollster::block_on(self.encode_async(image, levels))
+    }
+
+    /// Blocking [`encode_batch_async`](Self::encode_batch_async).
+    pub fn encode_batch(&self, images: &[RgbImage], levels: impl Into<LevelSelection>) -> Vec<Result<Tokens>> {
+        pollster::block_on(self.encode_batch_async(images, levels))
+    }
+
+    /// Blocking [`decode_async`](Self::decode_async).
+    pub fn decode(&self, grid: &TokenGrid, width: u32, height: u32) -> Result<RgbImage> {
+        pollster::block_on(self.decode_async(grid, width, height))
+    }
+
+    /// Blocking [`encode_to_hvq_async`](Self::encode_to_hvq_async).
+    pub fn encode_to_hvq(&self, image: &RgbImage, levels: impl Into<LevelSelection>) -> Result<Vec<u8>> {
+        pollster::block_on(self.encode_to_hvq_async(image, levels))
+    }
+
+    /// Blocking [`decode_hvq_async`](Self::decode_hvq_async).
+    pub fn decode_hvq(&self, bytes: &[u8], level: Option<usize>) -> Result<DecodedImage> {
+        pollster::block_on(self.decode_hvq_async(bytes, level))
+    }
+}

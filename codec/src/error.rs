@@ -1,0 +1,164 @@
+//! The one error type of the crate.
+
+use hvq_spec::SpecError;
+
+/// Everything that can go wrong in `hvq-codec`.
+///
+/// Variants are grouped by whose fault it is: the input (image, file, weights), a limit, a
+/// mismatch between a file and the loaded model, or the machine (backend). Errors of the
+/// sub-crates are wrapped as sources, so `{:#}`-style chains print the full story.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The weight file is invalid (returned by [`crate::load_weights`] and the builder constructors).
+    #[error("invalid weight file")]
+    Weights(#[source] SpecError),
+    /// The `hvq.priors` metadata of the weights does not parse (returned when building a [`crate::Codec`]).
+    #[error("the weights' entropy-coding priors (`hvq.priors` metadata) are invalid")]
+    Priors(#[source] hvq_format::FormatError),
+    /// The `hvq.priors` metadata describes another number of levels or codebook size than the model.
+    #[error(
+        "the weights' priors are for {priors_levels} levels × {priors_codebook} codes, \
+         but the model has {model_levels} levels × {model_codebook} codes"
+    )]
+    PriorsShape {
+        /// Levels in the priors.
+        priors_levels: usize,
+        /// Codebook size in the priors.
+        priors_codebook: usize,
+        /// Levels of the model.
+        model_levels: usize,
+        /// Codebook size of the model.
+        model_codebook: usize,
+    },
+    /// No default model was embedded in this build (returned by [`crate::Codec::default_model`]).
+    #[error(
+        "no default model is embedded in this build (feature `default-model` off, or \
+         `codec/models/default.safetensors` absent at build time); pass a weight file instead"
+    )]
+    NoDefaultModel,
+    /// The bytes are not an image any enabled `image` format reads (returned by [`crate::RgbImage::decode`]).
+    #[error("not a readable image")]
+    ImageDecode(#[source] image::ImageError),
+    /// Writing an image failed (returned by [`crate::RgbImage::encode_as`]).
+    #[error("could not encode the image")]
+    ImageEncode(#[source] image::ImageError),
+    /// An image has zero width or height (returned by encode entry points and [`crate::RgbImage::new`]).
+    #[error("image is empty ({width}×{height})")]
+    EmptyImage {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+    /// A pixel buffer's length does not match its size (returned by [`crate::RgbImage::new`] and
+    /// [`crate::RgbImage::from_rgba8`]).
+    #[error("pixel buffer holds {got} bytes, but {width}×{height}×{channels} needs {expected}")]
+    BufferSize {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Bytes per pixel of the layout.
+        channels: u32,
+        /// Bytes needed.
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// An image is larger than [`crate::Limits::max_pixels`] (checked before any allocation).
+    #[error("image of {width}×{height} pixels exceeds the limit of {limit} pixels")]
+    ImageTooLarge {
+        /// Width in pixels.
+        width: u64,
+        /// Height in pixels.
+        height: u64,
+        /// The limit in pixels.
+        limit: u64,
+    },
+    /// A `.hvq` file is larger than [`crate::Limits::max_file_bytes`].
+    #[error("file of {got} bytes exceeds the limit of {limit} bytes")]
+    FileTooLarge {
+        /// File size.
+        got: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A level was asked for that the model or the file does not have.
+    #[error("level {requested} is not available (available: {available:?})")]
+    LevelNotAvailable {
+        /// The level asked for.
+        requested: usize,
+        /// The levels there are.
+        available: Vec<usize>,
+    },
+    /// An empty level list was given to an encode entry point.
+    #[error("no levels selected")]
+    NoLevelsSelected,
+    /// A token grid does not fit the image size and the model (returned by [`crate::Codec::decode`]).
+    #[error(
+        "token grid of level {level} is {got_width}×{got_height} (with {tokens} tokens), but a \
+         {image_width}×{image_height} image needs {expected_width}×{expected_height}"
+    )]
+    GridMismatch {
+        /// Level of the grid.
+        level: usize,
+        /// Grid width given.
+        got_width: usize,
+        /// Grid height given.
+        got_height: usize,
+        /// Number of tokens given.
+        tokens: usize,
+        /// Grid width the image size implies.
+        expected_width: usize,
+        /// Grid height the image size implies.
+        expected_height: usize,
+        /// Image width.
+        image_width: u32,
+        /// Image height.
+        image_height: u32,
+    },
+    /// A token is not a codebook index (returned by [`crate::Codec::decode`]).
+    #[error("token {token} at index {index} is out of range for a codebook of {codebook_size} entries")]
+    TokenOutOfRange {
+        /// The token value.
+        token: u32,
+        /// Its position in the grid.
+        index: usize,
+        /// Codebook size.
+        codebook_size: usize,
+    },
+    /// A `.hvq` file names another model than the loaded one (returned by [`crate::Codec::decode_hvq`]).
+    #[error(
+        "the file was encoded with model {file}, but the loaded model is {model}; \
+         decode it with the weights it was made with"
+    )]
+    FingerprintMismatch {
+        /// Fingerprint in the file, hex.
+        file: String,
+        /// Fingerprint of the loaded model, hex.
+        model: String,
+    },
+    /// A `.hvq` file holds no complete level (e.g. cut inside its first chunk).
+    #[error("the file holds no complete level ({got} bytes): it is truncated before the first level ends")]
+    NoCompleteLevel {
+        /// File size.
+        got: usize,
+    },
+    /// The `.hvq` file is malformed, truncated, corrupt or of an unsupported version.
+    #[error(transparent)]
+    Format(hvq_format::FormatError),
+    /// The CPU backend refused its input.
+    #[error("CPU backend failed")]
+    Cpu(#[source] hvq_cpu::CpuError),
+    /// The wgpu backend failed (also: [`crate::Backend::Wgpu`] asked for and no adapter found).
+    #[cfg(feature = "wgpu")]
+    #[error("wgpu backend failed")]
+    Gpu(#[source] hvq_wgpu::GpuError),
+    /// [`crate::Backend::Wgpu`] was asked for, but this build has no wgpu backend (feature `wgpu` off).
+    #[error("the wgpu backend is not compiled into this build (feature `wgpu` is off)")]
+    WgpuNotCompiled,
+}
+
+/// Result alias of the crate.
+pub type Result<T, E = CodecError> = std::result::Result<T, E>;
