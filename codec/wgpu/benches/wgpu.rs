@@ -1,0 +1,58 @@
+//! Encode and decode times of the wgpu backend (`small` preset, random weights) at 256×256 and
+//! 768×512 (Kodak's size). Prints the median of several runs per case, in ms, after one warm-up
+//! run that builds the pipelines and the graph for the shape.
+//!
+//! `cargo bench -p hvq-wgpu --bench wgpu` (on lavapipe when no GPU is present).
+//! `HVQ_BENCH_RUNS=n` sets the runs per case (default 5).
+
+use std::time::Instant;
+
+use hvq_spec::{FeatureMap, ModelConfig, random_weights};
+use hvq_wgpu::{GpuContext, GpuModel};
+
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up: pipelines, graph and buffers for this shape
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() {
+    let ctx = match pollster::block_on(GpuContext::new()) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("SKIPPED: no wgpu adapter ({e})");
+            return;
+        }
+    };
+    let info = ctx.adapter_info();
+    println!("adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+    let runs: usize = std::env::var("HVQ_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
+    let presets: Vec<String> = std::env::var("HVQ_BENCH_PRESETS")
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|_| vec!["small".into()]);
+    for preset in presets {
+        let cfg = ModelConfig::preset(&preset).expect("known preset");
+        let weights = random_weights(&cfg, 1).expect("valid preset");
+        let model = GpuModel::new(&ctx, &weights).expect("weights fit the device");
+        for (h, w) in [(256, 256), (512, 768)] {
+            let image = FeatureMap { channels: 3, height: h, width: w, data: vec![0.5; 3 * h * w] };
+            let levels: Vec<usize> = (0..cfg.levels).collect();
+            let mut grids = Vec::new();
+            let enc = median_ms(runs, || grids = pollster::block_on(model.encode(&image, &levels)).expect("encode"));
+            println!("{preset} {w}x{h} encode (all {} levels): median {enc:.1} ms over {runs} runs", cfg.levels);
+            for grid in &grids {
+                let dec = median_ms(runs, || {
+                    pollster::block_on(model.decode(grid)).expect("decode");
+                });
+                println!("{preset} {w}x{h} decode level {} ({}x{} tokens): median {dec:.1} ms", grid.level, grid.width, grid.height);
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong in `hvq-wgpu`, split by whose fault it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    // --- no usable device ---
+    /// No wgpu adapter is available (no GPU, no Vulkan/Metal/DX12 driver, no WebGPU in the
+    /// browser). Returned by [`crate::GpuContext::new`]; callers fall back to the CPU backend.
+    #[error("no wgpu adapter available: {0}")]
+    NoAdapter(#[source] wgpu::RequestAdapterError),
+    /// The adapter refused to create a device with the limits this crate needs.
+    /// Returned by [`crate::GpuContext::new`].
+    #[error("the wgpu adapter refused to create a device: {0}")]
+    RequestDevice(#[source] wgpu::RequestDeviceError),
+    /// The device reported an error while running kernels (device lost, out of memory,
+    /// validation). Returned by any call that runs kernels.
+    #[error("wgpu device error during {during}: {source}")]
+    Device {
+        /// What was running.
+        during: &'static str,
+        /// The device's report.
+        #[source]
+        source: wgpu::Error,
+    },
+    /// Mapping the read-back buffer failed (device lost). Returned by any call that runs kernels.
+    #[error("reading results back from the device failed: {0}")]
+    Readback(#[source] wgpu::BufferAsyncError),
+    /// Waiting for the device failed (device lost, timeout). Returned by any call that runs kernels.
+    #[error("waiting for the device failed: {0}")]
+    Poll(#[source] wgpu::PollError),
+    /// The mapped read-back range was not accessible. Returned by any call that runs kernels.
+    #[error("the read-back buffer's mapped range is not accessible: {0}")]
+    MappedRange(#[source] wgpu::MapRangeError),
+    /// The read-back callback was dropped without an answer (the device was destroyed).
+    /// Returned by any call that runs kernels.
+    #[error("the device dropped the read-back request")]
+    ReadbackCancelled,
+
+    // --- bad input ---
+    /// An input map or grid has a shape the operation does not accept.
+    /// Returned by [`crate::GpuModel`] methods and [`crate::kernels`] functions.
+    #[error("bad input to {op}: {reason}")]
+    BadInput {
+        /// The operation.
+        op: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A token index is outside the codebook. Returned by [`crate::GpuModel::decode`] and
+    /// [`crate::kernels::codebook_gather`].
+    #[error("token {token} at position {position} is outside the codebook of {entries} entries")]
+    TokenOutOfRange {
+        /// Row-major position in the grid.
+        position: usize,
+        /// The token found.
+        token: u32,
+        /// Codebook size.
+        entries: usize,
+    },
+    /// The requested level does not exist in this model. Returned by [`crate::GpuModel`] methods.
+    #[error("level {level} does not exist; the model has {levels} levels")]
+    NoSuchLevel {
+        /// The level asked for.
+        level: usize,
+        /// Levels of the model.
+        levels: usize,
+    },
+
+    // --- limits ---
+    /// A buffer or dispatch would exceed a limit of the device (checked before allocation).
+    /// Returned by any call that creates buffers or runs kernels.
+    #[error("{what} needs {got}, over the device limit of {limit}")]
+    LimitExceeded {
+        /// Which limit.
+        what: &'static str,
+        /// The amount needed.
+        got: u64,
+        /// The device's limit.
+        limit: u64,
+    },
+
+    // --- shaders (a bug in this crate, or a driver that rejects valid WGSL) ---
+    /// A kernel failed to compile or a pipeline failed to build.
+    #[error("kernel `{kernel}` failed to compile: {source}")]
+    Shader {
+        /// The kernel's file stem.
+        kernel: &'static str,
+        /// The device's report.
+        #[source]
+        source: wgpu::Error,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = GpuError> = std::result::Result<T, E>;

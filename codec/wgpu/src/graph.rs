@@ -1,0 +1,359 @@
+//! Records a sequence of kernel dispatches over device buffers: the executable form of a model
+//! (or of one kernel) for one input shape, built once and replayed.
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use crate::context::{GpuContext, Pipeline};
+use crate::error::{GpuError, Result};
+use crate::shaders::{Kernel, Overrides};
+
+/// Invocations per workgroup of the one-element-per-invocation kernels.
+const ELEMENTWISE_WG: u32 = 256;
+
+/// A feature map living in a graph buffer (CHW f32, or u32 tokens with `channels == 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tensor {
+    pub(crate) id: usize,
+    pub(crate) channels: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+}
+
+impl Tensor {
+    pub(crate) fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    pub(crate) fn plane(&self) -> usize {
+        self.height * self.width
+    }
+}
+
+/// A convolution's weights on the device.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvWeights {
+    pub(crate) weight: wgpu::Buffer,
+    pub(crate) bias: wgpu::Buffer,
+    pub(crate) cin: usize,
+    pub(crate) cout: usize,
+    pub(crate) ks: usize,
+}
+
+/// Where a convolution's implicit zeros go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pad {
+    /// `ks / 2` on every side.
+    Same,
+    /// One row at the bottom and one column at the right (the encoder's down-sampler).
+    RightBottom,
+}
+
+/// A GroupNorm fused into a convolution's input: statistics tensor and gamma‖beta buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FusedNorm<'a> {
+    pub(crate) stats: Tensor,
+    pub(crate) affine: &'a wgpu::Buffer,
+    pub(crate) groups: usize,
+    pub(crate) swish: bool,
+}
+
+/// Everything about one convolution except its input and weights.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvOptions<'a> {
+    pub(crate) stride: usize,
+    pub(crate) pad: Pad,
+    pub(crate) upsample: bool,
+    pub(crate) norm: Option<FusedNorm<'a>>,
+    pub(crate) residual: Option<Tensor>,
+}
+
+impl ConvOptions<'_> {
+    pub(crate) const SAME: ConvOptions<'static> =
+        ConvOptions { stride: 1, pad: Pad::Same, upsample: false, norm: None, residual: None };
+}
+
+/// The three spatial re-samplings of `resample.wgsl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resample {
+    AvgPool2 = 0,
+    Subsample2 = 1,
+    UpsampleNearest2 = 2,
+}
+
+struct Step {
+    pipeline: Arc<Pipeline>,
+    bind_group: wgpu::BindGroup,
+    groups: (u32, u32),
+}
+
+/// Buffers and dispatches of one graph. Buffers are recycled through a free list as the
+/// builder releases tensors, so a deep model needs only a few activation-sized buffers.
+pub(crate) struct Graph {
+    ctx: GpuContext,
+    buffers: Vec<wgpu::Buffer>,
+    free: Vec<usize>,
+    steps: Vec<Step>,
+    dummy: wgpu::Buffer,
+    staging: Option<wgpu::Buffer>,
+}
+
+impl Graph {
+    pub(crate) fn new(ctx: &GpuContext) -> Self {
+        let dummy = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Graph { ctx: ctx.clone(), buffers: Vec::new(), free: Vec::new(), steps: Vec::new(), dummy, staging: None }
+    }
+
+    /// A fresh tensor, reusing a released buffer that is large enough (smallest fit first).
+    pub(crate) fn alloc(&mut self, channels: usize, height: usize, width: usize) -> Result<Tensor> {
+        let bytes = (channels * height * width).max(1) as u64 * 4;
+        self.ctx.check_buffer_size(bytes)?;
+        let fit = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| self.buffers[**id].size() >= bytes)
+            .min_by_key(|(_, id)| self.buffers[**id].size())
+            .map(|(slot, _)| slot);
+        let id = match fit {
+            Some(slot) => self.free.swap_remove(slot),
+            None => {
+                self.buffers.push(self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("activation"),
+                    size: bytes.next_multiple_of(16),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+                self.buffers.len() - 1
+            }
+        };
+        Ok(Tensor { id, channels, height, width })
+    }
+
+    /// Returns a tensor's buffer to the free list; later steps may overwrite it.
+    pub(crate) fn release(&mut self, t: Tensor) {
+        debug_assert!(!self.free.contains(&t.id), "tensor released twice");
+        self.free.push(t.id);
+    }
+
+    fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
+        let mut padded = words.to_vec();
+        padded.resize(words.len().next_multiple_of(4), 0);
+        self.ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::cast_slice(&padded),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    fn push(&mut self, kernel: Kernel, overrides: Overrides, words: &[u32], bindings: &[&wgpu::Buffer], groups: (u32, u32)) -> Result<()> {
+        let limit = self.ctx.limits().max_compute_workgroups_per_dimension;
+        let most = groups.0.max(groups.1);
+        if most > limit {
+            return Err(GpuError::LimitExceeded { what: "workgroups per dispatch dimension", got: u64::from(most), limit: u64::from(limit) });
+        }
+        let pipeline = self.ctx.pipeline_now(kernel, overrides);
+        let params = self.uniform(words);
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
+        for (i, b) in bindings.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bind_group = self.ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name()),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+        self.steps.push(Step { pipeline, bind_group, groups });
+        Ok(())
+    }
+
+    /// A 2-D grid covering `n` invocations of `per_group`: one dimension alone caps at 65535.
+    fn grid(&self, n: usize, per_group: u32) -> (u32, u32) {
+        let groups = n.div_ceil(per_group as usize).max(1);
+        let max_x = self.ctx.limits().max_compute_workgroups_per_dimension as usize;
+        let x = groups.min(max_x);
+        (x as u32, groups.div_ceil(x) as u32)
+    }
+
+    /// A convolution; output size follows PyTorch's formula for the padding and stride.
+    pub(crate) fn conv(&mut self, x: Tensor, w: &ConvWeights, o: ConvOptions<'_>) -> Result<Tensor> {
+        let bad = |reason: String| Err(GpuError::BadInput { op: "conv2d", reason });
+        if x.channels != w.cin {
+            return bad(format!("input has {} channels, weights expect {}", x.channels, w.cin));
+        }
+        if w.ks % 2 == 0 || !(1..=2).contains(&o.stride) {
+            return bad(format!("kernel size {} / stride {} unsupported (odd sizes, stride 1 or 2)", w.ks, o.stride));
+        }
+        let scale = if o.upsample { 2 } else { 1 };
+        let (h, wd) = (x.height * scale, x.width * scale);
+        let (top, left, extra) = match o.pad {
+            Pad::Same => (w.ks / 2, w.ks / 2, 2 * (w.ks / 2)),
+            Pad::RightBottom => (0, 0, 1),
+        };
+        if h + extra < w.ks || wd + extra < w.ks {
+            return bad(format!("input {h}x{wd} is smaller than the {0}x{0} kernel", w.ks));
+        }
+        let h_out = (h + extra - w.ks) / o.stride + 1;
+        let w_out = (wd + extra - w.ks) / o.stride + 1;
+        if let Some(r) = o.residual {
+            if (r.channels, r.height, r.width) != (w.cout, h_out, w_out) {
+                return bad("residual shape differs from the output".into());
+            }
+        }
+        let (groups, norm_mode) = match o.norm {
+            Some(n) if n.groups == 0 || x.channels % n.groups != 0 => {
+                return bad(format!("{} groups do not divide {} channels", n.groups, x.channels));
+            }
+            Some(n) => (n.groups, if n.swish { 2 } else { 1 }),
+            None => (1, 0),
+        };
+        let out = self.alloc(w.cout, h_out, w_out)?;
+        let words = [x.channels, x.height, x.width, w.cout, h_out, w_out, o.stride, top, left, groups].map(|v| v as u32);
+        let overrides = Overrides { ks: w.ks as u32, norm: norm_mode, upsample: o.upsample, residual: o.residual.is_some(), ..Default::default() };
+        let residual = o.residual.map_or(&self.dummy, |r| &self.buffers[r.id]);
+        let (stats, affine) = match o.norm {
+            Some(n) => (&self.buffers[n.stats.id], n.affine),
+            None => (&self.dummy, &self.dummy),
+        };
+        let bindings = [&self.buffers[x.id], &w.weight, &w.bias, residual, stats, affine, &self.buffers[out.id]].map(Clone::clone);
+        let groups = ((h_out * w_out).div_ceil(64) as u32, w.cout.div_ceil(64) as u32);
+        self.push(Kernel::Conv2d, overrides, &words, &bindings.iter().collect::<Vec<_>>(), groups)?;
+        Ok(out)
+    }
+
+    /// GroupNorm statistics (mean, 1/std per group).
+    pub(crate) fn group_norm_stats(&mut self, x: Tensor, groups: usize, eps: f32) -> Result<Tensor> {
+        if groups == 0 || x.channels % groups != 0 {
+            return Err(GpuError::BadInput { op: "group_norm", reason: format!("{groups} groups do not divide {} channels", x.channels) });
+        }
+        let stats = self.alloc(1, 1, 2 * groups)?;
+        let count = (x.channels / groups * x.plane()) as u32;
+        let bindings = [self.buffers[x.id].clone(), self.buffers[stats.id].clone()];
+        self.push(Kernel::GroupNormStats, Overrides::default(), &[count, eps.to_bits()], &[&bindings[0], &bindings[1]], (groups as u32, 1))?;
+        Ok(stats)
+    }
+
+    /// GroupNorm applied from statistics, optionally followed by swish.
+    pub(crate) fn group_norm_apply(&mut self, x: Tensor, norm: FusedNorm<'_>) -> Result<Tensor> {
+        let out = self.alloc(x.channels, x.height, x.width)?;
+        let words = [x.channels, x.plane(), norm.groups].map(|v| v as u32);
+        let b = [self.buffers[x.id].clone(), self.buffers[norm.stats.id].clone(), norm.affine.clone(), self.buffers[out.id].clone()];
+        let grid = self.grid(x.len(), ELEMENTWISE_WG);
+        self.push(Kernel::GroupNormApply, Overrides { swish: norm.swish, ..Default::default() }, &words, &[&b[0], &b[1], &b[2], &b[3]], grid)?;
+        Ok(out)
+    }
+
+    /// Element-wise `a + b`.
+    pub(crate) fn add(&mut self, a: Tensor, b: Tensor) -> Result<Tensor> {
+        if (a.channels, a.height, a.width) != (b.channels, b.height, b.width) {
+            return Err(GpuError::BadInput { op: "add", reason: "operands differ in shape".into() });
+        }
+        let out = self.alloc(a.channels, a.height, a.width)?;
+        let bufs = [self.buffers[a.id].clone(), self.buffers[b.id].clone(), self.buffers[out.id].clone()];
+        let grid = self.grid(a.len(), ELEMENTWISE_WG);
+        self.push(Kernel::Add, Overrides::default(), &[a.len() as u32], &[&bufs[0], &bufs[1], &bufs[2]], grid)?;
+        Ok(out)
+    }
+
+    /// Average pool, subsample or nearest up-sample by 2.
+    pub(crate) fn resample(&mut self, x: Tensor, mode: Resample) -> Result<Tensor> {
+        let (h, w) = match mode {
+            Resample::AvgPool2 => (x.height / 2, x.width / 2),
+            Resample::Subsample2 => (x.height.div_ceil(2), x.width.div_ceil(2)),
+            Resample::UpsampleNearest2 => (x.height * 2, x.width * 2),
+        };
+        let out = self.alloc(x.channels, h, w)?;
+        let words = [x.channels, x.height, x.width, h, w].map(|v| v as u32);
+        let bufs = [self.buffers[x.id].clone(), self.buffers[out.id].clone()];
+        let grid = self.grid(out.len(), ELEMENTWISE_WG);
+        self.push(Kernel::Resample, Overrides { mode: mode as u32, ..Default::default() }, &words, &[&bufs[0], &bufs[1]], grid)?;
+        Ok(out)
+    }
+
+    /// `x * coef[c] + coef[C + c]` per channel, optionally clamped to [0, 1].
+    pub(crate) fn channel_affine(&mut self, x: Tensor, coef: &wgpu::Buffer, clamp: bool) -> Result<Tensor> {
+        let out = self.alloc(x.channels, x.height, x.width)?;
+        let words = [x.channels, x.plane()].map(|v| v as u32);
+        let bufs = [self.buffers[x.id].clone(), coef.clone(), self.buffers[out.id].clone()];
+        let grid = self.grid(x.len(), ELEMENTWISE_WG);
+        self.push(Kernel::ChannelAffine, Overrides { clamp, ..Default::default() }, &words, &[&bufs[0], &bufs[1], &bufs[2]], grid)?;
+        Ok(out)
+    }
+
+    /// Single-head attention from a `[3C, H, W]` map holding q, k and v.
+    pub(crate) fn attention(&mut self, qkv: Tensor) -> Result<Tensor> {
+        if qkv.channels % 3 != 0 || qkv.channels == 0 {
+            return Err(GpuError::BadInput { op: "attention", reason: "q/k/v map needs 3·C channels".into() });
+        }
+        let c = qkv.channels / 3;
+        let out = self.alloc(c, qkv.height, qkv.width)?;
+        let scale = 1.0 / (c as f32).sqrt();
+        let words = [c as u32, qkv.plane() as u32, scale.to_bits()];
+        let bufs = [self.buffers[qkv.id].clone(), self.buffers[out.id].clone()];
+        let groups = (qkv.plane().div_ceil(64) as u32, 1);
+        self.push(Kernel::Attention, Overrides::default(), &words, &[&bufs[0], &bufs[1]], groups)?;
+        Ok(out)
+    }
+
+    /// Nearest codebook entry per position of `p` (`[D, H, W]`): a `[1, H, W]` u32 tensor.
+    pub(crate) fn codebook_search(&mut self, p: Tensor, codebook: &wgpu::Buffer, entries: usize) -> Result<Tensor> {
+        let out = self.alloc(1, p.height, p.width)?;
+        let words = [p.channels, p.plane(), entries].map(|v| v as u32);
+        let bufs = [self.buffers[p.id].clone(), codebook.clone(), self.buffers[out.id].clone()];
+        let grid = self.grid(p.plane(), 64);
+        self.push(Kernel::CodebookSearch, Overrides::default(), &words, &[&bufs[0], &bufs[1], &bufs[2]], grid)?;
+        Ok(out)
+    }
+
+    /// Codebook rows named by a `[1, H, W]` token tensor: a `[D, H, W]` map.
+    pub(crate) fn codebook_gather(&mut self, tokens: Tensor, codebook: &wgpu::Buffer, entries: usize, dim: usize) -> Result<Tensor> {
+        let out = self.alloc(dim, tokens.height, tokens.width)?;
+        let words = [dim, tokens.plane(), entries].map(|v| v as u32);
+        let bufs = [self.buffers[tokens.id].clone(), codebook.clone(), self.buffers[out.id].clone()];
+        let grid = self.grid(out.len(), ELEMENTWISE_WG);
+        self.push(Kernel::CodebookGather, Overrides::default(), &words, &[&bufs[0], &bufs[1], &bufs[2]], grid)?;
+        Ok(out)
+    }
+
+    /// Records every step into one command encoder (one compute pass per dispatch).
+    pub(crate) fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        for step in &self.steps {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(step.pipeline.kernel.name()),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&step.pipeline.pipeline);
+            pass.set_bind_group(0, &step.bind_group, &[]);
+            pass.dispatch_workgroups(step.groups.0, step.groups.1, 1);
+        }
+    }
+}
+
+impl Graph {
+    /// Uploads `inputs`, runs every step, and reads `outputs` back (as raw bytes).
+    pub(crate) async fn run(&mut self, inputs: &[(Tensor, &[u8])], outputs: &[Tensor]) -> Result<Vec<Vec<u8>>> {
+        for (t, bytes) in inputs {
+            self.ctx.queue().write_buffer(&self.buffers[t.id], 0, bytes);
+        }
+        let total: u64 = outputs.iter().map(|t| t.len() as u64 * 4).sum();
+        if self.staging.as_ref().is_none_or(|s| s.size() < total) {
+            self.ctx.check_buffer_size(total)?;
+            self.staging = Some(self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: total.max(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let mut encoder = self.ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hvq") });
+        self.record(&mut encoder);
+        let sources: Vec<(&wgpu::Buffer, u64)> = outputs.iter().map(|t| (&self.buffers[t.id], t.len() as u64 * 4)).collect();
+        let staging = self.staging.as_ref().expect("staging buffer created above");
+        self.ctx.submit_and_read(encoder, &sources, staging).await
+    }
+}

@@ -1,0 +1,158 @@
+//! The static WGSL kernels and the binding layout each one declares.
+
+/// How a kernel binds one resource (all in bind group 0, bindings numbered in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// `var<uniform>`: the kernel's shape parameters.
+    Uniform,
+    /// `var<storage, read>`.
+    Read,
+    /// `var<storage, read_write>`: the output.
+    Write,
+}
+
+use Slot::{Read, Uniform, Write};
+
+/// One kernel: its file stem, source, and binding slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    Conv2d,
+    GroupNormStats,
+    GroupNormApply,
+    Add,
+    Resample,
+    ChannelAffine,
+    Attention,
+    CodebookSearch,
+    CodebookGather,
+}
+
+impl Kernel {
+    pub(crate) const ALL: [Kernel; 9] = [
+        Kernel::Conv2d,
+        Kernel::GroupNormStats,
+        Kernel::GroupNormApply,
+        Kernel::Add,
+        Kernel::Resample,
+        Kernel::ChannelAffine,
+        Kernel::Attention,
+        Kernel::CodebookSearch,
+        Kernel::CodebookGather,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kernel::Conv2d => "conv2d",
+            Kernel::GroupNormStats => "group_norm_stats",
+            Kernel::GroupNormApply => "group_norm_apply",
+            Kernel::Add => "add",
+            Kernel::Resample => "resample",
+            Kernel::ChannelAffine => "channel_affine",
+            Kernel::Attention => "attention",
+            Kernel::CodebookSearch => "codebook_search",
+            Kernel::CodebookGather => "codebook_gather",
+        }
+    }
+
+    pub(crate) fn source(self) -> &'static str {
+        match self {
+            Kernel::Conv2d => include_str!("shaders/conv2d.wgsl"),
+            Kernel::GroupNormStats => include_str!("shaders/group_norm_stats.wgsl"),
+            Kernel::GroupNormApply => include_str!("shaders/group_norm_apply.wgsl"),
+            Kernel::Add => include_str!("shaders/add.wgsl"),
+            Kernel::Resample => include_str!("shaders/resample.wgsl"),
+            Kernel::ChannelAffine => include_str!("shaders/channel_affine.wgsl"),
+            Kernel::Attention => include_str!("shaders/attention.wgsl"),
+            Kernel::CodebookSearch => include_str!("shaders/codebook_search.wgsl"),
+            Kernel::CodebookGather => include_str!("shaders/codebook_gather.wgsl"),
+        }
+    }
+
+    /// Binding slots in binding order; must match the `@binding` declarations of the source.
+    pub(crate) fn slots(self) -> &'static [Slot] {
+        match self {
+            // params, x, w, bias, residual, stats, affine, out
+            Kernel::Conv2d => &[Uniform, Read, Read, Read, Read, Read, Read, Write],
+            Kernel::GroupNormStats => &[Uniform, Read, Write],
+            Kernel::GroupNormApply => &[Uniform, Read, Read, Read, Write],
+            Kernel::Add => &[Uniform, Read, Read, Write],
+            Kernel::Resample => &[Uniform, Read, Write],
+            Kernel::ChannelAffine => &[Uniform, Read, Read, Write],
+            Kernel::Attention => &[Uniform, Read, Write],
+            Kernel::CodebookSearch => &[Uniform, Read, Read, Write],
+            Kernel::CodebookGather => &[Uniform, Read, Read, Write],
+        }
+    }
+}
+
+/// Override constants of one pipeline: a kernel is compiled once per distinct set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) struct Overrides {
+    /// conv2d: kernel size.
+    pub ks: u32,
+    /// conv2d: 0 plain input, 1 GroupNorm on the input, 2 GroupNorm then swish.
+    pub norm: u32,
+    /// conv2d: nearest x2 up-sampling of the input.
+    pub upsample: bool,
+    /// conv2d: residual add on the output.
+    pub residual: bool,
+    /// group_norm_apply: swish after the norm.
+    pub swish: bool,
+    /// channel_affine: clamp to [0, 1].
+    pub clamp: bool,
+    /// resample: 0 avg pool, 1 subsample, 2 nearest up-sample.
+    pub mode: u32,
+}
+
+impl Overrides {
+    /// The `(name, value)` pairs the kernel declares.
+    pub(crate) fn constants(&self, kernel: Kernel) -> Vec<(&'static str, f64)> {
+        let b = |v: bool| if v { 1.0 } else { 0.0 };
+        match kernel {
+            Kernel::Conv2d => vec![
+                ("KS", f64::from(self.ks)),
+                ("NORM", f64::from(self.norm)),
+                ("UPSAMPLE", b(self.upsample)),
+                ("RESIDUAL", b(self.residual)),
+            ],
+            Kernel::GroupNormApply => vec![("SWISH", b(self.swish))],
+            Kernel::ChannelAffine => vec![("CLAMP", b(self.clamp))],
+            Kernel::Resample => vec![("MODE", f64::from(self.mode))],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Overrides {
+    /// Every (kernel, overrides) pair this crate dispatches.
+    pub(crate) fn all_variants() -> Vec<(Kernel, Overrides)> {
+        let mut out = Vec::new();
+        for ks in [1, 3] {
+            for norm in 0..3 {
+                for upsample in [false, true] {
+                    for residual in [false, true] {
+                        out.push((Kernel::Conv2d, Overrides { ks, norm, upsample, residual, ..Default::default() }));
+                    }
+                }
+            }
+        }
+        for swish in [false, true] {
+            out.push((Kernel::GroupNormApply, Overrides { swish, ..Default::default() }));
+        }
+        for clamp in [false, true] {
+            out.push((Kernel::ChannelAffine, Overrides { clamp, ..Default::default() }));
+        }
+        for mode in 0..3 {
+            out.push((Kernel::Resample, Overrides { mode, ..Default::default() }));
+        }
+        for kernel in [Kernel::GroupNormStats, Kernel::Add, Kernel::Attention, Kernel::CodebookSearch, Kernel::CodebookGather] {
+            out.push((kernel, Overrides::default()));
+        }
+        out
+    }
+}
+
+/// File stems of every kernel this crate loads (for the shader-validation test).
+pub fn shader_names() -> Vec<&'static str> {
+    Kernel::ALL.iter().map(|k| k.name()).collect()
+}

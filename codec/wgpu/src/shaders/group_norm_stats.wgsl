@@ -1,0 +1,53 @@
+// GroupNorm statistics: one workgroup per group. In CHW layout a group's channels are one
+// contiguous range, so the workgroup strides over it. Two passes (mean, then the mean of squared
+// deviations) rather than E[x^2] - E[x]^2, which cancels badly for groups with a large mean.
+// Writes mean and 1/sqrt(var + eps) per group, interleaved.
+
+struct Params {
+    // Elements per group: channels_per_group * height * width.
+    count: u32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> stats: array<f32>;
+
+const WG: u32 = 256u;
+var<workgroup> partial: array<f32, 256>;
+
+fn reduce_sum(li: u32, value: f32) -> f32 {
+    partial[li] = value;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if li < s {
+            partial[li] += partial[li + s];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let base = wg.x * P.count;
+    var s = 0.0;
+    for (var i = li; i < P.count; i += WG) {
+        s += x[base + i];
+    }
+    let mean = reduce_sum(li, s) / f32(P.count);
+    var q = 0.0;
+    for (var i = li; i < P.count; i += WG) {
+        let d = x[base + i] - mean;
+        q = fma(d, d, q);
+    }
+    let var_ = reduce_sum(li, q) / f32(P.count);
+    if li == 0u {
+        stats[2u * wg.x] = mean;
+        stats[2u * wg.x + 1u] = 1.0 / sqrt(var_ + P.eps);
+    }
+}

@@ -1,0 +1,105 @@
+//! The whole model on wgpu against the CPU reference model (`tiny` preset, random weights,
+//! every level-derivation strategy): latents, tokens (agreement rate; a disagreement must be a
+//! near-tie) and decoded pixels.
+
+mod common;
+
+use common::{Rng, assert_close, context};
+use hvq_cpu::CpuModel;
+use hvq_spec::{FeatureMap, ModelConfig, Strategy, TokenGrid, random_weights};
+use hvq_wgpu::{GpuError, GpuModel};
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pollster::block_on(f)
+}
+
+/// Squared distance from position `i` of `p` to codebook row `k`.
+fn dist(p: &FeatureMap, codebook: &[f32], i: usize, k: u32) -> f32 {
+    let d = p.channels;
+    (0..d).map(|c| (p.data[c * p.plane() + i] - codebook[k as usize * d + c]).powi(2)).sum()
+}
+
+#[test]
+fn model_matches_cpu_reference_for_every_strategy() {
+    let Some(ctx) = context() else { return };
+    for strategy in Strategy::ALL {
+        let cfg = ModelConfig { strategy, ..ModelConfig::tiny() };
+        let weights = random_weights(&cfg, 11).unwrap();
+        let cpu = CpuModel::new(weights.clone());
+        let gpu = GpuModel::new(&ctx, &weights).unwrap();
+        let image = Rng::new(12).image(24, 40);
+        let levels: Vec<usize> = (0..cfg.levels).collect();
+
+        let want_latents = cpu.encode_latents(&image).unwrap();
+        let got_latents = block_on(gpu.encode_latents(&image)).unwrap();
+        assert_eq!(got_latents.len(), want_latents.len());
+        for (l, (g, w)) in got_latents.iter().zip(&want_latents).enumerate() {
+            // About 20 layers of convolutions and norms, each a few ulps apart on the two
+            // backends: differences compound to ~1e-5 relative; 1e-3 leaves margin.
+            assert_close(&format!("{strategy:?} latents level {l}"), g, w, 1e-3, 1e-3);
+        }
+
+        let want = cpu.encode(&image, &levels).unwrap();
+        let got = block_on(gpu.encode(&image, &levels)).unwrap();
+        let codebook = &weights.tensor("quantizer.codebook").data;
+        let (mut same, mut total) = (0usize, 0usize);
+        for ((g, w), p) in got.iter().zip(&want).zip(&want_latents) {
+            assert_eq!((g.level, g.height, g.width), (w.level, w.height, w.width));
+            for (i, (&gt, &wt)) in g.tokens.iter().zip(&w.tokens).enumerate() {
+                total += 1;
+                if gt == wt {
+                    same += 1;
+                    continue;
+                }
+                // A flip is only acceptable between entries whose distances differ by less than
+                // the latents' own backend difference can move them.
+                let (dg, dw) = (dist(p, codebook, i, gt), dist(p, codebook, i, wt));
+                assert!((dg - dw).abs() <= 1e-3 * (1.0 + dw), "{strategy:?} level {} position {i}: gpu {gt} ({dg}) vs cpu {wt} ({dw})", g.level);
+            }
+        }
+        eprintln!("{strategy:?}: token agreement {same}/{total} = {:.2}%", 100.0 * same as f64 / total as f64);
+
+        for grid in &want {
+            let want_rgb = cpu.decode(grid).unwrap();
+            let got_rgb = block_on(gpu.decode(grid)).unwrap();
+            // Pixels in [0, 1] after ~20 layers: 1e-4 absolute is ~1/40 of an 8-bit step.
+            assert_close(&format!("{strategy:?} decode level {}", grid.level), &got_rgb, &want_rgb, 1e-4, 0.0);
+        }
+    }
+}
+
+#[test]
+fn repeated_calls_reuse_the_cached_graph_and_agree() {
+    let Some(ctx) = context() else { return };
+    let weights = random_weights(&ModelConfig::tiny(), 3).unwrap();
+    let gpu = GpuModel::new(&ctx, &weights).unwrap();
+    let mut rng = Rng::new(4);
+    let (a, b) = (rng.image(16, 16), rng.image(16, 16));
+    let first = block_on(gpu.encode(&a, &[0, 2])).unwrap();
+    let other = block_on(gpu.encode(&b, &[0, 2])).unwrap();
+    let again = block_on(gpu.encode(&a, &[0, 2])).unwrap();
+    assert_eq!(first, again);
+    assert_ne!(first, other);
+    assert_eq!((first[1].level, first[1].height, first[1].width), (2, 2, 2));
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let Some(ctx) = context() else { return };
+    let weights = random_weights(&ModelConfig::tiny(), 3).unwrap();
+    let gpu = GpuModel::new(&ctx, &weights).unwrap();
+    let img = |c, h, w| FeatureMap::zeros(c, h, w);
+    assert!(matches!(block_on(gpu.encode(&img(3, 12, 16), &[0])), Err(GpuError::BadInput { .. })));
+    assert!(matches!(block_on(gpu.encode(&img(1, 16, 16), &[0])), Err(GpuError::BadInput { .. })));
+    assert!(matches!(block_on(gpu.encode(&img(3, 0, 16), &[0])), Err(GpuError::BadInput { .. })));
+    assert!(matches!(block_on(gpu.encode(&img(3, 16, 16), &[3])), Err(GpuError::NoSuchLevel { level: 3, .. })));
+    let grid = TokenGrid { level: 0, height: 2, width: 2, tokens: vec![0, 1, 2, 32] };
+    assert!(matches!(block_on(gpu.decode(&grid)), Err(GpuError::TokenOutOfRange { position: 3, .. })));
+    let short = TokenGrid { level: 0, height: 2, width: 2, tokens: vec![0; 3] };
+    assert!(matches!(block_on(gpu.decode(&short)), Err(GpuError::BadInput { .. })));
+    let deep = TokenGrid { level: 5, height: 1, width: 1, tokens: vec![0] };
+    assert!(matches!(block_on(gpu.decode(&deep)), Err(GpuError::NoSuchLevel { .. })));
+    // A map far over the device's storage-binding limit is refused before any allocation.
+    let huge = FeatureMap { channels: 3, height: 1 << 16, width: 1 << 16, data: Vec::new() };
+    assert!(matches!(block_on(gpu.encode(&huge, &[0])), Err(GpuError::BadInput { .. } | GpuError::LimitExceeded { .. })));
+}
