@@ -45,6 +45,19 @@ pub(crate) fn write_chunk(out: &mut Vec<u8>, grid: &TokenGrid, parent: Option<&T
     Ok(())
 }
 
+/// Where a decoded chunk was and how it was coded (for size reports such as bits per pixel per level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// The chunk's level.
+    pub level: usize,
+    /// File offset of the chunk.
+    pub offset: u64,
+    /// Length of the whole chunk in bytes (chunk header, payload and CRC).
+    pub len: usize,
+    /// Whether the tokens were coded conditioned on the parent level (coding 1) rather than plain.
+    pub parent_coded: bool,
+}
+
 /// What a chunk parser needs to know about the file so far.
 pub(crate) struct ChunkContext<'a> {
     pub header: &'a Header,
@@ -73,7 +86,7 @@ struct ChunkFields {
 /// Parses the chunk at the start of `bytes`. `Ok(None)`: the chunk is not complete yet, with the total
 /// chunk length if the chunk header was already readable. Every field is checked before the payload is
 /// awaited, so a bad chunk fails as soon as its 20 header bytes arrive.
-pub(crate) fn read_chunk(bytes: &[u8], cx: &ChunkContext<'_>) -> Result<Result<(TokenGrid, usize), Option<usize>>, FormatError> {
+pub(crate) fn read_chunk(bytes: &[u8], cx: &ChunkContext<'_>) -> Result<Result<(TokenGrid, ChunkInfo), Option<usize>>, FormatError> {
     let Some(head) = bytes.get(..CHUNK_HEADER_LEN) else { return Ok(Err(None)) };
     let stored = le_u32(head, 16);
     let computed = crc32fast::hash(&head[..16]);
@@ -96,7 +109,8 @@ pub(crate) fn read_chunk(bytes: &[u8], cx: &ChunkContext<'_>) -> Result<Result<(
         return Err(FormatError::ChunkChecksum { chunk: cx.index, level: f.level, offset: cx.offset, expected: stored, got: computed });
     }
     let grid = decode_payload(&chunk[CHUNK_HEADER_LEN..total - CHUNK_TRAILER_LEN], &f, cx)?;
-    Ok(Ok((grid, total)))
+    let info = ChunkInfo { level: f.level, offset: cx.offset, len: total, parent_coded: f.coding == CODING_PARENT };
+    Ok(Ok((grid, info)))
 }
 
 /// Level range and order, grid size, coding, payload length and limits — all before allocation.

@@ -2,7 +2,7 @@
 
 use hvq_spec::TokenGrid;
 
-use crate::chunk::{self, ChunkContext};
+use crate::chunk::{self, ChunkContext, ChunkInfo};
 use crate::header::read_header_with;
 use crate::{FormatError, HEADER_LEN, Header, LimitKind, Priors};
 
@@ -42,6 +42,8 @@ pub struct HvqFile {
     pub header: Header,
     /// The grids of the complete chunks, coarsest first.
     pub grids: Vec<TokenGrid>,
+    /// Where each of those chunks was in the file and how it was coded (same order as `grids`).
+    pub chunks: Vec<ChunkInfo>,
     /// True when the input ended inside a chunk (a progressive prefix); those bytes were ignored.
     pub truncated_tail: bool,
 }
@@ -70,6 +72,7 @@ pub struct Reader<'p> {
     offset: u64,
     header: Option<Header>,
     grids: Vec<TokenGrid>,
+    chunks: Vec<ChunkInfo>,
     tokens: u64,
     /// Total length of the chunk being buffered, once its chunk header was read.
     pending_len: Option<usize>,
@@ -79,7 +82,7 @@ pub struct Reader<'p> {
 impl<'p> Reader<'p> {
     /// A reader that decodes with `priors` and enforces `limits`.
     pub fn new(priors: &'p Priors, limits: Limits) -> Self {
-        Reader { priors, limits, buf: Vec::new(), offset: 0, header: None, grids: Vec::new(), tokens: 0, pending_len: None, failed: None }
+        Reader { priors, limits, buf: Vec::new(), offset: 0, header: None, grids: Vec::new(), chunks: Vec::new(), tokens: 0, pending_len: None, failed: None }
     }
 
     /// Appends `bytes` and decodes whatever became complete.
@@ -116,6 +119,11 @@ impl<'p> Reader<'p> {
         &self.grids
     }
 
+    /// Where the chunks decoded so far were and how they were coded.
+    pub fn chunks(&self) -> &[ChunkInfo] {
+        &self.chunks
+    }
+
     /// Ends the input. A partial trailing chunk is reported as `truncated_tail`; an incomplete header is
     /// [`FormatError::NeedMoreData`].
     pub fn finish(self) -> Result<HvqFile, FormatError> {
@@ -123,7 +131,7 @@ impl<'p> Reader<'p> {
             return Err(e);
         }
         let header = self.header.ok_or(FormatError::NeedMoreData { needed_at_least: HEADER_LEN })?;
-        Ok(HvqFile { header, grids: self.grids, truncated_tail: !self.buf.is_empty() })
+        Ok(HvqFile { header, grids: self.grids, chunks: self.chunks, truncated_tail: !self.buf.is_empty() })
     }
 
     /// Like [`finish`](Self::finish), but a partial trailing chunk is [`FormatError::Truncated`].
@@ -179,10 +187,11 @@ impl<'p> Reader<'p> {
             tokens_so_far: self.tokens,
         };
         match chunk::read_chunk(&self.buf, &cx)? {
-            Ok((grid, len)) => {
+            Ok((grid, info)) => {
                 self.tokens += grid.tokens.len() as u64;
                 self.grids.push(grid);
-                self.consume(len);
+                self.chunks.push(info);
+                self.consume(info.len);
                 self.pending_len = None;
                 Ok(true)
             }

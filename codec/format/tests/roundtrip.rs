@@ -180,3 +180,31 @@ fn reader_with_other_priors_is_refused() {
     hd3.priors_hash = three.hash();
     assert!(matches!(write_file(&hd3, &[], &three), Err(FormatError::PriorsLevels { priors_levels: 3, model_levels: 2 })));
 }
+
+#[test]
+fn chunk_info_gives_offsets_lengths_and_coding() {
+    let priors = trained_priors(3, 256, Dist::Skewed, 18);
+    let hd = header(64, 64, 3, &priors);
+    let gs = grids(&hd, 256, Dist::Skewed, 19);
+    let bytes = write_file(&hd, &gs, &priors).unwrap();
+    let file = read_file(&bytes, &priors, &Limits::default()).unwrap();
+    let bounds = chunk_boundaries(&bytes);
+    for (i, c) in file.chunks.iter().enumerate() {
+        assert_eq!((c.level, c.offset as usize, c.offset as usize + c.len), (gs[i].level, bounds[i], bounds[i + 1]));
+        assert_eq!(c.parent_coded, bytes[bounds[i] + 1] == 1);
+    }
+    assert!(!file.chunks[0].parent_coded, "the first chunk has no parent");
+}
+
+/// The DESIGN.md example: a 256×256 image gives 16×16, 32×32 and 64×64 grids with the `paper` preset.
+#[test]
+fn header_from_model_config_matches_the_level_strides() {
+    let cfg = hvq_spec::ModelConfig::paper();
+    let priors = Priors::uniform(cfg.levels, 16).unwrap();
+    let hd = hvq_format::Header::new(256, 256, [0; 32], &cfg, &priors);
+    for l in 0..cfg.levels {
+        let side = (256 / cfg.level_stride(l)) as u64;
+        assert_eq!(hd.grid_dims(l), Some((side, side)));
+    }
+    assert_eq!(hd.grid_dims(cfg.levels), None);
+}
