@@ -29,7 +29,7 @@ type Model = DefaultContiguousCategoricalEntropyModel;
 ///
 /// The quantized integers *are* the model: they are what [`to_metadata_string`](Self::to_metadata_string)
 /// stores and what [`hash`](Self::hash) covers, so writer and reader build bit-identical coders on every platform.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Priors {
     codebook_size: usize,
     freqs: Vec<Vec<u32>>,
@@ -149,6 +149,17 @@ impl Priors {
             put_varint(&mut out, u64::from(f - 1));
         }
         out
+    }
+}
+
+// Tables have up to millions of entries: print their shape and identity, not their contents.
+impl std::fmt::Debug for Priors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Priors")
+            .field("levels", &self.levels())
+            .field("codebook_size", &self.codebook_size)
+            .field("hash", &format_args!("{:016x}", self.hash))
+            .finish_non_exhaustive()
     }
 }
 
