@@ -32,6 +32,15 @@ impl Conv2dParams {
     pub const DOWNSAMPLE: Conv2dParams = Conv2dParams { stride: 2, padding: Padding::DownsampleRightBottom };
 }
 
+/// The im2col path alone (tests compare it with the Winograd path on the same shapes).
+#[cfg(test)]
+pub(crate) fn conv2d_im2col(x: &FeatureMap, weight: &Tensor, bias: &Tensor, params: Conv2dParams) -> FeatureMap {
+    let g = ConvGeom::new(x, weight, bias, params).expect("test shapes are valid");
+    let mut out = FeatureMap::zeros(g.cout, g.hout, g.wout);
+    run_im2col(x, weight, bias, &g, &mut out, false);
+    out
+}
+
 /// Output positions one GEMM tile aims for: big enough to amortise packing the weights,
 /// small enough that the im2col tile stays near the core's L2 cache.
 const TILE_POSITIONS: usize = 256;
@@ -213,8 +222,32 @@ pub fn conv2d_accumulate(
     Ok(())
 }
 
-/// The tiled convolution proper; shapes are already checked.
+/// Picks the algorithm: Winograd F(2×2, 3×3) for 3×3 stride-1 `Same` convolutions with
+/// enough channels, tiled im2col + GEMM for everything else.
 fn run_conv(x: &FeatureMap, weight: &Tensor, bias: &Tensor, g: &ConvGeom, out: &mut FeatureMap, accumulate: bool) {
+    let winograd_shape = g.k == 3 && g.stride == 1 && g.pad_t == 1;
+    if winograd_shape && super::winograd::worthwhile(g.cin, g.cout) {
+        seed_all(out, &bias.data, accumulate);
+        super::winograd::conv3x3_accumulate(x, weight, out);
+    } else {
+        run_im2col(x, weight, bias, g, out, accumulate);
+    }
+}
+
+/// Sets (or adds) each channel's bias over the whole map.
+fn seed_all(out: &mut FeatureMap, bias: &[f32], accumulate: bool) {
+    let plane = out.plane();
+    par::chunks_mut(&mut out.data, plane, |c, ch| {
+        if accumulate {
+            ch.iter_mut().for_each(|v| *v += bias[c]);
+        } else {
+            ch.fill(bias[c]);
+        }
+    });
+}
+
+/// The tiled im2col convolution; shapes are already checked.
+fn run_im2col(x: &FeatureMap, weight: &Tensor, bias: &Tensor, g: &ConvGeom, out: &mut FeatureMap, accumulate: bool) {
     let rows = g.rows_per_tile();
     let tiles = g.hout.div_ceil(rows);
     let dst = SharedMut::new(&mut out.data);

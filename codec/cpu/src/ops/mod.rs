@@ -9,6 +9,7 @@ mod gemm;
 mod norm;
 mod quant;
 mod resample;
+mod winograd;
 #[cfg(test)]
 pub(crate) mod reference;
 

@@ -54,6 +54,12 @@ fn conv_matches_naive_reference_on_awkward_shapes() {
         // Several row tiles and a ragged last tile.
         (3, 10, 45, 37, 3, Conv2dParams::SAME),
         (5, 3, 46, 34, 3, Conv2dParams::DOWNSAMPLE),
+        // Enough channels for the Winograd path: odd sizes cut tiles at the edges.
+        (16, 16, 7, 5, 3, Conv2dParams::SAME),
+        (16, 17, 1, 1, 3, Conv2dParams::SAME),
+        (20, 16, 9, 13, 3, Conv2dParams::SAME),
+        (16, 24, 45, 37, 3, Conv2dParams::SAME),
+        (17, 16, 2, 2, 3, Conv2dParams::SAME),
     ];
     let mut rng = Rng::new(1);
     for (cin, cout, h, w, k, p) in cases {
@@ -64,6 +70,19 @@ fn conv_matches_naive_reference_on_awkward_shapes() {
         let slow = reference::conv2d(&x, &wt, &b, p);
         let d = max_diff(&fast, &slow);
         assert!(d < F32_SUM_TOL, "{cin}->{cout} {h}x{w} k{k} {p:?}: max diff {d}");
+    }
+}
+
+#[test]
+fn winograd_path_matches_im2col_path() {
+    let mut rng = Rng::new(8);
+    for (cin, cout, h, w) in [(16, 16, 3, 3), (32, 16, 16, 16), (16, 32, 33, 9), (24, 20, 64, 3)] {
+        let x = rng.map(cin, h, w);
+        let (wt, b) = (rng.tensor(&[cout, cin, 3, 3]), rng.tensor(&[cout]));
+        let fast = conv2d(&x, &wt, &b, Conv2dParams::SAME).unwrap();
+        let direct = conv::conv2d_im2col(&x, &wt, &b, Conv2dParams::SAME);
+        let d = max_diff(&fast, &direct);
+        assert!(d < F32_SUM_TOL, "{cin}->{cout} {h}x{w}: {d}");
     }
 }
 
