@@ -297,4 +297,50 @@ mod tests {
         let want = vec![(0, "l1".to_string(), 0.1), (0, "total".into(), 0.5), (0, "total".into(), 0.9), (1, "perceptual".into(), 0.25)];
         assert_eq!(got, want);
     }
+
+    /// Writes a log in the trainer's layout: `levels[k].total` decaying, one record per step.
+    fn synthetic_log(dir: &Path, name: &str, scale: f64) -> PathBuf {
+        let path = dir.join(name);
+        let lines: Vec<String> = (1..=50)
+            .map(|step| {
+                let levels: Vec<Value> = (0..3)
+                    .map(|l| serde_json::json!({"l1": 0.1, "total": scale * (1.0 + l as f64) / step as f64, "usage": 7}))
+                    .collect();
+                serde_json::json!({"step": step, "lr": 1e-4, "loss": 1.0, "levels": levels}).to_string()
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path
+    }
+
+    #[test]
+    fn plot_of_a_synthetic_log_is_a_png_of_the_requested_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = vec![
+            ("pooling".to_string(), synthetic_log(dir.path(), "a.jsonl", 1.0)),
+            ("sampling".to_string(), synthetic_log(dir.path(), "b.jsonl", 2.0)),
+        ];
+        let out = dir.path().join("losses.png");
+        let opts = PlotOptions { width: 900, height: 300, smooth: 5, ..PlotOptions::default() };
+        assert_eq!(plot_losses(&runs, &out, &opts).unwrap(), "total");
+        let img = image::open(&out).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (900, 300));
+        // The first run's colour must appear: the lines were drawn, not just the background.
+        assert!(img.pixels().any(|p| p.0 == [31, 119, 180]));
+    }
+
+    #[test]
+    fn unusable_logs_give_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.jsonl");
+        std::fs::write(&bad, "{\"step\": 1}\n\nnot json\n").unwrap();
+        let out = dir.path().join("x.png");
+        let runs = vec![("bad".to_string(), bad.clone())];
+        let err = plot_losses(&runs, &out, &PlotOptions::default()).unwrap_err();
+        assert!(matches!(err, TrainError::LogParse { line: 3, .. }), "{err}");
+
+        std::fs::write(&bad, "{\"step\": 1, \"lr\": 0.1}\n").unwrap();
+        let err = plot_losses(&runs, &out, &PlotOptions::default()).unwrap_err();
+        assert!(matches!(err, TrainError::NoLossData { .. }), "{err}");
+    }
 }
