@@ -4,10 +4,21 @@
 //! model, data pipeline, losses, schedule, checkpoints, evaluation, export.
 #![deny(missing_docs)]
 
+pub mod bench;
+pub mod checkpoint;
+pub mod codebook;
+pub mod config;
 pub mod data;
+pub mod device;
 pub mod error;
+pub mod eval;
+pub mod export;
 pub mod lpips;
 pub mod metrics;
+pub mod model;
+pub mod optim;
 pub mod plot;
+pub mod train;
+pub mod vectors;
 
 pub use error::TrainError;

@@ -1,1 +1,209 @@
-fn main() {}
+//! `hvq-train`: train, export, evaluate and benchmark the hvq model; write conformance vectors.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hvq_spec::StoreDtype;
+use hvq_train::config::TrainConfig;
+use hvq_train::device::{DeviceRequest, select_device};
+use hvq_train::lpips::{Lpips, Net};
+use hvq_train::plot::{PlotOptions, plot_losses};
+use hvq_train::train::RunOptions;
+
+#[derive(Parser, Debug)]
+#[command(name = "hvq-train", version, about = "Train the hvq hierarchical shared-codebook VQ-VAE (libtorch)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write the conformance vectors (weights, generated inputs, libtorch outputs).
+    ExportVectors {
+        /// Output folder.
+        #[arg(long, default_value = "tests/vectors")]
+        out: PathBuf,
+    },
+    /// Export inference weights from a training checkpoint to a safetensors weight file.
+    Export {
+        /// The checkpoint (or a run folder holding `checkpoint.safetensors`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output weight file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Store as f16 (half the size).
+        #[arg(long)]
+        f16: bool,
+    },
+    /// Train from a TOML run config.
+    Train {
+        /// The run config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Continue from the run folder's checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// cpu, cuda or auto (overrides the config's `device`).
+        #[arg(long)]
+        device: Option<DeviceRequest>,
+        /// Stop after this many steps in total (overrides the config's `steps`).
+        #[arg(long)]
+        steps: Option<u64>,
+    },
+    /// Evaluate a weight file on an image folder: per-level L1, PSNR, MS-SSIM, LPIPS-Alex, codebook usage.
+    Eval {
+        /// The weight file.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The image folder (e.g. ../shared/data/kodak).
+        #[arg(long)]
+        data: PathBuf,
+        /// LPIPS-Alex weight file.
+        #[arg(long, default_value = "../shared/data/lpips/alex.safetensors")]
+        lpips: PathBuf,
+        /// Where to write `eval.md` and `eval.json` (default: next to the weights).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// cpu, cuda or auto.
+        #[arg(long, default_value = "auto")]
+        device: DeviceRequest,
+    },
+    /// Plot per-level loss curves of one or more runs (`label=path/log.jsonl` or a path).
+    Plot {
+        /// Logs to plot.
+        #[arg(required = true)]
+        logs: Vec<String>,
+        /// Output PNG.
+        #[arg(long, default_value = "losses.png")]
+        out: PathBuf,
+        /// Per-level component to plot.
+        #[arg(long, default_value = "total")]
+        metric: String,
+        /// Moving-average window.
+        #[arg(long, default_value_t = 1)]
+        smooth: usize,
+    },
+    /// Time training steps and libtorch encode/decode (median of several runs).
+    Bench {
+        /// Presets whose training step to time.
+        #[arg(long, value_delimiter = ',', default_value = "small,paper")]
+        presets: Vec<String>,
+        /// Batch size of the timed training step.
+        #[arg(long, default_value_t = 4)]
+        batch: i64,
+        /// Timed repetitions (after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Weights whose encode/decode to time (random `small` weights when absent).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// cpu, cuda or auto.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceRequest,
+    },
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::ExportVectors { out } => {
+            hvq_train::vectors::export_vectors(&out, &command_line())
+                .with_context(|| format!("writing vectors to {}", out.display()))?;
+            println!("wrote conformance vectors to {}", out.display());
+        }
+        Command::Export { checkpoint, out, f16 } => export(&checkpoint, &out, f16)?,
+        Command::Train { config, resume, device, steps } => train(&config, resume, device, steps)?,
+        Command::Eval { weights, data, lpips, out, device } => eval(&weights, &data, &lpips, out, device)?,
+        Command::Plot { logs, out, metric, smooth } => plot(&logs, &out, metric, smooth)?,
+        Command::Bench { presets, batch, reps, weights, device } => bench(&presets, batch, reps, weights, device)?,
+    }
+    Ok(())
+}
+
+fn train(config: &Path, resume: bool, device: Option<DeviceRequest>, steps: Option<u64>) -> Result<()> {
+    let mut cfg = TrainConfig::load(config)?;
+    if let Some(s) = steps {
+        cfg.schedule.steps = s;
+        cfg.validate()?;
+    }
+    cfg.check_lpips()?;
+    let device = select_device(device.unwrap_or(cfg.device))?;
+    eprintln!("training {} on {device:?} -> {}", config.display(), cfg.out_dir.display());
+    let opts = RunOptions { resume, progress: true, command: command_line() };
+    let last = hvq_train::train::run(&cfg, device, &opts)?;
+    if let Some(s) = last {
+        eprintln!("step {}: loss {:.4}", s.step, s.loss);
+    }
+    Ok(())
+}
+
+fn export(checkpoint: &Path, out: &Path, f16: bool) -> Result<()> {
+    let path = if checkpoint.is_dir() { checkpoint.join("checkpoint.safetensors") } else { checkpoint.to_path_buf() };
+    let weights = hvq_train::export::checkpoint_to_weights(&path, &command_line())?;
+    let dtype = if f16 { StoreDtype::F16 } else { StoreDtype::F32 };
+    hvq_train::export::write_weights(out, &weights, dtype)?;
+    println!("wrote {} ({} steps, fingerprint {})", out.display(),
+        weights.metadata().get(hvq_spec::meta::TRAINED_STEPS).map_or("?", String::as_str),
+        hvq_spec::fingerprint_hex(&weights.fingerprint()));
+    Ok(())
+}
+
+fn eval(weights: &Path, data: &Path, lpips: &Path, out: Option<PathBuf>, device: DeviceRequest) -> Result<()> {
+    let device = select_device(device)?;
+    let lp = Lpips::load(lpips, Net::Alex, device)?;
+    let report = hvq_train::eval::evaluate(weights, data, Some(&lp), device)?;
+    let md = hvq_train::eval::markdown(&report);
+    let dir = out.unwrap_or_else(|| weights.parent().map(Path::to_path_buf).unwrap_or_default());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("eval.md"), &md)?;
+    std::fs::write(dir.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
+    println!("{md}\nwrote {} and {}", dir.join("eval.md").display(), dir.join("eval.json").display());
+    Ok(())
+}
+
+fn plot(logs: &[String], out: &Path, metric: String, smooth: usize) -> Result<()> {
+    let runs: Vec<(String, PathBuf)> = logs
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((label, path)) => (label.to_string(), PathBuf::from(path)),
+            None => (s.clone(), PathBuf::from(s)),
+        })
+        .collect();
+    let opts = PlotOptions { metric, smooth, ..PlotOptions::default() };
+    let msg = plot_losses(&runs, out, &opts)?;
+    println!("{msg}");
+    Ok(())
+}
+
+fn bench(presets: &[String], batch: i64, reps: usize, weights: Option<PathBuf>, device: DeviceRequest) -> Result<()> {
+    let device = select_device(device)?;
+    let lpips = Path::new("../shared/data/lpips/vgg16.safetensors");
+    let lpips = lpips.is_file().then_some(lpips);
+    println!("device {device:?}, libtorch threads {}", tch::get_num_threads());
+    println!("| preset | batch | size | LPIPS | ms / training step |\n|---|---|---|---|---|");
+    for p in presets {
+        let t = hvq_train::bench::time_train_step(p, batch, 256, lpips, reps, device)?;
+        println!("| {} | {} | {} | {} | {:.0} |", t.preset, t.batch, t.size, t.lpips, t.ms);
+        eprintln!("{}", serde_json::to_string(&t)?);
+    }
+    let w = match &weights {
+        Some(p) => hvq_train::export::read_weights(p)?,
+        None => hvq_train::bench::random_preset_weights("small")?,
+    };
+    let label = weights.as_ref().map_or("random small".to_string(), |p| p.display().to_string());
+    println!("\nlibtorch encode/decode of {label} (batch 1, median of {reps})\n");
+    println!("| size | encode ms | decode ms per level (finest first) |\n|---|---|---|");
+    for t in hvq_train::bench::time_codec(&w, &[(256, 256), (768, 512)], reps, device)? {
+        let d: Vec<String> = t.decode_ms.iter().map(|m| format!("{m:.0}")).collect();
+        println!("| {}x{} | {:.0} | {} |", t.width, t.height, t.encode_ms, d.join(" / "));
+        eprintln!("{}", serde_json::to_string(&t)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The TOML description of a training run: model preset plus overrides, data, schedule,
+//! losses, codebook options. A run is reproducible from its config and seed.
+//!
+//! ```toml
+//! preset = "small"
+//! seed = 0
+//! out_dir = "runs/small-cpu"
+//! data_dir = "../shared/data/imagenet-sample"
+//! [model]          # any ModelConfig field overrides the preset
+//! levels = 3
+//! [schedule]
+//! steps = 300
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use hvq_spec::{ModelConfig, Strategy};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+use crate::data::DataConfig;
+use crate::device::DeviceRequest;
+
+/// Optional overrides of the preset's [`ModelConfig`] fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)] // each field overrides the ModelConfig field of the same name
+pub struct ModelOverrides {
+    pub channels: Option<usize>,
+    pub channel_mult: Option<Vec<usize>>,
+    pub num_res_blocks: Option<usize>,
+    pub decoder_res_blocks: Option<usize>,
+    pub mid_attention: Option<bool>,
+    pub z_channels: Option<usize>,
+    pub codebook_size: Option<usize>,
+    pub codebook_dim: Option<usize>,
+    pub levels: Option<usize>,
+    pub strategy: Option<Strategy>,
+    pub norm_groups: Option<usize>,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+}
+
+/// Learning-rate schedule after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decay {
+    /// Cosine from `lr` to `lr · min_lr_ratio` (AnnealingLR's default style).
+    Cosine,
+    /// Linear from `lr` to `lr · min_lr_ratio`.
+    Linear,
+    /// Keep `lr` after warm-up.
+    Constant,
+}
+
+/// Optimizer and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Schedule {
+    /// Total optimizer steps.
+    pub steps: u64,
+    /// Images per step.
+    pub batch: usize,
+    /// Peak learning rate (the paper: 1e-4 at batch 40).
+    pub lr: f64,
+    /// Linear warm-up steps from 0 to `lr`.
+    pub warmup_steps: u64,
+    /// Decay after warm-up.
+    pub decay: Decay,
+    /// Final learning rate as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Adam β₁.
+    pub beta1: f64,
+    /// Adam β₂.
+    pub beta2: f64,
+    /// Adam ε.
+    pub eps: f64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            steps: 1000,
+            batch: 8,
+            lr: 1e-4,
+            warmup_steps: 100,
+            decay: Decay::Cosine,
+            min_lr_ratio: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl Schedule {
+    /// Learning rate of step `step` (0-based): linear warm-up, then the decay.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let floor = self.lr * self.min_lr_ratio;
+        match self.decay {
+            Decay::Constant => self.lr,
+            Decay::Linear => floor + (self.lr - floor) * (1.0 - t),
+            Decay::Cosine => floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+        }
+    }
+}
+
+/// Weights of the loss terms (paper: all 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossWeights {
+    /// L1 reconstruction (normalized units).
+    pub l1: f64,
+    /// LPIPS-VGG; 0 disables it (and the LPIPS file is then not needed).
+    pub perceptual: f64,
+    /// Codebook term `‖sg(p) − e‖²` (unused with EMA codebooks).
+    pub codebook: f64,
+    /// Commitment β in `β‖p − sg(e)‖²`.
+    pub beta: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        LossWeights { l1: 1.0, perceptual: 1.0, codebook: 1.0, beta: 1.0 }
+    }
+}
+
+/// How the codebook is learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodebookMode {
+    /// The paper's loss-based update through the codebook term.
+    Loss,
+    /// Exponential moving averages of assigned latents (no codebook gradient).
+    Ema,
+}
+
+/// Codebook options; all keep the quantizer contract of DESIGN.md §2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodebookOptions {
+    /// Loss-based (default) or EMA updates.
+    pub mode: CodebookMode,
+    /// EMA decay.
+    pub ema_decay: f64,
+    /// Re-initialise entries unused for `restart_every` steps to random current latents.
+    pub restart_dead: bool,
+    /// Window (steps) over which an entry must stay unused to be restarted.
+    pub restart_every: u64,
+    /// Initialise the codebook by k-means over the first batch's projected latents.
+    pub kmeans_init: bool,
+    /// Lloyd iterations of that k-means.
+    pub kmeans_iters: usize,
+}
+
+impl Default for CodebookOptions {
+    fn default() -> Self {
+        CodebookOptions {
+            mode: CodebookMode::Loss,
+            ema_decay: 0.99,
+            restart_dead: false,
+            restart_every: 200,
+            kmeans_init: false,
+            kmeans_iters: 10,
+        }
+    }
+}
+
+/// A whole training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Model preset (`paper`, `small`, `tiny`).
+    pub preset: String,
+    /// Overrides of preset fields.
+    #[serde(default)]
+    pub model: ModelOverrides,
+    /// Image folder (recursive JPEG/PNG).
+    pub data_dir: PathBuf,
+    /// Data pipeline options.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Run folder: checkpoint, log, exported weights.
+    pub out_dir: PathBuf,
+    /// Seed of model init, data order and codebook restarts.
+    #[serde(default)]
+    pub seed: u64,
+    /// Optimizer and schedule.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Loss weights.
+    #[serde(default)]
+    pub loss: LossWeights,
+    /// Codebook options.
+    #[serde(default)]
+    pub codebook: CodebookOptions,
+    /// Checkpoint every this many steps (also at the end and on Ctrl-C).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Write a log line every this many steps.
+    #[serde(default = "one")]
+    pub log_every: u64,
+    /// LPIPS-VGG weight file (needed when `loss.perceptual > 0`).
+    #[serde(default = "default_lpips")]
+    pub lpips_path: PathBuf,
+    /// Device (`cpu`, `cuda`, `auto`).
+    #[serde(default = "default_device")]
+    pub device: DeviceRequest,
+}
+
+fn default_checkpoint_every() -> u64 {
+    100
+}
+fn one() -> u64 {
+    1
+}
+fn default_lpips() -> PathBuf {
+    PathBuf::from("../shared/data/lpips/vgg16.safetensors")
+}
+fn default_device() -> DeviceRequest {
+    DeviceRequest::Auto
+}
+
+impl TrainConfig {
+    /// Reads, parses and validates a TOML run config. Relative paths in it are taken
+    /// relative to the current directory.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, TrainError> {
+        let cfg: TrainConfig = toml::from_str(text)
+            .map_err(|e| TrainError::ConfigParse { path: path.to_path_buf(), source: Box::new(e) })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The model configuration: the preset with the overrides applied.
+    pub fn model_config(&self) -> Result<ModelConfig, TrainError> {
+        let mut m = ModelConfig::preset(&self.preset)?;
+        let o = &self.model;
+        macro_rules! apply {
+            ($($f:ident),*) => { $( if let Some(v) = &o.$f { m.$f = v.clone(); } )* };
+        }
+        apply!(channels, channel_mult, num_res_blocks, decoder_res_blocks, mid_attention, z_channels);
+        apply!(codebook_size, codebook_dim, levels, strategy, norm_groups, mean, std);
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks every field; returns the first problem.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let m = self.model_config()?;
+        let s = &self.schedule;
+        let bad = |f: &str, r: String| Err(TrainError::bad_config(f, r));
+        if s.steps == 0 {
+            return bad("schedule.steps", "must be at least 1".into());
+        }
+        if s.batch == 0 {
+            return bad("schedule.batch", "must be at least 1".into());
+        }
+        if !(s.lr.is_finite() && s.lr > 0.0) {
+            return bad("schedule.lr", format!("must be a positive number, got {}", s.lr));
+        }
+        if !(0.0..=1.0).contains(&s.min_lr_ratio) {
+            return bad("schedule.min_lr_ratio", format!("must be in [0, 1], got {}", s.min_lr_ratio));
+        }
+        for (f, b) in [("schedule.beta1", s.beta1), ("schedule.beta2", s.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(f, format!("must be in [0, 1), got {b}"));
+            }
+        }
+        if !(s.eps.is_finite() && s.eps > 0.0) {
+            return bad("schedule.eps", format!("must be positive, got {}", s.eps));
+        }
+        let stride = m.coarsest_stride() as u32;
+        if self.data.image_size == 0 || self.data.image_size % stride != 0 {
+            return bad(
+                "data.image_size",
+                format!("must be a positive multiple of the coarsest stride {stride}, got {}", self.data.image_size),
+            );
+        }
+        let l = &self.loss;
+        for (f, w) in [("loss.l1", l.l1), ("loss.perceptual", l.perceptual), ("loss.codebook", l.codebook), ("loss.beta", l.beta)] {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(f, format!("must be a non-negative number, got {w}"));
+            }
+        }
+        let c = &self.codebook;
+        if !(c.ema_decay > 0.0 && c.ema_decay < 1.0) {
+            return bad("codebook.ema_decay", format!("must be in (0, 1), got {}", c.ema_decay));
+        }
+        if c.restart_dead && c.restart_every == 0 {
+            return bad("codebook.restart_every", "must be at least 1 when restart_dead is on".into());
+        }
+        if self.checkpoint_every == 0 || self.log_every == 0 {
+            return bad("checkpoint_every", "checkpoint_every and log_every must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Checks that the LPIPS file exists when the perceptual loss is on.
+    pub fn check_lpips(&self) -> Result<(), TrainError> {
+        if self.loss.perceptual > 0.0 && !self.lpips_path.is_file() {
+            return Err(TrainError::MissingLpips { path: self.lpips_path.clone() });
+        }
+        Ok(())
+    }
+}

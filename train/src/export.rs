@@ -1,0 +1,133 @@
+//! Moving weights between a tch [`nn::VarStore`] and the schema-checked [`Weights`] of
+//! `hvq-spec`, and writing inference weight files with provenance (DESIGN.md §4).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use hvq_spec::{ModelConfig, StoreDtype, Weights, meta};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::TrainError;
+
+/// Where a weight file came from; stored in its metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// Optimizer steps the weights were trained for (0 for random weights).
+    pub trained_steps: u64,
+    /// Training data description (usually the data folder).
+    pub data: String,
+    /// The command line that produced the file.
+    pub command: String,
+}
+
+impl Provenance {
+    /// Metadata entries (`hvq.trained_steps`, `hvq.data`, `hvq.source_commit`, `hvq.command`).
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (meta::TRAINED_STEPS.to_string(), self.trained_steps.to_string()),
+            (meta::DATA.to_string(), self.data.clone()),
+            (meta::SOURCE_COMMIT.to_string(), source_commit()),
+            (meta::COMMAND.to_string(), self.command.clone()),
+        ])
+    }
+}
+
+/// `git rev-parse HEAD` of the working directory, or `unknown` outside a git checkout.
+pub fn source_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// A tensor's values as row-major f32 on the CPU.
+pub fn to_vec_f32(t: &Tensor) -> Result<Vec<f32>, TrainError> {
+    let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+    Ok(Vec::<f32>::try_from(&flat)?)
+}
+
+/// Collects every variable of `vs` into schema-checked [`Weights`].
+pub fn weights_from_varstore(
+    vs: &nn::VarStore,
+    cfg: &ModelConfig,
+    metadata: BTreeMap<String, String>,
+) -> Result<Weights, TrainError> {
+    let mut tensors = HashMap::new();
+    for (name, t) in vs.variables() {
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        tensors.insert(name, hvq_spec::Tensor { shape, data: to_vec_f32(&t)? });
+    }
+    Ok(Weights::from_tensors(cfg.clone(), tensors, metadata)?)
+}
+
+/// Copies `weights` into the variables of `vs` (built for the same config).
+pub fn load_into_varstore(vs: &nn::VarStore, weights: &Weights) -> Result<(), TrainError> {
+    let vars = vs.variables();
+    if vars.len() != weights.iter().count() {
+        return Err(TrainError::Spec(hvq_spec::SpecError::InvalidConfig {
+            field: "levels",
+            reason: format!("model has {} variables, weights {}", vars.len(), weights.iter().count()),
+        }));
+    }
+    tch::no_grad(|| -> Result<(), TrainError> {
+        for (name, mut var) in vars {
+            let src = weights
+                .get(&name)
+                .ok_or_else(|| TrainError::Spec(hvq_spec::SpecError::MissingTensor { tensor: name.clone() }))?;
+            let shape: Vec<i64> = src.shape.iter().map(|&d| d as i64).collect();
+            if var.size() != shape {
+                return Err(TrainError::Spec(hvq_spec::SpecError::ShapeMismatch {
+                    tensor: name,
+                    expected: var.size().iter().map(|&d| d as usize).collect(),
+                    got: src.shape.clone(),
+                }));
+            }
+            let t = Tensor::from_slice(&src.data).view(shape.as_slice()).to_device(var.device());
+            var.copy_(&t);
+        }
+        Ok(())
+    })
+}
+
+/// Reads and validates a weight file.
+pub fn read_weights(path: &Path) -> Result<Weights, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    Ok(Weights::from_safetensors(&bytes, &Default::default())?)
+}
+
+/// Writes a weight file atomically (temp file + rename).
+pub fn write_weights(path: &Path, weights: &Weights, dtype: StoreDtype) -> Result<(), TrainError> {
+    write_atomic(path, &weights.to_safetensors(dtype))
+}
+
+/// Writes `bytes` to a sibling temp file, then renames it over `path`, so a reader (or a
+/// run killed mid-write) never sees a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+/// Inference weights from a training checkpoint (its `model.*` tensors and config).
+pub fn checkpoint_to_weights(path: &Path, command: &str) -> Result<Weights, TrainError> {
+    let (tensors, meta) = crate::checkpoint::load(path)?;
+    let cfg = ModelConfig::from_json(&meta.model_json)?;
+    let mut out = HashMap::new();
+    for (name, t) in &tensors {
+        if let Some(n) = name.strip_prefix("model.") {
+            let shape = t.size().iter().map(|&d| d as usize).collect();
+            out.insert(n.to_string(), hvq_spec::Tensor { shape, data: to_vec_f32(t)? });
+        }
+    }
+    let prov = Provenance { trained_steps: meta.step, data: path.display().to_string(), command: command.to_string() };
+    Ok(Weights::from_tensors(cfg, out, prov.metadata())?)
+}
