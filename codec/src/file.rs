@@ -57,7 +57,7 @@ impl FileInfo {
 /// their sizes only: it neither verifies the chunk checksums nor decodes tokens (that needs the
 /// model's priors: use [`Codec::info`] or [`Codec::read_hvq`]).
 pub fn inspect(bytes: &[u8]) -> Result<FileInfo> {
-    let (header, mut offset) = hvq_format::read_header(bytes).map_err(CodecError::Format)?;
+    let (header, mut offset) = read_header(bytes)?;
     let pixels = (u64::from(header.width) * u64::from(header.height)) as f64;
     let bpp = |n: usize| n as f64 * 8.0 / pixels;
     let mut levels = Vec::new();
@@ -88,6 +88,14 @@ pub fn inspect(bytes: &[u8]) -> Result<FileInfo> {
         levels,
         trailing_bytes: bytes.len() - offset,
         total_bytes: bytes.len(),
+    })
+}
+
+/// The format's header reader, with a cut inside the header reported as a truncated file.
+fn read_header(bytes: &[u8]) -> Result<(Header, usize)> {
+    hvq_format::read_header(bytes).map_err(|e| match e {
+        hvq_format::FormatError::NeedMoreData { .. } => CodecError::NoCompleteLevel { got: bytes.len() },
+        e => CodecError::Format(e),
     })
 }
 
@@ -137,7 +145,7 @@ impl Codec {
         }
         // The fingerprint first: with another model's priors the chunks would fail with a
         // confusing decoding error instead of the real reason.
-        let (header, _) = hvq_format::read_header(bytes).map_err(CodecError::Format)?;
+        let (header, _) = read_header(bytes)?;
         if header.fingerprint != self.fingerprint() {
             return Err(CodecError::FingerprintMismatch {
                 file: fingerprint_hex(&header.fingerprint),
