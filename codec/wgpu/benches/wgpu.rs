@@ -34,6 +34,10 @@ fn main() {
     let info = ctx.adapter_info();
     println!("adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
     let runs: usize = std::env::var("HVQ_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
+    conv_case(&ctx, runs);
+    if std::env::var_os("HVQ_BENCH_CONV_ONLY").is_some() {
+        return;
+    }
     let presets: Vec<String> = std::env::var("HVQ_BENCH_PRESETS")
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_else(|_| vec!["small".into()]);
@@ -55,4 +59,23 @@ fn main() {
             }
         }
     }
+}
+
+/// One 3×3 convolution, 64 → 64 channels at 128×128 (upload and read-back included): the
+/// kernel the models spend most of their time in.
+fn conv_case(ctx: &GpuContext, runs: usize) {
+    use hvq_spec::Tensor;
+    use hvq_wgpu::kernels::{Conv2dParams, conv2d};
+    let size: Vec<usize> = std::env::var("HVQ_BENCH_CONV")
+        .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_else(|_| vec![64, 128, 128]);
+    let (c, h, w) = (size[0], size[1], size[2]);
+    let x = FeatureMap { channels: c, height: h, width: w, data: (0..c * h * w).map(|i| (i % 17) as f32 * 0.1).collect() };
+    let weight = Tensor { shape: vec![c, c, 3, 3], data: (0..c * c * 9).map(|i| (i % 13) as f32 * 0.01).collect() };
+    let bias = Tensor { shape: vec![c], data: vec![0.1; c] };
+    let ms = median_ms(runs, || {
+        pollster::block_on(conv2d(ctx, &x, &weight, &bias, Conv2dParams::SAME, None)).expect("conv");
+    });
+    let gflop = 2.0 * (c * c * 9 * h * w) as f64 / 1e9;
+    println!("conv3x3 {c}->{c} {w}x{h}: median {ms:.1} ms ({:.2} GFLOP/s incl. transfers)", gflop / (ms / 1e3));
 }

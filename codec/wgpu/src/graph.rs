@@ -49,27 +49,26 @@ pub(crate) enum Pad {
     RightBottom,
 }
 
-/// A GroupNorm fused into a convolution's input: statistics tensor and gamma‖beta buffer.
+/// A GroupNorm fused into a convolution's input: the per-channel coefficients that
+/// [`Graph::group_norm_stats`] made, and whether swish follows.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct FusedNorm<'a> {
-    pub(crate) stats: Tensor,
-    pub(crate) affine: &'a wgpu::Buffer,
-    pub(crate) groups: usize,
+pub(crate) struct FusedNorm {
+    pub(crate) coef: Tensor,
     pub(crate) swish: bool,
 }
 
 /// Everything about one convolution except its input and weights.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ConvOptions<'a> {
+pub(crate) struct ConvOptions {
     pub(crate) stride: usize,
     pub(crate) pad: Pad,
     pub(crate) upsample: bool,
-    pub(crate) norm: Option<FusedNorm<'a>>,
+    pub(crate) norm: Option<FusedNorm>,
     pub(crate) residual: Option<Tensor>,
 }
 
-impl ConvOptions<'_> {
-    pub(crate) const SAME: ConvOptions<'static> =
+impl ConvOptions {
+    pub(crate) const SAME: ConvOptions =
         ConvOptions { stride: 1, pad: Pad::Same, upsample: false, norm: None, residual: None };
 }
 
@@ -181,7 +180,7 @@ impl Graph {
     }
 
     /// A convolution; output size follows PyTorch's formula for the padding and stride.
-    pub(crate) fn conv(&mut self, x: Tensor, w: &ConvWeights, o: ConvOptions<'_>) -> Result<Tensor> {
+    pub(crate) fn conv(&mut self, x: Tensor, w: &ConvWeights, o: ConvOptions) -> Result<Tensor> {
         let bad = |reason: String| Err(GpuError::BadInput { op: "conv2d", reason });
         if x.channels != w.cin {
             return bad(format!("input has {} channels, weights expect {}", x.channels, w.cin));
@@ -205,46 +204,42 @@ impl Graph {
                 return bad("residual shape differs from the output".into());
             }
         }
-        let (groups, norm_mode) = match o.norm {
-            Some(n) if n.groups == 0 || x.channels % n.groups != 0 => {
-                return bad(format!("{} groups do not divide {} channels", n.groups, x.channels));
-            }
-            Some(n) => (n.groups, if n.swish { 2 } else { 1 }),
-            None => (1, 0),
+        let norm_mode = match o.norm {
+            Some(n) if n.coef.len() != 3 * x.channels => return bad("norm coefficients do not match the input".into()),
+            Some(n) => if n.swish { 2 } else { 1 },
+            None => 0,
         };
         let out = self.alloc(w.cout, h_out, w_out)?;
-        let words = [x.channels, x.height, x.width, w.cout, h_out, w_out, o.stride, top, left, groups].map(|v| v as u32);
+        let words = [x.channels, x.height, x.width, w.cout, h_out, w_out, o.stride, top, left].map(|v| v as u32);
         let overrides = Overrides { ks: w.ks as u32, norm: norm_mode, upsample: o.upsample, residual: o.residual.is_some(), ..Default::default() };
         let residual = o.residual.map_or(&self.dummy, |r| &self.buffers[r.id]);
-        let (stats, affine) = match o.norm {
-            Some(n) => (&self.buffers[n.stats.id], n.affine),
-            None => (&self.dummy, &self.dummy),
-        };
-        let bindings = [&self.buffers[x.id], &w.weight, &w.bias, residual, stats, affine, &self.buffers[out.id]].map(Clone::clone);
+        let norm = o.norm.map_or(&self.dummy, |n| &self.buffers[n.coef.id]);
+        let bindings = [&self.buffers[x.id], &w.weight, &w.bias, residual, norm, &self.buffers[out.id]].map(Clone::clone);
         let groups = ((h_out * w_out).div_ceil(64) as u32, w.cout.div_ceil(64) as u32);
         self.push(Kernel::Conv2d, overrides, &words, &bindings.iter().collect::<Vec<_>>(), groups)?;
         Ok(out)
     }
 
-    /// GroupNorm statistics (mean, 1/std per group).
-    pub(crate) fn group_norm_stats(&mut self, x: Tensor, groups: usize, eps: f32) -> Result<Tensor> {
+    /// GroupNorm statistics as per-channel coefficients (mean, gamma/std, beta: a `3C` tensor).
+    pub(crate) fn group_norm_stats(&mut self, x: Tensor, affine: &wgpu::Buffer, groups: usize, eps: f32) -> Result<Tensor> {
         if groups == 0 || x.channels % groups != 0 {
             return Err(GpuError::BadInput { op: "group_norm", reason: format!("{groups} groups do not divide {} channels", x.channels) });
         }
-        let stats = self.alloc(1, 1, 2 * groups)?;
-        let count = (x.channels / groups * x.plane()) as u32;
-        let bindings = [self.buffers[x.id].clone(), self.buffers[stats.id].clone()];
-        self.push(Kernel::GroupNormStats, Overrides::default(), &[count, eps.to_bits()], &[&bindings[0], &bindings[1]], (groups as u32, 1))?;
-        Ok(stats)
+        let coef = self.alloc(3, 1, x.channels)?;
+        let per_group = x.channels / groups;
+        let words = [(per_group * x.plane()) as u32, eps.to_bits(), x.channels as u32, per_group as u32];
+        let b = [self.buffers[x.id].clone(), affine.clone(), self.buffers[coef.id].clone()];
+        self.push(Kernel::GroupNormStats, Overrides::default(), &words, &[&b[0], &b[1], &b[2]], (groups as u32, 1))?;
+        Ok(coef)
     }
 
-    /// GroupNorm applied from statistics, optionally followed by swish.
-    pub(crate) fn group_norm_apply(&mut self, x: Tensor, norm: FusedNorm<'_>) -> Result<Tensor> {
+    /// GroupNorm applied from per-channel coefficients, optionally followed by swish.
+    pub(crate) fn group_norm_apply(&mut self, x: Tensor, norm: FusedNorm) -> Result<Tensor> {
         let out = self.alloc(x.channels, x.height, x.width)?;
-        let words = [x.channels, x.plane(), norm.groups].map(|v| v as u32);
-        let b = [self.buffers[x.id].clone(), self.buffers[norm.stats.id].clone(), norm.affine.clone(), self.buffers[out.id].clone()];
+        let words = [x.channels, x.plane()].map(|v| v as u32);
+        let b = [self.buffers[x.id].clone(), self.buffers[norm.coef.id].clone(), self.buffers[out.id].clone()];
         let grid = self.grid(x.len(), ELEMENTWISE_WG);
-        self.push(Kernel::GroupNormApply, Overrides { swish: norm.swish, ..Default::default() }, &words, &[&b[0], &b[1], &b[2], &b[3]], grid)?;
+        self.push(Kernel::GroupNormApply, Overrides { swish: norm.swish, ..Default::default() }, &words, &[&b[0], &b[1], &b[2]], grid)?;
         Ok(out)
     }
 

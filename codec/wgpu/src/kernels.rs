@@ -192,8 +192,8 @@ pub async fn group_norm(ctx: &GpuContext, x: &FeatureMap, params: GroupNormParam
     let mut s = OneShot::new(ctx);
     let out = built(ctx, || {
         let xt = s.map(x)?;
-        let stats = s.g.group_norm_stats(xt, params.groups, params.eps)?;
-        s.g.group_norm_apply(xt, FusedNorm { stats, affine: &affine, groups: params.groups, swish: params.swish })
+        let coef = s.g.group_norm_stats(xt, &affine, params.groups, params.eps)?;
+        s.g.group_norm_apply(xt, FusedNorm { coef, swish: params.swish })
     })
     .await?;
     s.read_map(out).await
@@ -277,8 +277,8 @@ pub async fn attention(ctx: &GpuContext, x: &FeatureMap, w: AttnWeights<'_>) -> 
     let mut s = OneShot::new(ctx);
     let out = built(ctx, || {
         let xt = s.map(x)?;
-        let stats = s.g.group_norm_stats(xt, w.groups, w.eps)?;
-        let norm = FusedNorm { stats, affine: &affine, groups: w.groups, swish: false };
+        let coef = s.g.group_norm_stats(xt, &affine, w.groups, w.eps)?;
+        let norm = FusedNorm { coef, swish: false };
         let qkv_t = s.g.conv(xt, &qkv, ConvOptions { norm: Some(norm), ..ConvOptions::SAME })?;
         let o = s.g.attention(qkv_t)?;
         s.g.conv(o, &proj, ConvOptions { residual: Some(xt), ..ConvOptions::SAME })

@@ -319,18 +319,17 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     /// `conv(act(norm(x)))` with the norm fused into the convolution's input.
-    fn norm_conv(&mut self, x: Tensor, norm: &str, conv: &str, swish: bool, o: ConvOptions<'_>) -> Result<Tensor> {
+    fn norm_conv(&mut self, x: Tensor, norm: &str, conv: &str, swish: bool, o: ConvOptions) -> Result<Tensor> {
         let w = self.w;
-        let stats = self.g.group_norm_stats(x, self.cfg.norm_groups, NORM_EPS)?;
         let affine = w.norms.get(norm).unwrap_or_else(|| panic!("no norm `{norm}` in the schema"));
-        let fused = FusedNorm { stats, affine, groups: self.cfg.norm_groups, swish };
+        let coef = self.g.group_norm_stats(x, affine, self.cfg.norm_groups, NORM_EPS)?;
         let conv_w = w.convs.get(conv).unwrap_or_else(|| panic!("no convolution `{conv}` in the schema"));
-        let out = self.g.conv(x, conv_w, ConvOptions { norm: Some(fused), ..o });
-        self.g.release(stats);
+        let out = self.g.conv(x, conv_w, ConvOptions { norm: Some(FusedNorm { coef, swish }), ..o });
+        self.g.release(coef);
         out
     }
 
-    fn conv(&mut self, x: Tensor, name: &str, o: ConvOptions<'_>) -> Result<Tensor> {
+    fn conv(&mut self, x: Tensor, name: &str, o: ConvOptions) -> Result<Tensor> {
         let w = self.w;
         let conv_w = w.convs.get(name).unwrap_or_else(|| panic!("no convolution `{name}` in the schema"));
         self.g.conv(x, conv_w, o)

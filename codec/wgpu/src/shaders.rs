@@ -71,10 +71,11 @@ impl Kernel {
     /// Binding slots in binding order; must match the `@binding` declarations of the source.
     pub(crate) fn slots(self) -> &'static [Slot] {
         match self {
-            // params, x, w, bias, residual, stats, affine, out
-            Kernel::Conv2d => &[Uniform, Read, Read, Read, Read, Read, Read, Write],
-            Kernel::GroupNormStats => &[Uniform, Read, Write],
-            Kernel::GroupNormApply => &[Uniform, Read, Read, Read, Write],
+            // params, x, w, bias, residual, norm coefficients, out
+            Kernel::Conv2d => &[Uniform, Read, Read, Read, Read, Read, Write],
+            // params, x, gamma‖beta, norm coefficients
+            Kernel::GroupNormStats => &[Uniform, Read, Read, Write],
+            Kernel::GroupNormApply => &[Uniform, Read, Read, Write],
             Kernel::Add => &[Uniform, Read, Read, Write],
             Kernel::Resample => &[Uniform, Read, Write],
             Kernel::ChannelAffine => &[Uniform, Read, Read, Write],

@@ -1,11 +1,15 @@
 // 2-D convolution (PyTorch semantics, weights OIHW) as an implicit matrix product:
 //   out[co, p] = bias[co] + sum_k w[co, k] * col[k, p],  k = (ci, ky, kx), p = (oy, ox).
-// A workgroup computes a 64 (output channels) x 64 (output pixels) tile; the reduction runs in
-// steps of 16 through workgroup memory (2 x 4 KiB), each invocation owning a 4 x 4 block.
+// A workgroup of 8 x 8 invocations computes a 64 (output channels) x 64 (output pixels) tile;
+// the reduction runs in steps of 32 through workgroup memory (2 x 8 KiB, the portable maximum).
+// Each invocation owns 8 channels x 8 adjacent pixels in sixteen vec4 accumulators, so every
+// four workgroup-memory reads feed 64 multiply-adds (register blocking: reads of workgroup
+// memory are what CPU drivers such as lavapipe pay most for). No dynamically indexed private
+// arrays and no divisions by run-time values inside the reduction loop.
 // Fusions, chosen per pipeline with override constants:
-//   NORM      1: GroupNorm (statistics precomputed by group_norm_stats) applied while loading the
-//             input, 2: GroupNorm then swish; zero padding pads the *normalized* activation, as
-//             PyTorch does;
+//   NORM      1: GroupNorm applied while loading the input, from per-channel coefficients made by
+//             group_norm_stats; 2: GroupNorm then swish. Zero padding pads the *normalized*
+//             activation, as PyTorch does;
 //   UPSAMPLE  nearest x2 up-sampling of the input (the conv reads the input at half coordinates);
 //   RESIDUAL  adds `residual[co, p]` to the result (ResBlock skip, attention residual).
 // Padding is given per side (top/left) so "same" padding and the encoder's asymmetric
@@ -26,9 +30,9 @@ struct Params {
     stride: u32,
     pad_top: u32,
     pad_left: u32,
-    groups: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -36,27 +40,17 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
-// mean and 1/std per group, interleaved.
-@group(0) @binding(5) var<storage, read> stats: array<f32>;
-// gamma[cin] then beta[cin].
-@group(0) @binding(6) var<storage, read> affine: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+// Per input channel: group mean[cin], then gamma * rstd[cin], then beta[cin].
+@group(0) @binding(5) var<storage, read> norm: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
-const TK: u32 = 16u;
+const TK: u32 = 32u;
 
-var<workgroup> a_tile: array<f32, 1024>; // [TK][TM] weights
-var<workgroup> b_tile: array<f32, 1024>; // [TK][TN] input columns
+var<workgroup> a_tile: array<vec4<f32>, 512>; // [TK][16] groups of 4 output channels
+var<workgroup> b_tile: array<vec4<f32>, 512>; // [TK][16] groups of 4 output pixels
 
-fn load_input(ci: u32, iy: i32, ix: i32) -> f32 {
-    var h = P.h_in;
-    var wd = P.w_in;
-    if UPSAMPLE {
-        h = h * 2u;
-        wd = wd * 2u;
-    }
-    if iy < 0 || ix < 0 || iy >= i32(h) || ix >= i32(wd) {
+fn load_input(ci: u32, iy: i32, ix: i32, h: i32, wd: i32) -> f32 {
+    if iy < 0 || ix < 0 || iy >= h || ix >= wd {
         return 0.0;
     }
     var y = u32(iy);
@@ -67,8 +61,7 @@ fn load_input(ci: u32, iy: i32, ix: i32) -> f32 {
     }
     var v = x[(ci * P.h_in + y) * P.w_in + xx];
     if NORM > 0u {
-        let g = ci / (P.cin / P.groups);
-        v = (v - stats[2u * g]) * stats[2u * g + 1u] * affine[ci] + affine[P.cin + ci];
+        v = fma(v - norm[ci], norm[P.cin + ci], norm[2u * P.cin + ci]);
         if NORM == 2u {
             v = v / (1.0 + exp(-v));
         }
@@ -76,7 +69,7 @@ fn load_input(ci: u32, iy: i32, ix: i32) -> f32 {
     return v;
 }
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(8, 8, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -85,69 +78,121 @@ fn main(
     let n_pix = P.h_out * P.w_out;
     let taps = KS * KS;
     let kdim = P.cin * taps;
-    let m0 = wg.y * TM;
-    let n0 = wg.x * TN;
-    var acc: array<f32, 16>;
+    let m0 = wg.y * 64u;
+    let n0 = wg.x * 64u;
+    var h = i32(P.h_in);
+    var wd = i32(P.w_in);
+    if UPSAMPLE {
+        h = 2 * h;
+        wd = 2 * wd;
+    }
+
+    // Loader roles, fixed for the whole reduction.
+    // B: invocation li fills rows kk_b + 4r of the column tile for 4 adjacent pixels q_b*4 .. +3.
+    let kk_b = li / 16u;
+    let q_b = li % 16u;
+    var oy: array<i32, 4>;
+    var ox: array<i32, 4>;
+    var p_ok: vec4<bool>;
+    for (var j = 0u; j < 4u; j++) {
+        let p = n0 + 4u * q_b + j;
+        p_ok[j] = p < n_pix;
+        oy[j] = i32((p / P.w_out) * P.stride) - i32(P.pad_top);
+        ox[j] = i32((p % P.w_out) * P.stride) - i32(P.pad_left);
+    }
+    let oy4 = vec4<i32>(oy[0], oy[1], oy[2], oy[3]);
+    let ox4 = vec4<i32>(ox[0], ox[1], ox[2], ox[3]);
+    // A: invocation li fills column kk_a of the weight tile for channel groups g_a + 2r.
+    let kk_a = li % 32u;
+    let g_a = li / 32u;
+
+    var c0p0 = vec4<f32>(0.0); var c0p1 = vec4<f32>(0.0);
+    var c1p0 = vec4<f32>(0.0); var c1p1 = vec4<f32>(0.0);
+    var c2p0 = vec4<f32>(0.0); var c2p1 = vec4<f32>(0.0);
+    var c3p0 = vec4<f32>(0.0); var c3p1 = vec4<f32>(0.0);
+    var c4p0 = vec4<f32>(0.0); var c4p1 = vec4<f32>(0.0);
+    var c5p0 = vec4<f32>(0.0); var c5p1 = vec4<f32>(0.0);
+    var c6p0 = vec4<f32>(0.0); var c6p1 = vec4<f32>(0.0);
+    var c7p0 = vec4<f32>(0.0); var c7p1 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < kdim; k0 += TK) {
-        for (var r = 0u; r < 4u; r++) {
-            // Consecutive invocations read consecutive k of one weight row.
-            let e = li + r * 256u;
-            let kk = e % TK;
-            let mm = e / TK;
-            let co = m0 + mm;
-            let k = k0 + kk;
-            var v = 0.0;
-            if co < P.cout && k < kdim {
-                v = w[co * kdim + k];
+        for (var r = 0u; r < 8u; r++) {
+            let k = k0 + kk_a;
+            let g = g_a + 2u * r;
+            let co = m0 + 4u * g;
+            var a = vec4<f32>(0.0);
+            if k < kdim {
+                if co < P.cout { a.x = w[co * kdim + k]; }
+                if co + 1u < P.cout { a.y = w[(co + 1u) * kdim + k]; }
+                if co + 2u < P.cout { a.z = w[(co + 2u) * kdim + k]; }
+                if co + 3u < P.cout { a.w = w[(co + 3u) * kdim + k]; }
             }
-            a_tile[kk * TM + mm] = v;
+            a_tile[kk_a * 16u + g] = a;
         }
-        for (var r = 0u; r < 4u; r++) {
-            // Consecutive invocations read consecutive output pixels of one tap.
-            let e = li + r * 256u;
-            let nn = e % TN;
-            let kk = e / TN;
-            let p = n0 + nn;
+        for (var r = 0u; r < 8u; r++) {
+            let kk = kk_b + 4u * r;
             let k = k0 + kk;
-            var v = 0.0;
-            if p < n_pix && k < kdim {
+            var b = vec4<f32>(0.0);
+            if k < kdim {
+                // Divisions by override constants compile to multiplies.
                 let ci = k / taps;
                 let tap = k % taps;
-                let oy = p / P.w_out;
-                let ox = p % P.w_out;
-                let iy = i32(oy * P.stride + tap / KS) - i32(P.pad_top);
-                let ix = i32(ox * P.stride + tap % KS) - i32(P.pad_left);
-                v = load_input(ci, iy, ix);
+                let iy = oy4 + vec4<i32>(i32(tap / KS));
+                let ix = ox4 + vec4<i32>(i32(tap % KS));
+                if p_ok.x { b.x = load_input(ci, iy.x, ix.x, h, wd); }
+                if p_ok.y { b.y = load_input(ci, iy.y, ix.y, h, wd); }
+                if p_ok.z { b.z = load_input(ci, iy.z, ix.z, h, wd); }
+                if p_ok.w { b.w = load_input(ci, iy.w, ix.w, h, wd); }
             }
-            b_tile[kk * TN + nn] = v;
+            b_tile[kk * 16u + q_b] = b;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = a_tile[kk * TM + lid.y + 16u * i];
-                b[i] = b_tile[kk * TN + lid.x + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(a[i], b[j], acc[i * 4u + j]);
-                }
-            }
+            let a0 = a_tile[kk * 16u + 2u * lid.y];
+            let a1 = a_tile[kk * 16u + 2u * lid.y + 1u];
+            let b0 = b_tile[kk * 16u + 2u * lid.x];
+            let b1 = b_tile[kk * 16u + 2u * lid.x + 1u];
+            c0p0 = fma(vec4<f32>(a0.x), b0, c0p0); c0p1 = fma(vec4<f32>(a0.x), b1, c0p1);
+            c1p0 = fma(vec4<f32>(a0.y), b0, c1p0); c1p1 = fma(vec4<f32>(a0.y), b1, c1p1);
+            c2p0 = fma(vec4<f32>(a0.z), b0, c2p0); c2p1 = fma(vec4<f32>(a0.z), b1, c2p1);
+            c3p0 = fma(vec4<f32>(a0.w), b0, c3p0); c3p1 = fma(vec4<f32>(a0.w), b1, c3p1);
+            c4p0 = fma(vec4<f32>(a1.x), b0, c4p0); c4p1 = fma(vec4<f32>(a1.x), b1, c4p1);
+            c5p0 = fma(vec4<f32>(a1.y), b0, c5p0); c5p1 = fma(vec4<f32>(a1.y), b1, c5p1);
+            c6p0 = fma(vec4<f32>(a1.z), b0, c6p0); c6p1 = fma(vec4<f32>(a1.z), b1, c6p1);
+            c7p0 = fma(vec4<f32>(a1.w), b0, c7p0); c7p1 = fma(vec4<f32>(a1.w), b1, c7p1);
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let co = m0 + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
-            let p = n0 + lid.x + 16u * j;
-            if co < P.cout && p < n_pix {
-                var v = acc[i * 4u + j] + bias[co];
-                if RESIDUAL {
-                    v += residual[co * n_pix + p];
-                }
-                out[co * n_pix + p] = v;
+    let p0 = n0 + 8u * lid.x;
+    let co0 = m0 + 8u * lid.y;
+    store(co0, p0, c0p0, c0p1, n_pix);
+    store(co0 + 1u, p0, c1p0, c1p1, n_pix);
+    store(co0 + 2u, p0, c2p0, c2p1, n_pix);
+    store(co0 + 3u, p0, c3p0, c3p1, n_pix);
+    store(co0 + 4u, p0, c4p0, c4p1, n_pix);
+    store(co0 + 5u, p0, c5p0, c5p1, n_pix);
+    store(co0 + 6u, p0, c6p0, c6p1, n_pix);
+    store(co0 + 7u, p0, c7p0, c7p1, n_pix);
+}
+
+// Writes output channel `co` at pixels p0 .. p0 + 7 (bias, optional residual).
+fn store(co: u32, p0: u32, lo: vec4<f32>, hi: vec4<f32>, n_pix: u32) {
+    if co >= P.cout {
+        return;
+    }
+    let b = bias[co];
+    for (var j = 0u; j < 8u; j++) {
+        let p = p0 + j;
+        if p < n_pix {
+            var v = b;
+            if j < 4u {
+                v += lo[j];
+            } else {
+                v += hi[j - 4u];
             }
+            if RESIDUAL {
+                v += residual[co * n_pix + p];
+            }
+            out[co * n_pix + p] = v;
         }
     }
 }

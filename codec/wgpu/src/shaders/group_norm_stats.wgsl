@@ -1,19 +1,23 @@
 // GroupNorm statistics: one workgroup per group. In CHW layout a group's channels are one
 // contiguous range, so the workgroup strides over it. Two passes (mean, then the mean of squared
 // deviations) rather than E[x^2] - E[x]^2, which cancels badly for groups with a large mean.
-// Writes mean and 1/sqrt(var + eps) per group, interleaved.
+// Writes per-channel coefficients so consumers need no group arithmetic:
+//   norm[c] = group mean, norm[C + c] = gamma[c] / sqrt(var + eps), norm[2C + c] = beta[c],
+// and the normalized value is (x - norm[c]) * norm[C + c] + norm[2C + c].
 
 struct Params {
     // Elements per group: channels_per_group * height * width.
     count: u32,
     eps: f32,
-    _pad0: u32,
-    _pad1: u32,
+    channels: u32,
+    channels_per_group: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> stats: array<f32>;
+// gamma[channels] then beta[channels].
+@group(0) @binding(2) var<storage, read> affine: array<f32>;
+@group(0) @binding(3) var<storage, read_write> norm: array<f32>;
 
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, 256>;
@@ -45,9 +49,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let d = x[base + i] - mean;
         q = fma(d, d, q);
     }
-    let var_ = reduce_sum(li, q) / f32(P.count);
-    if li == 0u {
-        stats[2u * wg.x] = mean;
-        stats[2u * wg.x + 1u] = 1.0 / sqrt(var_ + P.eps);
+    let rstd = 1.0 / sqrt(reduce_sum(li, q) / f32(P.count) + P.eps);
+    for (var j = li; j < P.channels_per_group; j += WG) {
+        let c = wg.x * P.channels_per_group + j;
+        norm[c] = mean;
+        norm[P.channels + c] = affine[c] * rstd;
+        norm[2u * P.channels + c] = affine[P.channels + c];
     }
 }
