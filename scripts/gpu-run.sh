@@ -33,10 +33,17 @@ PY
 STEPS=$(python3 -c "print(max(200,int($BUDGET*1000/float('${STEP_MS:-1000}'))))")
 echo "small step ~${STEP_MS} ms at batch 32 -> $STEPS steps"
 START=$(date +%s)
-timeout -s INT $((BUDGET + 90)) "$BIN" train --config .device/small-gpu.toml --device cuda --steps "$STEPS" \
+# SIGINT makes the trainer write a checkpoint before it stops, so a slow run still exports.
+timeout -s INT $((BUDGET + 60)) "$BIN" train --config .device/small-gpu.toml --device cuda --steps "$STEPS" \
   > "$OUT/train.log" 2>&1
-echo "train exit $? after $(( $(date +%s) - START )) s"; tail -5 "$OUT/train.log"
+echo "train exit $? after $(( $(date +%s) - START )) s"; tail -c 2000 "$OUT/train.log"
 RUN=runs/small-gpu
+if [ ! -f "$RUN/checkpoint.safetensors" ] && [ $(( $(date +%s) - START )) -lt 60 ]; then
+  echo "first run failed early: retrying without k-means init and dead-code restart"
+  timeout -s INT $((BUDGET)) "$BIN" train --config .device/small-gpu-plain.toml --device cuda --steps "$STEPS" \
+    > "$OUT/train-plain.log" 2>&1
+  echo "plain train exit $?"; tail -c 2000 "$OUT/train-plain.log"
+fi
 cp "$RUN/log.jsonl" "$OUT/" 2>/dev/null || cp "$RUN"/*.jsonl "$OUT/" 2>/dev/null
 "$BIN" export --checkpoint "$RUN" --out "$OUT/small-gpu.safetensors" --f16 2>&1 | tail -2
 ls -la "$OUT"
