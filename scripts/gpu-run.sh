@@ -17,7 +17,7 @@ cp .device/lpips/vgg16-f16.safetensors ../shared/data/lpips/vgg16.safetensors
 cat "$OUT/machine.txt"
 
 # 1. Step time of both presets (issue 2) and libtorch CUDA encode/decode of random small weights.
-timeout 150 "$BIN" bench --device cuda --presets small --presets paper --batch 16 --reps 5 \
+timeout 100 "$BIN" bench --device cuda --presets small --presets paper --batch 16 --reps 5 \
   > "$OUT/bench.md" 2> "$OUT/bench.jsonl"
 cat "$OUT/bench.md"; tail -3 "$OUT/bench.jsonl"
 
