@@ -46,7 +46,7 @@ fn crop(x: &FeatureMap, height: usize, width: usize) -> Vec<f32> {
 fn wgpu_reproduces_libtorch_conformance_vectors() {
     let dir = vectors_dir();
     let Ok(manifest) = std::fs::read_to_string(dir.join("manifest.json")) else {
-        eprintln!("\n*** SKIPPED: no conformance vectors in {} (run `hvq-train export-vectors`) ***\n", dir.display());
+        common::skip(&format!("no conformance vectors in {} (run `hvq-train export-vectors`)", dir.display()));
         return;
     };
     let Some(ctx) = context() else { return };
@@ -105,9 +105,9 @@ fn wgpu_reproduces_libtorch_conformance_vectors() {
             worst_pixel = worst_pixel.max(diff);
         }
     }
-    eprintln!(
+    common::report(&format!(
         "wgpu vs libtorch: {} cases, token agreement {same}/{total} = {:.3}%, worst decoded pixel |diff| {worst_pixel:e}",
         cases.len(),
         100.0 * same as f64 / total as f64
-    );
+    ));
 }

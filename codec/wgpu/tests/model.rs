@@ -57,7 +57,7 @@ fn model_matches_cpu_reference_for_every_strategy() {
                 assert!((dg - dw).abs() <= 1e-3 * (1.0 + dw), "{strategy:?} level {} position {i}: gpu {gt} ({dg}) vs cpu {wt} ({dw})", g.level);
             }
         }
-        eprintln!("{strategy:?}: token agreement {same}/{total} = {:.2}%", 100.0 * same as f64 / total as f64);
+        common::report(&format!("wgpu vs hvq-cpu, {strategy:?}: token agreement {same}/{total} = {:.2}%", 100.0 * same as f64 / total as f64));
 
         for grid in &want {
             let want_rgb = cpu.decode(grid).unwrap();

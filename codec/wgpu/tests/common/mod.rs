@@ -24,11 +24,24 @@ pub fn context() -> Option<GpuContext> {
     match pollster::block_on(GpuContext::new()) {
         Ok(ctx) => Some(ctx),
         Err(GpuError::NoAdapter(e)) => {
-            eprintln!("\n*** SKIPPED: no wgpu adapter ({e}); install Mesa lavapipe (mesa-vulkan-drivers) to run this test ***\n");
+            skip(&format!("no wgpu adapter ({e}); install Mesa lavapipe (mesa-vulkan-drivers) to run this test"));
             None
         }
         Err(e) => panic!("an adapter exists but the device failed: {e}"),
     }
+}
+
+/// Prints a skip notice that the test harness does not capture (`eprintln!` output of a
+/// passing test is swallowed; a direct write to stderr is not), so a skip is never silent.
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {reason} ***\n");
+}
+
+/// Prints a result line (agreement rates) that shows even when the harness captures output.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// SplitMix64-based uniform values in `[-1, 1)`, reproducible across platforms.
