@@ -3,7 +3,9 @@
 //! run that builds the pipelines and the graph for the shape.
 //!
 //! `cargo bench -p hvq-wgpu --bench wgpu` (on lavapipe when no GPU is present).
-//! `HVQ_BENCH_RUNS=n` sets the runs per case (default 5).
+//! `HVQ_BENCH_RUNS=n` sets the runs per case (default 5), `HVQ_BENCH_SIZES=256x256,768x512` the
+//! image sizes, `HVQ_BENCH_PRESETS=small,paper` the presets, `HVQ_BENCH_CONV=c,h,w` the
+//! convolution case, `HVQ_BENCH_CONV_ONLY=1` skips the models.
 
 use std::time::Instant;
 
@@ -45,7 +47,13 @@ fn main() {
         let cfg = ModelConfig::preset(&preset).expect("known preset");
         let weights = random_weights(&cfg, 1).expect("valid preset");
         let model = GpuModel::new(&ctx, &weights).expect("weights fit the device");
-        for (h, w) in [(256, 256), (512, 768)] {
+        // HVQ_BENCH_SIZES=256x256,768x512 (width x height) picks the image sizes.
+        let sizes: Vec<(usize, usize)> = std::env::var("HVQ_BENCH_SIZES")
+            .unwrap_or_else(|_| "256x256,768x512".into())
+            .split(',')
+            .filter_map(|s| s.split_once('x').and_then(|(w, h)| Some((h.parse().ok()?, w.parse().ok()?))))
+            .collect();
+        for (h, w) in sizes {
             let image = FeatureMap { channels: 3, height: h, width: w, data: vec![0.5; 3 * h * w] };
             let levels: Vec<usize> = (0..cfg.levels).collect();
             let mut grids = Vec::new();

@@ -300,7 +300,8 @@ impl Graph {
         let out = self.alloc(1, p.height, p.width)?;
         let words = [p.channels, p.plane(), entries].map(|v| v as u32);
         let bufs = [self.buffers[p.id].clone(), codebook.clone(), self.buffers[out.id].clone()];
-        let grid = self.grid(p.plane(), 64);
+        // 64 invocations of 4 positions each per workgroup.
+        let grid = self.grid(p.plane(), 256);
         self.push(Kernel::CodebookSearch, Overrides::default(), &words, &[&bufs[0], &bufs[1], &bufs[2]], grid)?;
         Ok(out)
     }

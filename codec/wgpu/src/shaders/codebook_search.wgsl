@@ -1,9 +1,11 @@
 // Nearest codebook entry per position by squared L2 distance, ties to the LOWEST index.
-// p is a [D, N] map (the projected latent), codebook is [K, D]. One invocation per position;
-// entries are visited in tiles of 16, their components staged through workgroup memory 64 at a
-// time, so the K x N distance matrix never exists. Distances are accumulated as sum (p - e)^2
-// (not |p|^2 - 2 p.e + |e|^2, which cancels) and compared with a strict `<` in increasing index
-// order, which is what makes ties go to the lowest index.
+// p is a [D, N] map (the projected latent), codebook is [K, D]. Each invocation owns 4 adjacent
+// positions (one vec4 lane each) and compares them with tiles of 16 entries whose components are
+// staged through workgroup memory 64 dimensions at a time, so the K x N distance matrix never
+// exists. Sixteen vec4 accumulators (one per entry of the tile) rather than an indexed private
+// array, which CPU drivers such as lavapipe spill to memory. Distances are accumulated as
+// sum (p - e)^2 in dimension order (not |p|^2 - 2 p.e + |e|^2, which cancels) and compared with a
+// strict `<` in increasing index order, which is what makes ties go to the lowest index.
 
 struct Params {
     dim: u32,
@@ -17,53 +19,89 @@ struct Params {
 @group(0) @binding(2) var<storage, read> codebook: array<f32>;
 @group(0) @binding(3) var<storage, read_write> tokens: array<u32>;
 
-const QB: u32 = 64u;
-const EB: u32 = 16u;
+const WG: u32 = 64u;
 const DB: u32 = 64u;
 
-var<workgroup> tile: array<f32, 1024>; // [DB][EB]
+// tile[dd * 4 + q] holds dimension d0 + dd of entries e0 + 4q .. e0 + 4q + 3.
+var<workgroup> tile: array<vec4<f32>, 256>;
+
+fn entry(e: u32, d: u32) -> f32 {
+    if e < P.entries && d < P.dim {
+        return codebook[e * P.dim + d];
+    }
+    return 0.0;
+}
+
+fn load_p(i: vec4<u32>, d: u32) -> vec4<f32> {
+    let n = P.positions;
+    var v = vec4<f32>(0.0);
+    if i.x < n { v.x = p[d * n + i.x]; }
+    if i.y < n { v.y = p[d * n + i.y]; }
+    if i.z < n { v.z = p[d * n + i.z]; }
+    if i.w < n { v.w = p[d * n + i.w]; }
+    return v;
+}
+
+// Strict `<` keeps the earlier (lower) index on ties; entries past the end never win.
+fn pick(best: ptr<function, vec4<f32>>, arg: ptr<function, vec4<u32>>, d: vec4<f32>, e: u32) {
+    if e < P.entries {
+        let lt = d < *best;
+        *best = select(*best, d, lt);
+        *arg = select(*arg, vec4<u32>(e), lt);
+    }
+}
+
+fn sq(v: vec4<f32>) -> vec4<f32> {
+    return v * v;
+}
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
+    let base = ((wg.y * nwg.x + wg.x) * WG + li) * 4u;
+    let pos = vec4<u32>(base, base + 1u, base + 2u, base + 3u);
+    var best = vec4<f32>(3.4e38);
+    var arg = vec4<u32>(0u);
+    for (var e0 = 0u; e0 < P.entries; e0 += 16u) {
+        var d0v = vec4<f32>(0.0); var d1v = vec4<f32>(0.0); var d2v = vec4<f32>(0.0); var d3v = vec4<f32>(0.0);
+        var d4v = vec4<f32>(0.0); var d5v = vec4<f32>(0.0); var d6v = vec4<f32>(0.0); var d7v = vec4<f32>(0.0);
+        var d8v = vec4<f32>(0.0); var d9v = vec4<f32>(0.0); var dav = vec4<f32>(0.0); var dbv = vec4<f32>(0.0);
+        var dcv = vec4<f32>(0.0); var ddv = vec4<f32>(0.0); var dev = vec4<f32>(0.0); var dfv = vec4<f32>(0.0);
+        for (var c0 = 0u; c0 < P.dim; c0 += DB) {
+            for (var r = 0u; r < 4u; r++) {
+                let idx = li + WG * r;
+                let dd = idx % DB;
+                let q = idx / DB;
+                let e = e0 + 4u * q;
+                let d = c0 + dd;
+                tile[dd * 4u + q] = vec4<f32>(entry(e, d), entry(e + 1u, d), entry(e + 2u, d), entry(e + 3u, d));
+            }
+            workgroupBarrier();
+            for (var dd = 0u; dd < min(DB, P.dim - c0); dd++) {
+                let x = load_p(pos, c0 + dd);
+                let t0 = tile[dd * 4u];
+                let t1 = tile[dd * 4u + 1u];
+                let t2 = tile[dd * 4u + 2u];
+                let t3 = tile[dd * 4u + 3u];
+                d0v += sq(x - t0.x); d1v += sq(x - t0.y); d2v += sq(x - t0.z); d3v += sq(x - t0.w);
+                d4v += sq(x - t1.x); d5v += sq(x - t1.y); d6v += sq(x - t1.z); d7v += sq(x - t1.w);
+                d8v += sq(x - t2.x); d9v += sq(x - t2.y); dav += sq(x - t2.z); dbv += sq(x - t2.w);
+                dcv += sq(x - t3.x); ddv += sq(x - t3.y); dev += sq(x - t3.z); dfv += sq(x - t3.w);
+            }
+            workgroupBarrier();
+        }
+        pick(&best, &arg, d0v, e0); pick(&best, &arg, d1v, e0 + 1u);
+        pick(&best, &arg, d2v, e0 + 2u); pick(&best, &arg, d3v, e0 + 3u);
+        pick(&best, &arg, d4v, e0 + 4u); pick(&best, &arg, d5v, e0 + 5u);
+        pick(&best, &arg, d6v, e0 + 6u); pick(&best, &arg, d7v, e0 + 7u);
+        pick(&best, &arg, d8v, e0 + 8u); pick(&best, &arg, d9v, e0 + 9u);
+        pick(&best, &arg, dav, e0 + 10u); pick(&best, &arg, dbv, e0 + 11u);
+        pick(&best, &arg, dcv, e0 + 12u); pick(&best, &arg, ddv, e0 + 13u);
+        pick(&best, &arg, dev, e0 + 14u); pick(&best, &arg, dfv, e0 + 15u);
+    }
     let n = P.positions;
-    let i = (wg.y * nwg.x + wg.x) * QB + li;
-    let valid = i < n;
-    var best = 3.4e38;
-    var best_index = 0u;
-    for (var e0 = 0u; e0 < P.entries; e0 += EB) {
-        var dist: array<f32, 16>;
-        for (var d0 = 0u; d0 < P.dim; d0 += DB) {
-            for (var r = 0u; r < (DB * EB) / QB; r++) {
-                let e = li + r * QB;
-                let dd = e % DB;
-                let j = e / DB;
-                var v = 0.0;
-                if e0 + j < P.entries && d0 + dd < P.dim {
-                    v = codebook[(e0 + j) * P.dim + d0 + dd];
-                }
-                tile[dd * EB + j] = v;
-            }
-            workgroupBarrier();
-            if valid {
-                for (var dd = 0u; dd < min(DB, P.dim - d0); dd++) {
-                    let q = p[(d0 + dd) * n + i];
-                    for (var j = 0u; j < EB; j++) {
-                        let diff = q - tile[dd * EB + j];
-                        dist[j] = fma(diff, diff, dist[j]);
-                    }
-                }
-            }
-            workgroupBarrier();
-        }
-        for (var j = 0u; j < EB; j++) {
-            if e0 + j < P.entries && dist[j] < best {
-                best = dist[j];
-                best_index = e0 + j;
-            }
-        }
-    }
-    if valid {
-        tokens[i] = best_index;
-    }
+    if pos.x < n { tokens[pos.x] = arg.x; }
+    if pos.y < n { tokens[pos.y] = arg.y; }
+    if pos.z < n { tokens[pos.z] = arg.z; }
+    if pos.w < n { tokens[pos.w] = arg.w; }
 }
