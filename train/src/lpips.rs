@@ -270,3 +270,20 @@ fn take_tensor(
     }
     Ok(t.to_kind(Kind::Float).to_device(device).set_requires_grad(false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaded_weights_are_frozen() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/lpips");
+        if !dir.is_dir() {
+            eprintln!("SKIPPED: ../shared absent ({} not found)", dir.display());
+            return;
+        }
+        let lpips = Lpips::load(&dir.join(Net::Alex.file_name()), Net::Alex, Device::Cpu).unwrap();
+        let tensors = lpips.stages.iter().flat_map(|s| s.convs.iter().flat_map(|c| [&c.weight, &c.bias]).chain([&s.lin]));
+        assert!(tensors.into_iter().all(|t| !t.requires_grad()));
+    }
+}

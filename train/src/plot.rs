@@ -239,7 +239,11 @@ where
     let mut chart = builder.build_cartesian_2d(xr.clone(), yr.clone())?;
     if title.is_some() {
         let fmt_y = move |v: &f64| if log_y { format!("{:.3}", 10f64.powf(*v)) } else { format!("{v:.3}") };
-        chart.configure_mesh().x_desc("step").y_label_formatter(&fmt_y).label_style(("sans-serif", 13)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&fmt_y).label_style(("sans-serif", 13)).draw()?;
     } else {
         chart.plotting_area().draw(&Rectangle::new([(xr.start, yr.start), (xr.end, yr.end)], BLACK))?;
     }
