@@ -7,14 +7,15 @@
 #   HVQ_WEB_BENCH=1 bash scripts/web-test.sh   # also run web/bench.mjs afterwards
 #
 # Environment:
-#   HVQ_WEB_PRESET  preset of the random test weights when no trained model exists (default: small)
+#   HVQ_WEB_PRESET  preset of the random test weights (default: tiny)
+#   HVQ_WEB_MODEL   `default` to test the trained default model instead of random weights
 #   HVQ_KODAK_DIR   folder of Kodak PNGs for the real-photo case (default: ../shared/data/kodak)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/env.sh
 
-PRESET="${HVQ_WEB_PRESET:-small}"
+PRESET="${HVQ_WEB_PRESET:-tiny}"
 OUT="$ROOT/target/web-test"
 mkdir -p "$OUT"
 
@@ -37,18 +38,30 @@ say "building hvq-wasm for wasm32 and the native hvq CLI"
 cargo build -q -p hvq-wasm --target wasm32-unknown-unknown --release
 wasm-bindgen --target web --out-dir web/pkg target/wasm32-unknown-unknown/release/hvq_wasm.wasm
 cargo build -q -p hvq-codec --release --bin hvq
+# Native helpers (random test weights, benchmark); run from target/ below, so cargo locks once.
+cargo build -q -p hvq-wasm --release --example test_weights --example native_bench
 HVQ="$ROOT/target/release/hvq"
+TEST_WEIGHTS="$ROOT/target/release/examples/test_weights"
 
 # --- model ---------------------------------------------------------------------------------------
-if [ -f codec/models/default.safetensors ]; then
-  say "model: the project's default model (codec/models/default.safetensors)"
-  cp codec/models/default.safetensors web/model.safetensors
+# The test runs on web/test-model.safetensors: random `tiny` weights by default, because SwiftShader
+# (WebGPU on the CPU) compiles and runs the `small` model too slowly for a 2-core test machine.
+# HVQ_WEB_MODEL=default tests the trained default model instead (when it exists).
+if [ "${HVQ_WEB_MODEL:-random}" = default ] && [ -f codec/models/default.safetensors ]; then
+  say "test model: the project's default model (codec/models/default.safetensors)"
+  cp codec/models/default.safetensors web/test-model.safetensors
 else
-  say "model: no trained default model yet; random '$PRESET' weights (seed 1)"
-  cargo run -q --release -p hvq-wasm --example test_weights -- "$PRESET" 1 web/model.safetensors
+  say "test model: random '$PRESET' weights (seed 1)"
+  "$TEST_WEIGHTS" "$PRESET" 1 web/test-model.safetensors
+fi
+# The demo page's own model (scripts/serve.sh): the trained default when there is one.
+if [ -f codec/models/default.safetensors ]; then
+  cp codec/models/default.safetensors web/model.safetensors
+elif [ ! -f web/model.safetensors ]; then
+  cp web/test-model.safetensors web/model.safetensors
 fi
 # Another model (random tiny weights) for the "file for another model" case.
-cargo run -q --release -p hvq-wasm --example test_weights -- tiny 2 "$OUT/other.safetensors"
+"$TEST_WEIGHTS" tiny 2 "$OUT/other.safetensors"
 
 # --- test images and native references -----------------------------------------------------------
 node web/tools/make-sample.mjs "$OUT/sample.png" 256 >/dev/null
@@ -61,7 +74,7 @@ if [ -f "$KODAK/kodim23.png" ]; then
 else
   say "WARNING: $KODAK/kodim23.png not found: the real-photo (Kodak) case will be SKIPPED"
 fi
-M=(-m web/model.safetensors --backend cpu)
+M=(-m web/test-model.safetensors --backend cpu)
 for img in "${IMAGES[@]}"; do
   "$HVQ" tokens "$OUT/$img.png" --format json "${M[@]}" -o "$OUT/$img.tokens.json"
   "$HVQ" encode "$OUT/$img.png" -o "$OUT/$img.hvq" "${M[@]}"

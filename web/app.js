@@ -260,7 +260,7 @@ async function showHvq(hvq, original, encodeMs, sourceName) {
   }
   const gridsEl = $('#grids');
   gridsEl.replaceChildren();
-  for (const g of grids) {
+  for (const g of [...grids].sort((a, b) => b.level - a.level)) {
     const c = card(gridsEl, { title: `level ${g.level}: ${g.width}×${g.height} tokens`, id: `grid-${g.level}` });
     drawTokens(c.querySelector('canvas'), g);
     const distinct = new Set(g.tokens).size;

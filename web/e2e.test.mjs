@@ -17,6 +17,7 @@ if (!DIR || !existsSync(join(DIR, 'sample.tokens.json'))) {
   throw new Error('HVQ_WEB_TEST_DIR must hold the native references: run `bash scripts/web-test.sh`');
 }
 const WEB = new URL('.', import.meta.url).pathname;
+const MODEL = process.env.HVQ_WEB_TEST_MODEL ?? 'test-model.safetensors';
 
 // Tokens: the browser runs the same WGSL kernels on SwiftShader that the native wgpu backend runs,
 // and the native reference here is the CPU backend. Float sums in another order can move a latent
@@ -55,7 +56,7 @@ async function launch({ webgpu }) {
 }
 
 async function openPage(page) {
-  await page.goto(url);
+  await page.goto(`${url}?model=${encodeURIComponent(MODEL)}`);
   await page.waitForFunction(() => ['ready', 'error'].includes(window.hvqDemo?.state), null, { timeout: 240_000 });
   const state = await page.evaluate(() => ({ s: window.hvqDemo.state, status: document.querySelector('#status').textContent }));
   assert.equal(state.s, 'ready', `model did not load: ${state.status}\n${page.consoleLog.join('\n')}`);

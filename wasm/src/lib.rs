@@ -91,7 +91,8 @@ struct ConsoleLog;
 
 impl log::Log for ConsoleLog {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Info
+        // hvq's own records from `info` up; wgpu and others only when they warn.
+        m.level() <= if m.target().starts_with("hvq") { log::Level::Info } else { log::Level::Warn }
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
