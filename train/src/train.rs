@@ -79,9 +79,7 @@ impl Trainer {
         cfg.validate()?;
         cfg.check_lpips()?;
         let model_cfg = cfg.model_config()?;
-        tch::manual_seed(cfg.seed as i64);
-        let vs = nn::VarStore::new(device);
-        let model = Hvq::new(&vs.root(), &model_cfg);
+        let (vs, model) = seeded_model(&model_cfg, cfg.seed, device);
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         if cfg.codebook.mode == CodebookMode::Ema {
             // EMA owns the codebook: no gradient, no Adam state.
@@ -260,6 +258,20 @@ impl Trainer {
         let prov = Provenance { trained_steps: self.step, data: data.to_string(), command: command.to_string() };
         weights_from_varstore(&self.vs, &self.model_cfg, prov.metadata())
     }
+}
+
+/// Builds a model initialised from libtorch's RNG seeded with `seed`.
+///
+/// libtorch's RNG is process-global: the lock keeps two trainers built at once in one
+/// process (tests, benchmarks) from interleaving their draws, so each init is a pure
+/// function of its seed.
+fn seeded_model(cfg: &ModelConfig, seed: u64, device: Device) -> (nn::VarStore, Hvq) {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = Hvq::new(&vs.root(), cfg);
+    (vs, model)
 }
 
 /// Options of [`run`] that come from the command line rather than the config.
