@@ -1,11 +1,17 @@
 //! The model on one backend, behind one enum (static dispatch: two variants, no trait objects).
 
-use hvq_cpu::CpuModel;
 use std::sync::Arc;
 
+use hvq_cpu::CpuModel;
 use hvq_spec::{FeatureMap, TokenGrid, Weights};
 
 use crate::{Backend, BackendKind, CodecError, Result};
+
+/// A wgpu device to reuse, if the caller has one.
+#[cfg(feature = "wgpu")]
+pub(crate) type SharedContext = Option<hvq_wgpu::GpuContext>;
+#[cfg(not(feature = "wgpu"))]
+pub(crate) type SharedContext = Option<std::convert::Infallible>;
 
 /// A model instantiated on one backend.
 pub(crate) enum Engine {
@@ -22,35 +28,47 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Instantiates `weights` on the backend `choice` asks for.
-    pub(crate) async fn new(weights: &Arc<Weights>, choice: Backend) -> Result<Self> {
+    pub(crate) async fn new(weights: &Arc<Weights>, choice: Backend, ctx: SharedContext) -> Result<Self> {
         match choice {
-            Backend::Cpu => Self::cpu(weights),
-            Backend::Wgpu => Self::wgpu(weights).await,
-            Backend::Auto => match Self::wgpu(weights).await {
+            Backend::Cpu => Ok(Self::cpu(weights)),
+            Backend::Wgpu => Self::wgpu(weights, ctx, true).await,
+            Backend::Auto => match Self::wgpu(weights, ctx, false).await {
                 Ok(engine) => Ok(engine),
                 Err(e) => {
                     // A machine without a GPU is normal, not an error: say why at info level and go on.
-                    log::info!("backend auto: using the CPU backend because wgpu is unavailable: {}", error_chain(&e));
-                    Self::cpu(weights)
+                    log::info!("backend auto: using the CPU backend because {}", error_chain(&e));
+                    Ok(Self::cpu(weights))
                 }
             },
         }
     }
 
-    fn cpu(weights: &Arc<Weights>) -> Result<Self> {
-        Ok(Engine::Cpu(CpuModel::new(Arc::clone(weights))))
+    fn cpu(weights: &Arc<Weights>) -> Self {
+        Engine::Cpu(CpuModel::new(Arc::clone(weights)))
     }
 
+    /// The wgpu backend; with `allow_software` false, a software adapter (lavapipe/llvmpipe,
+    /// WARP) is refused on native targets: there the multi-threaded CPU backend is faster than
+    /// a GPU emulated on the same cores. In a browser any WebGPU adapter is taken, since the
+    /// wasm CPU backend runs on one thread.
     #[cfg(feature = "wgpu")]
-    async fn wgpu(weights: &Weights) -> Result<Self> {
-        let ctx = hvq_wgpu::GpuContext::new().await.map_err(CodecError::Gpu)?;
-        log::info!("wgpu adapter: {:?}", ctx.adapter_info());
+    async fn wgpu(weights: &Weights, ctx: SharedContext, allow_software: bool) -> Result<Self> {
+        let ctx = match ctx {
+            Some(ctx) => ctx,
+            None => hvq_wgpu::GpuContext::new().await.map_err(CodecError::Gpu)?,
+        };
+        let info = ctx.adapter_info();
+        let software = info.device_type == wgpu::DeviceType::Cpu && !cfg!(target_arch = "wasm32");
+        if software && !allow_software {
+            return Err(CodecError::SoftwareAdapter { adapter: info.name.clone() });
+        }
+        log::info!("wgpu adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
         let model = hvq_wgpu::GpuModel::new(&ctx, weights).map_err(CodecError::Gpu)?;
         Ok(Engine::Wgpu(Box::new(model)))
     }
 
     #[cfg(not(feature = "wgpu"))]
-    async fn wgpu(_weights: &Weights) -> Result<Self> {
+    async fn wgpu(_weights: &Weights, _ctx: SharedContext, _allow_software: bool) -> Result<Self> {
         Err(CodecError::WgpuNotCompiled)
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hvq_format::Priors;
 use hvq_spec::{ModelConfig, TokenGrid, Weights};
 
-use crate::backend::Engine;
+use crate::backend::{Engine, SharedContext};
 use crate::model::priors_of;
 use crate::{Backend, BackendKind, CodecError, LevelSelection, Limits, Result, RgbImage};
 
@@ -58,12 +58,22 @@ pub struct CodecBuilder {
     weights: Arc<Weights>,
     backend: Backend,
     limits: Limits,
+    gpu: SharedContext,
 }
 
 impl CodecBuilder {
     /// Chooses the backend (default [`Backend::Auto`]).
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
+        self
+    }
+
+    /// Runs the wgpu backend on this device instead of opening a new one, so several codecs
+    /// (models) share one device and its compiled kernels. Implies nothing about the backend
+    /// choice: with [`Backend::Cpu`] the context is unused.
+    #[cfg(feature = "wgpu")]
+    pub fn gpu_context(mut self, ctx: hvq_wgpu::GpuContext) -> Self {
+        self.gpu = Some(ctx);
         self
     }
 
@@ -81,7 +91,7 @@ impl CodecBuilder {
     /// [`CodecError::Cpu`] when the CPU backend refuses the weights.
     pub async fn build_async(self) -> Result<Codec> {
         let priors = priors_of(&self.weights)?;
-        let engine = Engine::new(&self.weights, self.backend).await?;
+        let engine = Engine::new(&self.weights, self.backend, self.gpu).await?;
         log::debug!("codec ready on the {} backend", engine.kind());
         Ok(Codec {
             config: self.weights.config().clone(),
@@ -114,7 +124,7 @@ pub struct Codec {
 impl Codec {
     /// A builder for validated weights (owned, or shared with other codecs through an `Arc`).
     pub fn builder(weights: impl Into<Arc<Weights>>) -> CodecBuilder {
-        CodecBuilder { weights: weights.into(), backend: Backend::Auto, limits: Limits::default() }
+        CodecBuilder { weights: weights.into(), backend: Backend::Auto, limits: Limits::default(), gpu: None }
     }
 
     /// A builder for a safetensors weight file's bytes.

@@ -155,6 +155,13 @@ pub enum CodecError {
     #[cfg(feature = "wgpu")]
     #[error("wgpu backend failed")]
     Gpu(#[source] hvq_wgpu::GpuError),
+    /// [`crate::Backend::Auto`] found only a software wgpu adapter (e.g. lavapipe), which is slower
+    /// than the CPU backend; only logged as the reason for falling back, never returned by a call.
+    #[error("the only wgpu adapter, `{adapter}`, is a software rasterizer (the CPU backend is faster)")]
+    SoftwareAdapter {
+        /// The adapter's name.
+        adapter: String,
+    },
     /// [`crate::Backend::Wgpu`] was asked for, but this build has no wgpu backend (feature `wgpu` off).
     #[error("the wgpu backend is not compiled into this build (feature `wgpu` is off)")]
     WgpuNotCompiled,

@@ -3,13 +3,16 @@
 /// Which compute backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// A wgpu adapter when one is found (and the `wgpu` feature is on), else the CPU; the
-    /// reason for falling back is logged at `info` level through the `log` crate.
+    /// A hardware wgpu adapter when one is found (and the `wgpu` feature is on), else the CPU;
+    /// the reason for falling back is logged at `info` level through the `log` crate. On native
+    /// targets a software adapter (lavapipe) counts as none: the CPU backend is faster than a GPU
+    /// emulated on the same cores. In browsers any WebGPU adapter is used.
     #[default]
     Auto,
     /// The pure-Rust CPU reference backend.
     Cpu,
-    /// The wgpu/WGSL backend; building fails when no adapter is found.
+    /// The wgpu/WGSL backend on any adapter, software ones included; building fails when no
+    /// adapter is found.
     Wgpu,
 }
 
