@@ -347,7 +347,7 @@ fn worker_loop(plan: &BatchPlan, first: u64, stride: u64, tx: &Sender<WorkerResu
 
 /// The file order of one epoch: a permutation drawn from `(seed, epoch)` only.
 fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
-    let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[seed, epoch, 0x0e90_c4u64]));
+    let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[seed, epoch, 0x000e_90c4_u64]));
     let mut perm: Vec<usize> = (0..n).collect();
     perm.shuffle(&mut rng);
     perm
@@ -376,7 +376,7 @@ fn make_batch(plan: &BatchPlan, step: u64, perm_cache: &mut Option<(u64, Vec<usi
         }
         let perm = &perm_cache.get_or_insert_with(|| (epoch, epoch_permutation(plan.seed, epoch, n as usize))).1;
         let img = first_decodable(plan, perm, (j % n) as usize, step)?;
-        let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[plan.seed, step, i, 0x5a3b_1e]));
+        let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[plan.seed, step, i, 0x005a_3b1e]));
         out.extend(rgb_to_chw(&random_resized_crop(&img, s, &mut rng)));
     }
     Ok(out)
