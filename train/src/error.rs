@@ -176,6 +176,16 @@ pub enum TrainError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An input is too large for the model (e.g. full attention over a big latent grid).
+    #[error("{what}: {got} exceeds the limit of {limit}")]
+    TooLarge {
+        /// What was measured.
+        what: String,
+        /// The limit.
+        limit: u64,
+        /// The measured size.
+        got: u64,
+    },
 }
 
 impl TrainError {

@@ -99,6 +99,7 @@ pub fn evaluate(
     let mut ms_ok = true;
     for path in ds.train() {
         let x = load_image_f32(path)?.unsqueeze(0).to_device(device);
+        check_attention_size(&cfg, &x)?;
         for (l, (tokens, y)) in reconstruct(&model, &x).into_iter().enumerate() {
             let m = &mut sums[l];
             m.l1 += metrics::l1(&y, &x)?;
@@ -137,6 +138,25 @@ pub fn evaluate(
         levels: sums,
         used_by_all_levels: all.sum(Kind::Int64).int64_value(&[]) as usize,
     })
+}
+
+/// Largest attention matrix (bytes, f32) evaluation will allocate.
+const MAX_ATTENTION_BYTES: u64 = 4 << 30;
+
+/// Refuses images whose full attention at the finest grid would not fit in memory
+/// (a model with mid attention at a fine stride on a large image).
+fn check_attention_size(cfg: &hvq_spec::ModelConfig, x: &Tensor) -> Result<(), TrainError> {
+    if !cfg.mid_attention {
+        return Ok(());
+    }
+    let (_, _, h, w) = x.size4()?;
+    let f = cfg.finest_stride() as u64;
+    let positions = (h as u64).div_ceil(f) * (w as u64).div_ceil(f);
+    let bytes = positions * positions * 4;
+    if bytes > MAX_ATTENTION_BYTES {
+        return Err(TrainError::TooLarge { what: format!("attention matrix (bytes) for a {w}x{h} image"), limit: MAX_ATTENTION_BYTES, got: bytes });
+    }
+    Ok(())
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {

@@ -62,7 +62,7 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
         /// LPIPS-Alex weight file.
-        #[arg(long, default_value = "../shared/data/lpips/alex.safetensors")]
+        #[arg(long, default_value = "../shared/data/lpips/alexnet.safetensors")]
         lpips: PathBuf,
         /// Where to write `eval.md` and `eval.json` (default: next to the weights).
         #[arg(long)]

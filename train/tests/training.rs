@@ -168,3 +168,13 @@ fn missing_lpips_file_is_a_clear_error() {
 fn single_thread() {
     tch::set_num_threads(1);
 }
+
+#[test]
+fn shipped_configs_parse_and_validate() {
+    single_thread();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    for name in ["small-cpu.toml", "small-gpu.toml", "paper.toml"] {
+        let cfg = TrainConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(cfg.model_config().is_ok(), "{name}");
+    }
+}
