@@ -9,6 +9,7 @@
 # Environment:
 #   HVQ_WEB_PRESET  preset of the random test weights (default: tiny)
 #   HVQ_WEB_MODEL   `default` to test the trained default model instead of random weights
+#   HVQ_WEB_SIZE    side of the generated test image (default 64)
 #   HVQ_KODAK_DIR   folder of Kodak PNGs for the real-photo case (default: ../shared/data/kodak)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -64,13 +65,17 @@ fi
 "$TEST_WEIGHTS" tiny 2 "$OUT/other.safetensors"
 
 # --- test images and native references -----------------------------------------------------------
-node web/tools/make-sample.mjs "$OUT/sample.png" 256 >/dev/null
-cmp -s "$OUT/sample.png" web/sample.png || { say "web/sample.png differs from web/tools/make-sample.mjs output"; exit 1; }
+node web/tools/make-sample.mjs "$OUT/sample-256.png" 256 >/dev/null
+cmp -s "$OUT/sample-256.png" web/sample.png || { say "web/sample.png differs from web/tools/make-sample.mjs output"; exit 1; }
+# Test images are small: SwiftShader runs WebGPU on the CPU, and a 256×256 image through the tiny
+# model's mid attention (a 128×128 grid) takes minutes there. HVQ_WEB_SIZE sets the sample's side.
+node web/tools/make-sample.mjs "$OUT/sample.png" "${HVQ_WEB_SIZE:-64}" >/dev/null
 KODAK="${HVQ_KODAK_DIR:-$ROOT/../shared/data/kodak}"
 IMAGES=(sample)
 if [ -f "$KODAK/kodim23.png" ]; then
-  node web/tools/crop-png.mjs "$KODAK/kodim23.png" "$OUT/kodim23-crop.png" 256 128 256 256
-  IMAGES+=(kodim23-crop)
+  # The whole photo, shrunk 8× (768×512 → 96×64; not a multiple of every stride).
+  node web/tools/crop-png.mjs "$KODAK/kodim23.png" "$OUT/kodim23.png" 0 0 768 512 8
+  IMAGES+=(kodim23)
 else
   say "WARNING: $KODAK/kodim23.png not found: the real-photo (Kodak) case will be SKIPPED"
 fi

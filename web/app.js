@@ -297,7 +297,11 @@ async function encodeBlob(blob, name) {
     if (isHvq(head) || name.endsWith('.hvq')) {
       const hvq = new Uint8Array(await blob.arrayBuffer());
       setStatus('busy', `Decoding ${name}…`);
-      await showHvq(hvq, null, 0, name);
+      try {
+        await showHvq(hvq, null, 0, name);
+      } catch (e) {
+        throw Object.assign(new Error(`cannot open ${name}: ${e.message}`), { name: e.name });
+      }
       return;
     }
     const maxSide = Number($('#max-side').value);

@@ -22,8 +22,11 @@ const MODEL = process.env.HVQ_WEB_TEST_MODEL ?? 'test-model.safetensors';
 // Tokens: the browser runs the same WGSL kernels on SwiftShader that the native wgpu backend runs,
 // and the native reference here is the CPU backend. Float sums in another order can move a latent
 // by a few ulps, which flips a token only where two codebook entries are (nearly) equidistant, so
-// 100% is not guaranteed; 99% still catches any real bug (a wrong kernel changes most tokens).
+// 100% is not guaranteed; 99% of an image's tokens still catches any real bug (a wrong kernel
+// changes most tokens). Per level the floor is lower: the coarsest grid of a small test image has
+// only 64 tokens, where one flip is already 1.6%.
 const MIN_AGREEMENT = 0.99;
+const MIN_LEVEL_AGREEMENT = 0.95;
 // PSNR per level against the original: with the same tokens the decoders differ by float rounding
 // only (≤ 1 grey level on a few pixels, ~0.01 dB); a flipped token (≤ 1%) changes one patch of the
 // image. 0.1 dB allows both and still fails for a wrong decoder.
@@ -96,7 +99,8 @@ async function checkAgainstNative(page, name, res, label) {
   assert.equal(res.message, null, `unexpected message: ${JSON.stringify(res.message)}`);
   const native = JSON.parse(readFileSync(join(DIR, `${name}.tokens.json`), 'utf8'));
   const original = decodePng(readFileSync(join(DIR, `${name}.png`)));
-  const out = { case: label, levels: [] };
+  const out = { case: label, levels: [], agreement: NaN, tokens: 0, encodeMs: NaN };
+  report.push(out); // before the assertions, so a failure still prints the figures
   let same = 0, total = 0;
   for (const nl of native.levels) {
     const pl = res.result.tokens.find((g) => g.level === nl.level);
@@ -119,7 +123,7 @@ async function checkAgainstNative(page, name, res, label) {
       psnrPage: decoded.psnr, psnrNative: nativePsnr, psnrDiff: Math.abs(decoded.psnr - nativePsnr),
       pageVsNativeDb: vsNative, bytes: decoded.fileBytes, bpp: decoded.bpp, decodeMs: decoded.decodeMs,
     });
-    assert.ok(eq / nt.length >= MIN_AGREEMENT, `level ${nl.level}: token agreement ${(eq / nt.length * 100).toFixed(2)}% < 99%`);
+    assert.ok(eq / nt.length >= MIN_LEVEL_AGREEMENT, `level ${nl.level}: token agreement ${(eq / nt.length * 100).toFixed(2)}% < 95%`);
     assert.ok(Math.abs(decoded.psnr - nativePsnr) <= PSNR_TOLERANCE_DB,
       `level ${nl.level}: PSNR ${decoded.psnr.toFixed(3)} dB in the page vs ${nativePsnr.toFixed(3)} dB native`);
     if (eq === nt.length) {
@@ -128,6 +132,7 @@ async function checkAgainstNative(page, name, res, label) {
   }
   assert.equal(res.result.levels.length, native.levels.length, 'every level decodes');
   out.agreement = same / total;
+  assert.ok(out.agreement >= MIN_AGREEMENT, `token agreement ${(out.agreement * 100).toFixed(2)}% < 99%`);
   out.tokens = total;
   out.encodeMs = res.result.encodeMs;
   // Same tokens ⇒ the deterministic entropy coder must give the same file, byte for byte.
@@ -135,7 +140,6 @@ async function checkAgainstNative(page, name, res, label) {
   const mineHvq = Buffer.from(await pageHvq(page));
   out.hvqIdentical = mineHvq.equals(nativeHvq);
   if (same === total) assert.ok(out.hvqIdentical, 'equal tokens but the .hvq bytes differ from the native file');
-  report.push(out);
   return out;
 }
 
@@ -180,16 +184,16 @@ describe('demo page on WebGPU (SwiftShader)', () => {
 
   test('generated image: tokens equal native, every level decodes, PSNR matches', { timeout: 300_000 }, async () => {
     const res = await openFile(page, join(DIR, 'sample.png'));
-    await checkAgainstNative(page, 'sample', res, 'generated sample (256×256), WebGPU');
+    await checkAgainstNative(page, 'sample', res, `generated sample (${decodePng(readFileSync(join(DIR, 'sample.png'))).width}² px), WebGPU`);
   });
 
-  const kodak = existsSync(join(DIR, 'kodim23-crop.png'));
+  const kodak = existsSync(join(DIR, 'kodim23.png'));
   if (!kodak) console.warn('\n*** Kodak images not found: the real-photo case is SKIPPED (set HVQ_KODAK_DIR) ***\n');
-  test('real photo (Kodak kodim23, 256×256 crop): tokens equal native, PSNR matches', {
+  test('real photo (Kodak kodim23 shrunk to 96×64): tokens equal native, PSNR matches', {
     timeout: 300_000, skip: kodak ? false : 'Kodak images not found (../shared/data/kodak); real-photo case skipped',
   }, async () => {
-    const res = await openFile(page, join(DIR, 'kodim23-crop.png'));
-    await checkAgainstNative(page, 'kodim23-crop', res, 'Kodak kodim23 crop (256×256), WebGPU');
+    const res = await openFile(page, join(DIR, 'kodim23.png'));
+    await checkAgainstNative(page, 'kodim23', res, 'Kodak kodim23 (96×64), WebGPU');
   });
 
   test('progressive view: growing prefixes decode coarse to fine', { timeout: 300_000 }, async () => {
@@ -228,7 +232,7 @@ describe('demo page on WebGPU (SwiftShader)', () => {
       ['notes.txt', Buffer.from('hello'), /not an image/i],
       ['corrupt.hvq', (() => {
         const b = Buffer.from(good);
-        for (let i = 100; i < 110; i++) b[i] ^= 0x5a; // inside the first chunk
+        for (let i = 80; i < 84; i++) b[i] ^= 0x5a; // inside the first chunk (the header is 68 bytes)
         return b;
       })(), /checksum|corrupt|damaged|invalid/i],
       ['header-cut.hvq', good.subarray(0, 40), /more data|truncated|header|too short|ends/i],
@@ -271,7 +275,7 @@ describe('demo page without WebGPU', () => {
       assert.ok(!note.hidden && /no webgpu/i.test(note.text), `no clear message: ${JSON.stringify(note)}`);
       report.push({ line: `no-WebGPU message: "${note.text}"` });
       const res = await openFile(page, join(DIR, 'sample.png'));
-      await checkAgainstNative(page, 'sample', res, 'generated sample (256×256), CPU backend in wasm');
+      await checkAgainstNative(page, 'sample', res, 'generated sample, CPU backend in wasm');
     } finally {
       await ctx.close();
     }

@@ -122,3 +122,21 @@ export function psnr(a, b) {
   const mse = se / a.length;
   return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
 }
+
+/** Shrinks `{width, height, rgb}` by an integer `factor` with a box filter (rounded means). */
+export function shrink(img, factor) {
+  const w = Math.floor(img.width / factor), h = Math.floor(img.height / factor);
+  const rgb = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      for (let k = 0; k < 3; k++) {
+        let s = 0;
+        for (let dy = 0; dy < factor; dy++) {
+          for (let dx = 0; dx < factor; dx++) s += img.rgb[((y * factor + dy) * img.width + x * factor + dx) * 3 + k];
+        }
+        rgb[(y * w + x) * 3 + k] = Math.round(s / (factor * factor));
+      }
+    }
+  }
+  return { width: w, height: h, rgb };
+}
