@@ -5,7 +5,7 @@
 //   bash scripts/web-test.sh        # once, to build web/pkg and web/model.safetensors
 //   node web/bench.mjs [--reps 5] [--image web/sample.png] [--model model.safetensors (in web/)]
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -26,11 +26,18 @@ for (const f of ['pkg/hvq_wasm_bg.wasm', model]) {
   }
 }
 
+/** The Vulkan loader wants a private XDG_RUNTIME_DIR (as scripts/env.sh sets). */
+function xdgEnv() {
+  const dir = process.env.XDG_RUNTIME_DIR ?? '/tmp/hvq-xdg';
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return { ...process.env, XDG_RUNTIME_DIR: dir };
+}
+
 // Native first (the browser would compete for the two cores otherwise).
 console.error('bench: native (hvq-codec: wgpu on the local adapter, and CPU)…');
 execFileSync('cargo', ['build', '-q', '--release', '-p', 'hvq-wasm', '--example', 'native_bench'], { cwd: ROOT, stdio: 'inherit' });
 const nativeOut = execFileSync(join(ROOT, 'target/release/examples/native_bench'),
-  [join(WEB, model), image, String(reps)], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  [join(WEB, model), image, String(reps)], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: xdgEnv() });
 const rows = nativeOut.trim().split('\n').map((l) => ({ where: 'native', ...JSON.parse(l) }));
 
 const { server, url } = await startServer({ port: 0, root: WEB, quiet: true });
@@ -46,7 +53,12 @@ try {
   version = ctx.browser()?.version() ?? '';
   for (const backend of ['webgpu', 'cpu']) {
     console.error(`bench: browser, ${backend}…`);
-    const imgRel = relative(WEB, image);
+    // The page fetches the image from the server: copy one from elsewhere into web/pkg (ignored).
+    let imgRel = relative(WEB, image);
+    if (imgRel.startsWith('..')) {
+      copyFileSync(image, join(WEB, 'pkg', 'bench-input.png'));
+      imgRel = 'pkg/bench-input.png';
+    }
     await page.goto(`${url}bench.html?backend=${backend}&reps=${backend === 'cpu' ? Math.min(reps, 3) : reps}&image=${imgRel}&model=${model}`);
     await page.waitForFunction(() => window.benchResult, null, { timeout: 900_000 });
     const r = await page.evaluate(() => window.benchResult);
