@@ -1,0 +1,98 @@
+//! `hvq-priors`: measures how often each codebook entry is used at each level on training images,
+//! and stores those frequencies in a weight file's `hvq.priors` metadata, where the `.hvq` writer
+//! reads them to entropy-code tokens below log2(N) bits each (DESIGN.md §5, `docs/format.md`).
+//!
+//! ```text
+//! hvq-priors --weights W.safetensors --data ../shared/data/imagenet-sample --images 300 --out W2.safetensors --f16
+//! ```
+//! Only the training split is read (the fixed held-out validation photos are left out), never Kodak.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hvq_spec::{StoreDtype, Weights, meta};
+use hvq_train::{data, eval, export};
+use tch::{Device, Kind};
+
+#[derive(Parser)]
+#[command(about = "Count token frequencies per level on training images and store them as entropy-coding priors")]
+struct Args {
+    /// The weight file to read.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Training image folder (its fixed validation split is skipped).
+    #[arg(long)]
+    data: PathBuf,
+    /// How many training images to tokenize (evenly spaced over the sorted list; 0 = all).
+    #[arg(long, default_value_t = 300)]
+    images: usize,
+    /// Output weight file (may equal --weights).
+    #[arg(long)]
+    out: PathBuf,
+    /// Store tensors as f16.
+    #[arg(long)]
+    f16: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let weights = export::read_weights(&args.weights)?;
+    let cfg = weights.config().clone();
+    let dataset = data::Dataset::open(&args.data, &data::DataConfig::default())?;
+    let files = dataset.train();
+    let take = if args.images == 0 { files.len() } else { args.images.min(files.len()) };
+    if take == 0 {
+        bail!("no training images in {}", args.data.display());
+    }
+    let (_vs, model) = eval::load_model(&weights, Device::Cpu)?;
+    let mut counts = vec![vec![0u64; cfg.codebook_size]; cfg.levels];
+    for i in 0..take {
+        let path = &files[i * files.len() / take];
+        let x = match data::load_image_f32(path) {
+            Ok(x) => x.unsqueeze(0),
+            Err(e) => {
+                eprintln!("warning: skipping {}: {e}", path.display());
+                continue;
+            }
+        };
+        for (level, tokens) in encode_tokens(&model, &x).iter().enumerate() {
+            let t: Vec<i64> = Vec::try_from(tokens.flatten(0, -1).to_kind(Kind::Int64))?;
+            for v in t {
+                counts[level][v as usize] += 1;
+            }
+        }
+        if (i + 1) % 50 == 0 {
+            eprintln!("{}/{take} images", i + 1);
+        }
+    }
+    for (level, c) in counts.iter().enumerate() {
+        let used = c.iter().filter(|&&n| n > 0).count();
+        let total: u64 = c.iter().sum();
+        let entropy: f64 = c.iter().filter(|&&n| n > 0).map(|&n| {
+            let p = n as f64 / total as f64;
+            -p * p.log2()
+        }).sum();
+        println!("level {level}: {total} tokens, {used} entries used, empirical entropy {entropy:.2} bits/token (raw {:.2})",
+            (cfg.codebook_size as f64).log2());
+    }
+    let priors = hvq_format::Priors::from_counts(counts).context("building priors")?;
+    let mut metadata = weights.metadata().clone();
+    metadata.insert(meta::PRIORS.to_string(), priors.to_metadata_string());
+    metadata.insert("hvq.priors_source".to_string(), format!("{take} training images of {}", args.data.display()));
+    let tensors = weights.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let out = Weights::from_tensors(cfg, tensors, metadata)?;
+    let dtype = if args.f16 { StoreDtype::F16 } else { StoreDtype::F32 };
+    export::write_weights(&args.out, &out, dtype)?;
+    println!("wrote {} with priors (fingerprint {})", args.out.display(), hvq_spec::fingerprint_hex(&out.fingerprint()));
+    Ok(())
+}
+
+/// Tokens of every level of `x01` `[1, 3, H, W]`, edge-padded like the codec does (no decoding).
+fn encode_tokens(model: &hvq_train::model::Hvq, x01: &tch::Tensor) -> Vec<tch::Tensor> {
+    tch::no_grad(|| {
+        let (h, w) = (x01.size()[2], x01.size()[3]);
+        let s = model.config().coarsest_stride() as i64;
+        let xp = x01.replication_pad2d([0, (w + s - 1) / s * s - w, 0, (h + s - 1) / s * s - h]);
+        model.level_latents(&model.normalize(&xp)).iter().map(|z| model.nearest(&model.project(z))).collect()
+    })
+}
