@@ -71,7 +71,8 @@ fn codec_api_reproduces_libtorch_tokens_and_pixels() {
             }
         }
         // The same tokens survive the file format.
-        let file = codec.encode_to_hvq(&image, &(0..levels).collect::<Vec<_>>()).unwrap();
+        let all: Vec<usize> = (0..levels).collect();
+        let file = codec.encode_to_hvq(&image, all.as_slice()).unwrap();
         let back = codec.decode_hvq(&file, Some(0)).unwrap();
         assert_eq!(back.image.as_bytes(), codec.decode(tokens.level(0).unwrap(), w as u32, h as u32).unwrap().as_bytes());
     }
