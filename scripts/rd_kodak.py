@@ -107,7 +107,13 @@ def main():
     ap.add_argument("--levels", default="0,1,2")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all 24)")
     ap.add_argument("--out", default="docs/rd-kodak")
+    ap.add_argument("--from-json", default=None, help="only redo the table and plot from an earlier run's JSON")
     args = ap.parse_args()
+    if args.from_json:
+        rows = json.load(open(args.from_json))
+        levels = sorted({r["level"] for r in rows})
+        report(rows, levels, args.out, len({r["image"] for r in rows}))
+        return
 
     images = sorted(f for f in os.listdir(args.kodak) if f.endswith(".png"))
     if args.limit:
@@ -149,7 +155,8 @@ def report(rows, levels, out, n_images):
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump(rows, f, indent=1)
-    lines = [f"Kodak, {n_images} images; means over images. `target` = the hvq level whose bpp each codec was matched to.",
+    lines = [f"Kodak, {n_images} images; means over images. Each classic codec's quality was searched per image for the",
+             "file closest to that image's hvq bpp; where a codec cannot go that low, its smallest file is used (higher bpp).",
              "", "| level | codec | bpp | PSNR (dB) | LPIPS-Alex |", "| --- | --- | --- | --- | --- |"]
     summary = {}
     for level in levels:
@@ -181,7 +188,11 @@ def plot(summary, levels, path):
         axes[1].plot([p["bpp"] for p in pts], [p["lpips_alex"] for p in pts], style, label=codec)
     axes[0].set(xlabel="bits per pixel", ylabel="PSNR (dB)", title="Kodak: PSNR vs rate", xscale="log")
     axes[1].set(xlabel="bits per pixel", ylabel="LPIPS-Alex (lower is better)", title="Kodak: LPIPS vs rate", xscale="log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     for ax in axes:
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
