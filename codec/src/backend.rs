@@ -28,7 +28,11 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Instantiates `weights` on the backend `choice` asks for.
-    pub(crate) async fn new(weights: &Arc<Weights>, choice: Backend, ctx: SharedContext) -> Result<Self> {
+    pub(crate) async fn new(
+        weights: &Arc<Weights>,
+        choice: Backend,
+        ctx: SharedContext,
+    ) -> Result<Self> {
         match choice {
             Backend::Cpu => Ok(Self::cpu(weights)),
             Backend::Wgpu => Self::wgpu(weights, ctx, true).await,
@@ -36,7 +40,10 @@ impl Engine {
                 Ok(engine) => Ok(engine),
                 Err(e) => {
                     // A machine without a GPU is normal, not an error: say why at info level and go on.
-                    log::info!("backend auto: using the CPU backend because {}", error_chain(&e));
+                    log::info!(
+                        "backend auto: using the CPU backend because {}",
+                        error_chain(&e)
+                    );
                     Ok(Self::cpu(weights))
                 }
             },
@@ -60,9 +67,16 @@ impl Engine {
         let info = ctx.adapter_info();
         let software = info.device_type == wgpu::DeviceType::Cpu && !cfg!(target_arch = "wasm32");
         if software && !allow_software {
-            return Err(CodecError::SoftwareAdapter { adapter: info.name.clone() });
+            return Err(CodecError::SoftwareAdapter {
+                adapter: info.name.clone(),
+            });
         }
-        log::info!("wgpu adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        log::info!(
+            "wgpu adapter: {} ({:?}, {:?})",
+            info.name,
+            info.backend,
+            info.device_type
+        );
         let model = hvq_wgpu::GpuModel::new(&ctx, weights).map_err(CodecError::Gpu)?;
         Ok(Engine::Wgpu(Box::new(model)))
     }
@@ -81,7 +95,11 @@ impl Engine {
     }
 
     /// Tokens of `levels` (ascending, valid) for an image already padded to the coarsest stride.
-    pub(crate) async fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>> {
+    pub(crate) async fn encode(
+        &self,
+        image: &FeatureMap,
+        levels: &[usize],
+    ) -> Result<Vec<TokenGrid>> {
         match self {
             Engine::Cpu(m) => m.encode(image, levels).map_err(CodecError::Cpu),
             #[cfg(feature = "wgpu")]

@@ -124,7 +124,12 @@ pub struct Codec {
 impl Codec {
     /// A builder for validated weights (owned, or shared with other codecs through an `Arc`).
     pub fn builder(weights: impl Into<Arc<Weights>>) -> CodecBuilder {
-        CodecBuilder { weights: weights.into(), backend: Backend::Auto, limits: Limits::default(), gpu: None }
+        CodecBuilder {
+            weights: weights.into(),
+            backend: Backend::Auto,
+            limits: Limits::default(),
+            gpu: None,
+        }
     }
 
     /// A builder for a safetensors weight file's bytes.
@@ -172,7 +177,11 @@ impl Codec {
     /// Errors: [`CodecError::EmptyImage`], [`CodecError::ImageTooLarge`] (checked before the
     /// padded copy is allocated), [`CodecError::LevelNotAvailable`], [`CodecError::NoLevelsSelected`],
     /// and backend errors.
-    pub async fn encode_async(&self, image: &RgbImage, levels: impl Into<LevelSelection>) -> Result<Tokens> {
+    pub async fn encode_async(
+        &self,
+        image: &RgbImage,
+        levels: impl Into<LevelSelection>,
+    ) -> Result<Tokens> {
         let levels = levels.into().resolve(self.config.levels)?;
         self.encode_levels(image, &levels).await
     }
@@ -182,14 +191,22 @@ impl Codec {
         let map = image.to_padded_map(w, h);
         let mut grids = self.engine.encode(&map, levels).await?;
         grids.sort_by_key(|g| g.level);
-        Ok(Tokens { width: image.width(), height: image.height(), grids })
+        Ok(Tokens {
+            width: image.width(),
+            height: image.height(),
+            grids,
+        })
     }
 
     /// Checks `image` against the limits and returns its size padded to the coarsest stride.
     fn padded_size(&self, image: &RgbImage) -> Result<(usize, usize)> {
-        self.limits.check_image(image.width().into(), image.height().into())?;
+        self.limits
+            .check_image(image.width().into(), image.height().into())?;
         let s = self.config.coarsest_stride();
-        Ok(((image.width() as usize).div_ceil(s) * s, (image.height() as usize).div_ceil(s) * s))
+        Ok((
+            (image.width() as usize).div_ceil(s) * s,
+            (image.height() as usize).div_ceil(s) * s,
+        ))
     }
 
     /// Encodes many images; one result per image, so one bad image does not fail the others.
@@ -225,7 +242,12 @@ impl Codec {
     /// Needs no encoder run: a thumbnail can be decoded from the coarse grid alone.
     /// Errors: [`CodecError::LevelNotAvailable`], [`CodecError::GridMismatch`] (the grid does not fit
     /// the size), [`CodecError::TokenOutOfRange`], limit and backend errors.
-    pub async fn decode_async(&self, grid: &TokenGrid, width: u32, height: u32) -> Result<RgbImage> {
+    pub async fn decode_async(
+        &self,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage> {
         self.check_grid(grid, width, height)?;
         let map = self.engine.decode(grid).await?;
         assert!(
@@ -261,8 +283,17 @@ impl Codec {
             });
         }
         let n = self.config.codebook_size;
-        if let Some((index, &token)) = grid.tokens.iter().enumerate().find(|&(_, &t)| t as usize >= n) {
-            return Err(CodecError::TokenOutOfRange { token, index, codebook_size: n });
+        if let Some((index, &token)) = grid
+            .tokens
+            .iter()
+            .enumerate()
+            .find(|&(_, &t)| t as usize >= n)
+        {
+            return Err(CodecError::TokenOutOfRange {
+                token,
+                index,
+                codebook_size: n,
+            });
         }
         Ok(())
     }
@@ -271,16 +302,23 @@ impl Codec {
     pub fn grid_size(&self, level: usize, width: u32, height: u32) -> (usize, usize) {
         let coarse = self.config.coarsest_stride();
         let scale = coarse / self.config.level_stride(level);
-        ((width as usize).div_ceil(coarse) * scale, (height as usize).div_ceil(coarse) * scale)
+        (
+            (width as usize).div_ceil(coarse) * scale,
+            (height as usize).div_ceil(coarse) * scale,
+        )
     }
 }
 
 /// Batch entry points return one error per image; level errors are re-made for each.
 fn clone_level_error(e: &CodecError) -> CodecError {
     match e {
-        CodecError::LevelNotAvailable { requested, available } => {
-            CodecError::LevelNotAvailable { requested: *requested, available: available.clone() }
-        }
+        CodecError::LevelNotAvailable {
+            requested,
+            available,
+        } => CodecError::LevelNotAvailable {
+            requested: *requested,
+            available: available.clone(),
+        },
         _ => CodecError::NoLevelsSelected,
     }
 }
@@ -294,7 +332,11 @@ impl Codec {
     }
 
     /// Blocking [`encode_batch_async`](Self::encode_batch_async).
-    pub fn encode_batch(&self, images: &[RgbImage], levels: impl Into<LevelSelection>) -> Vec<Result<Tokens>> {
+    pub fn encode_batch(
+        &self,
+        images: &[RgbImage],
+        levels: impl Into<LevelSelection>,
+    ) -> Vec<Result<Tokens>> {
         pollster::block_on(self.encode_batch_async(images, levels))
     }
 
@@ -304,7 +346,11 @@ impl Codec {
     }
 
     /// Blocking [`encode_to_hvq_async`](Self::encode_to_hvq_async).
-    pub fn encode_to_hvq(&self, image: &RgbImage, levels: impl Into<LevelSelection>) -> Result<Vec<u8>> {
+    pub fn encode_to_hvq(
+        &self,
+        image: &RgbImage,
+        levels: impl Into<LevelSelection>,
+    ) -> Result<Vec<u8>> {
         pollster::block_on(self.encode_to_hvq_async(image, levels))
     }
 

@@ -119,7 +119,9 @@ pub enum CodecError {
         image_height: u32,
     },
     /// A token is not a codebook index (returned by [`crate::Codec::decode`]).
-    #[error("token {token} at index {index} is out of range for a codebook of {codebook_size} entries")]
+    #[error(
+        "token {token} at index {index} is out of range for a codebook of {codebook_size} entries"
+    )]
     TokenOutOfRange {
         /// The token value.
         token: u32,
@@ -140,7 +142,9 @@ pub enum CodecError {
         model: String,
     },
     /// A `.hvq` file holds no complete level (e.g. cut inside its first chunk).
-    #[error("the file holds no complete level ({got} bytes): it is truncated before the first level ends")]
+    #[error(
+        "the file holds no complete level ({got} bytes): it is truncated before the first level ends"
+    )]
     NoCompleteLevel {
         /// File size.
         got: usize,
@@ -157,7 +161,9 @@ pub enum CodecError {
     Gpu(#[source] hvq_wgpu::GpuError),
     /// [`crate::Backend::Auto`] found only a software wgpu adapter (e.g. lavapipe), which is slower
     /// than the CPU backend; only logged as the reason for falling back, never returned by a call.
-    #[error("the only wgpu adapter, `{adapter}`, is a software rasterizer (the CPU backend is faster)")]
+    #[error(
+        "the only wgpu adapter, `{adapter}`, is a software rasterizer (the CPU backend is faster)"
+    )]
     SoftwareAdapter {
         /// The adapter's name.
         adapter: String,

@@ -65,7 +65,9 @@ pub fn inspect(bytes: &[u8]) -> Result<FileInfo> {
         // Chunk header layout (docs/format.md §3): level u8, coding u8, param u16, height u32,
         // width u32, payload length u32, CRC32.
         let payload = le_u32(head, 12) as usize;
-        let len = CHUNK_HEADER_LEN.saturating_add(payload).saturating_add(CHUNK_TRAILER_LEN);
+        let len = CHUNK_HEADER_LEN
+            .saturating_add(payload)
+            .saturating_add(CHUNK_TRAILER_LEN);
         if offset.saturating_add(len) > bytes.len() {
             break;
         }
@@ -94,7 +96,9 @@ pub fn inspect(bytes: &[u8]) -> Result<FileInfo> {
 /// The format's header reader, with a cut inside the header reported as a truncated file.
 fn read_header(bytes: &[u8]) -> Result<(Header, usize)> {
     hvq_format::read_header(bytes).map_err(|e| match e {
-        hvq_format::FormatError::NeedMoreData { .. } => CodecError::NoCompleteLevel { got: bytes.len() },
+        hvq_format::FormatError::NeedMoreData { .. } => {
+            CodecError::NoCompleteLevel { got: bytes.len() }
+        }
         e => CodecError::Format(e),
     })
 }
@@ -113,14 +117,24 @@ impl Codec {
     ///
     /// Errors: [`CodecError::Format`] when the grids do not fit the size or the model.
     pub fn tokens_to_hvq(&self, tokens: &Tokens) -> Result<Vec<u8>> {
-        let header = Header::new(tokens.width, tokens.height, self.fingerprint(), self.config(), self.priors());
+        let header = Header::new(
+            tokens.width,
+            tokens.height,
+            self.fingerprint(),
+            self.config(),
+            self.priors(),
+        );
         let mut grids = tokens.grids.clone();
         grids.sort_by_key(|g| std::cmp::Reverse(g.level));
         hvq_format::write_file(&header, &grids, self.priors()).map_err(CodecError::Format)
     }
 
     /// Encodes `image` at `levels` straight to `.hvq` bytes.
-    pub async fn encode_to_hvq_async(&self, image: &RgbImage, levels: impl Into<LevelSelection>) -> Result<Vec<u8>> {
+    pub async fn encode_to_hvq_async(
+        &self,
+        image: &RgbImage,
+        levels: impl Into<LevelSelection>,
+    ) -> Result<Vec<u8>> {
         let tokens = self.encode_async(image, levels).await?;
         self.tokens_to_hvq(&tokens)
     }
@@ -136,12 +150,22 @@ impl Codec {
         let truncated = file.truncated_tail;
         let mut grids = file.grids;
         grids.reverse();
-        Ok((Tokens { width: file.header.width, height: file.header.height, grids }, truncated))
+        Ok((
+            Tokens {
+                width: file.header.width,
+                height: file.header.height,
+                grids,
+            },
+            truncated,
+        ))
     }
 
     fn read_file(&self, bytes: &[u8]) -> Result<HvqFile> {
         if bytes.len() > self.limits().max_file_bytes {
-            return Err(CodecError::FileTooLarge { got: bytes.len(), limit: self.limits().max_file_bytes });
+            return Err(CodecError::FileTooLarge {
+                got: bytes.len(),
+                limit: self.limits().max_file_bytes,
+            });
         }
         // The fingerprint first: with another model's priors the chunks would fail with a
         // confusing decoding error instead of the real reason.
@@ -157,12 +181,16 @@ impl Codec {
             max_file_bytes: self.limits().max_file_bytes as u64,
             ..hvq_format::Limits::default()
         };
-        let file = hvq_format::read_file(bytes, self.priors(), &limits).map_err(CodecError::Format)?;
+        let file =
+            hvq_format::read_file(bytes, self.priors(), &limits).map_err(CodecError::Format)?;
         if file.grids.is_empty() {
             return Err(CodecError::NoCompleteLevel { got: bytes.len() });
         }
         if file.truncated_tail {
-            log::warn!("the .hvq file ends inside a chunk; using the {} complete level(s) before it", file.grids.len());
+            log::warn!(
+                "the .hvq file ends inside a chunk; using the {} complete level(s) before it",
+                file.grids.len()
+            );
         }
         Ok(file)
     }
@@ -172,7 +200,11 @@ impl Codec {
     /// `level: None` picks the finest level present, so a truncated file gives its best complete
     /// level. Errors: those of [`read_hvq`](Self::read_hvq), and [`CodecError::LevelNotAvailable`]
     /// when `level` is not in the file.
-    pub async fn decode_hvq_async(&self, bytes: &[u8], level: Option<usize>) -> Result<DecodedImage> {
+    pub async fn decode_hvq_async(
+        &self,
+        bytes: &[u8],
+        level: Option<usize>,
+    ) -> Result<DecodedImage> {
         let file = self.read_file(bytes)?;
         let grid = match level {
             None => file.finest(),
@@ -182,8 +214,14 @@ impl Codec {
             requested: level.unwrap_or(0),
             available: file.grids.iter().rev().map(|g| g.level).collect(),
         })?;
-        let image = self.decode_async(grid, file.header.width, file.header.height).await?;
-        Ok(DecodedImage { image, level: grid.level, truncated: file.truncated_tail })
+        let image = self
+            .decode_async(grid, file.header.width, file.header.height)
+            .await?;
+        Ok(DecodedImage {
+            image,
+            level: grid.level,
+            truncated: file.truncated_tail,
+        })
     }
 
     /// [`inspect`] plus full validation: checks the fingerprint and decodes every chunk's tokens

@@ -13,8 +13,10 @@ pub fn load_weights(bytes: &[u8]) -> Result<Weights> {
 }
 
 #[cfg(hvq_embedded_model)]
-static DEFAULT_MODEL: Option<&[u8]> =
-    Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default.safetensors")));
+static DEFAULT_MODEL: Option<&[u8]> = Some(include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/default.safetensors"
+)));
 #[cfg(not(hvq_embedded_model))]
 static DEFAULT_MODEL: Option<&[u8]> = None;
 

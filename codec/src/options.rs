@@ -64,7 +64,10 @@ impl Default for Limits {
     fn default() -> Self {
         // 64 Mpx is an 8K×8K photo; the CPU backend's largest activation for it is several GiB,
         // which is where a desktop machine stops being a sensible place to run it.
-        Limits { max_pixels: 64 << 20, max_file_bytes: 256 << 20 }
+        Limits {
+            max_pixels: 64 << 20,
+            max_file_bytes: 256 << 20,
+        }
     }
 }
 
@@ -78,7 +81,11 @@ impl Limits {
             });
         }
         if width.saturating_mul(height) > self.max_pixels {
-            return Err(crate::CodecError::ImageTooLarge { width, height, limit: self.max_pixels });
+            return Err(crate::CodecError::ImageTooLarge {
+                width,
+                height,
+                limit: self.max_pixels,
+            });
         }
         Ok(())
     }

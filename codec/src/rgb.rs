@@ -22,7 +22,11 @@ impl RgbImage {
     /// length does not match.
     pub fn new(width: u32, height: u32, data: Vec<u8>) -> Result<Self> {
         check_buffer(width, height, 3, data.len())?;
-        Ok(RgbImage { width, height, data })
+        Ok(RgbImage {
+            width,
+            height,
+            data,
+        })
     }
 
     /// Converts an RGBA8 buffer (e.g. a browser's `ImageData`), dropping alpha.
@@ -31,8 +35,15 @@ impl RgbImage {
     /// callers who want a background colour can composite before calling.
     pub fn from_rgba8(width: u32, height: u32, rgba: &[u8]) -> Result<Self> {
         check_buffer(width, height, 4, rgba.len())?;
-        let data = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
-        Ok(RgbImage { width, height, data })
+        let data = rgba
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        Ok(RgbImage {
+            width,
+            height,
+            data,
+        })
     }
 
     /// Decodes an image file in any format enabled in this build (PNG, JPEG, WebP, BMP, GIF,
@@ -57,7 +68,9 @@ impl RgbImage {
     /// Writes the image in `format` (PNG, JPEG, WebP (lossless), BMP, GIF, TIFF).
     pub fn encode_as(&self, format: image::ImageFormat) -> Result<Vec<u8>> {
         let mut out = Cursor::new(Vec::new());
-        self.to_image().write_to(&mut out, format).map_err(CodecError::ImageEncode)?;
+        self.to_image()
+            .write_to(&mut out, format)
+            .map_err(CodecError::ImageEncode)?;
         Ok(out.into_inner())
     }
 
@@ -83,7 +96,10 @@ impl RgbImage {
 
     /// RGBA8 bytes with opaque alpha (for a browser canvas).
     pub fn to_rgba8(&self) -> Vec<u8> {
-        self.data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
+        self.data
+            .chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect()
     }
 
     /// A copy as an `image::RgbImage`.
@@ -125,7 +141,11 @@ impl RgbImage {
                 }
             }
         }
-        RgbImage { width, height, data }
+        RgbImage {
+            width,
+            height,
+            data,
+        }
     }
 }
 
@@ -133,16 +153,28 @@ fn check_buffer(width: u32, height: u32, channels: u32, got: usize) -> Result<()
     if width == 0 || height == 0 {
         return Err(CodecError::EmptyImage { width, height });
     }
-    let expected = (width as usize).saturating_mul(height as usize).saturating_mul(channels as usize);
+    let expected = (width as usize)
+        .saturating_mul(height as usize)
+        .saturating_mul(channels as usize);
     if got != expected {
-        return Err(CodecError::BufferSize { width, height, channels, expected, got });
+        return Err(CodecError::BufferSize {
+            width,
+            height,
+            channels,
+            expected,
+            got,
+        });
     }
     Ok(())
 }
 
 impl From<image::RgbImage> for RgbImage {
     fn from(img: image::RgbImage) -> Self {
-        RgbImage { width: img.width(), height: img.height(), data: img.into_raw() }
+        RgbImage {
+            width: img.width(),
+            height: img.height(),
+            data: img.into_raw(),
+        }
     }
 }
 
@@ -160,6 +192,7 @@ impl From<image::DynamicImage> for RgbImage {
 
 impl From<RgbImage> for image::RgbImage {
     fn from(img: RgbImage) -> Self {
-        image::RgbImage::from_raw(img.width, img.height, img.data).expect("buffer length is checked on construction")
+        image::RgbImage::from_raw(img.width, img.height, img.data)
+            .expect("buffer length is checked on construction")
     }
 }

@@ -5,7 +5,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{pattern, tiny_codec, tiny_weights};
-use hvq_codec::{Backend, Codec, CodecError, LevelSelection, Limits, Priors, RgbImage, TokenGrid, inspect};
+use hvq_codec::{
+    Backend, Codec, CodecError, LevelSelection, Limits, Priors, RgbImage, TokenGrid, inspect,
+};
 use hvq_spec::{ModelConfig, Weights, meta};
 
 #[test]
@@ -23,7 +25,10 @@ fn encode_to_hvq_equals_encode_then_write() {
     let codec = tiny_codec(1);
     let img = pattern(24, 16);
     let tokens = codec.encode(&img, &[0, 1, 2]).unwrap();
-    assert_eq!(codec.encode_to_hvq(&img, LevelSelection::All).unwrap(), codec.tokens_to_hvq(&tokens).unwrap());
+    assert_eq!(
+        codec.encode_to_hvq(&img, LevelSelection::All).unwrap(),
+        codec.tokens_to_hvq(&tokens).unwrap()
+    );
 }
 
 #[test]
@@ -33,7 +38,12 @@ fn every_level_decodes_to_the_original_size() {
     assert_eq!(tokens.levels(), vec![0, 1, 2]);
     for grid in &tokens.grids {
         let img = codec.decode(grid, 37, 29).unwrap();
-        assert_eq!((img.width(), img.height()), (37, 29), "level {}", grid.level);
+        assert_eq!(
+            (img.width(), img.height()),
+            (37, 29),
+            "level {}",
+            grid.level
+        );
     }
 }
 
@@ -42,7 +52,11 @@ fn grids_have_the_padded_size_over_each_stride() {
     let codec = tiny_codec(1);
     let tokens = codec.encode(&pattern(37, 29), LevelSelection::All).unwrap();
     // Padded to 40×32 (coarsest stride 8); strides 2, 4, 8.
-    let dims: Vec<_> = tokens.grids.iter().map(|g| (g.level, g.width, g.height)).collect();
+    let dims: Vec<_> = tokens
+        .grids
+        .iter()
+        .map(|g| (g.level, g.width, g.height))
+        .collect();
     assert_eq!(dims, vec![(0, 20, 16), (1, 10, 8), (2, 5, 4)]);
 }
 
@@ -53,15 +67,24 @@ fn odd_sizes_encode_and_decode() {
         let img = pattern(w, h);
         let file = codec.encode_to_hvq(&img, LevelSelection::All).unwrap();
         let out = codec.decode_hvq(&file, None).unwrap();
-        assert_eq!((out.image.width(), out.image.height(), out.level), (w, h, 0), "{w}×{h}");
+        assert_eq!(
+            (out.image.width(), out.image.height(), out.level),
+            (w, h, 0),
+            "{w}×{h}"
+        );
     }
 }
 
 #[test]
 fn decoding_is_deterministic() {
     let codec = tiny_codec(1);
-    let file = codec.encode_to_hvq(&pattern(20, 12), LevelSelection::All).unwrap();
-    assert_eq!(codec.decode_hvq(&file, Some(1)).unwrap(), codec.decode_hvq(&file, Some(1)).unwrap());
+    let file = codec
+        .encode_to_hvq(&pattern(20, 12), LevelSelection::All)
+        .unwrap();
+    assert_eq!(
+        codec.decode_hvq(&file, Some(1)).unwrap(),
+        codec.decode_hvq(&file, Some(1)).unwrap()
+    );
 }
 
 #[test]
@@ -80,40 +103,95 @@ fn chosen_levels_only_are_encoded() {
 fn levels_outside_the_model_or_none_are_refused() {
     let codec = tiny_codec(1);
     let img = pattern(8, 8);
-    assert!(matches!(codec.encode(&img, &[3]), Err(CodecError::LevelNotAvailable { requested: 3, .. })));
-    assert!(matches!(codec.encode(&img, Vec::new()), Err(CodecError::NoLevelsSelected)));
+    assert!(matches!(
+        codec.encode(&img, &[3]),
+        Err(CodecError::LevelNotAvailable { requested: 3, .. })
+    ));
+    assert!(matches!(
+        codec.encode(&img, Vec::new()),
+        Err(CodecError::NoLevelsSelected)
+    ));
 }
 
 #[test]
 fn empty_images_are_typed_errors() {
-    assert!(matches!(RgbImage::new(0, 4, vec![]), Err(CodecError::EmptyImage { width: 0, height: 4 })));
+    assert!(matches!(
+        RgbImage::new(0, 4, vec![]),
+        Err(CodecError::EmptyImage {
+            width: 0,
+            height: 4
+        })
+    ));
     let codec = tiny_codec(1);
     let empty: RgbImage = image::RgbImage::new(0, 0).into();
-    assert!(matches!(codec.encode(&empty, LevelSelection::All), Err(CodecError::EmptyImage { .. })));
-    let grid = TokenGrid { level: 0, height: 0, width: 0, tokens: vec![] };
-    assert!(matches!(codec.decode(&grid, 0, 0), Err(CodecError::EmptyImage { .. })));
+    assert!(matches!(
+        codec.encode(&empty, LevelSelection::All),
+        Err(CodecError::EmptyImage { .. })
+    ));
+    let grid = TokenGrid {
+        level: 0,
+        height: 0,
+        width: 0,
+        tokens: vec![],
+    };
+    assert!(matches!(
+        codec.decode(&grid, 0, 0),
+        Err(CodecError::EmptyImage { .. })
+    ));
 }
 
 #[test]
 fn over_limit_images_are_refused_before_allocation() {
-    let limits = Limits { max_pixels: 100, ..Limits::default() };
-    let codec = Codec::builder(tiny_weights(1)).backend(Backend::Cpu).limits(limits).build().unwrap();
+    let limits = Limits {
+        max_pixels: 100,
+        ..Limits::default()
+    };
+    let codec = Codec::builder(tiny_weights(1))
+        .backend(Backend::Cpu)
+        .limits(limits)
+        .build()
+        .unwrap();
     assert!(matches!(
         codec.encode(&pattern(11, 10), LevelSelection::All),
-        Err(CodecError::ImageTooLarge { width: 11, height: 10, limit: 100 })
+        Err(CodecError::ImageTooLarge {
+            width: 11,
+            height: 10,
+            limit: 100
+        })
     ));
     // An image file is refused from its header, before its pixels are decoded.
     let png = pattern(20, 20).encode_as(image::ImageFormat::Png).unwrap();
-    assert!(matches!(RgbImage::decode(&png, &limits), Err(CodecError::ImageTooLarge { .. })));
+    assert!(matches!(
+        RgbImage::decode(&png, &limits),
+        Err(CodecError::ImageTooLarge { .. })
+    ));
     // A decode target size is checked too.
-    let grid = TokenGrid { level: 2, height: 2, width: 2, tokens: vec![0; 4] };
-    assert!(matches!(codec.decode(&grid, 16, 16), Err(CodecError::ImageTooLarge { .. })));
+    let grid = TokenGrid {
+        level: 2,
+        height: 2,
+        width: 2,
+        tokens: vec![0; 4],
+    };
+    assert!(matches!(
+        codec.decode(&grid, 16, 16),
+        Err(CodecError::ImageTooLarge { .. })
+    ));
 }
 
 #[test]
 fn buffer_sizes_are_checked() {
-    assert!(matches!(RgbImage::new(2, 2, vec![0; 11]), Err(CodecError::BufferSize { expected: 12, got: 11, .. })));
-    assert!(matches!(RgbImage::from_rgba8(2, 2, &[0; 12]), Err(CodecError::BufferSize { expected: 16, .. })));
+    assert!(matches!(
+        RgbImage::new(2, 2, vec![0; 11]),
+        Err(CodecError::BufferSize {
+            expected: 12,
+            got: 11,
+            ..
+        })
+    ));
+    assert!(matches!(
+        RgbImage::from_rgba8(2, 2, &[0; 12]),
+        Err(CodecError::BufferSize { expected: 16, .. })
+    ));
 }
 
 #[test]
@@ -129,23 +207,39 @@ fn rgba_and_image_crate_conversions_keep_pixels() {
 
 #[test]
 fn non_images_are_decode_errors() {
-    assert!(matches!(RgbImage::decode(b"hello, not an image", &Limits::default()), Err(CodecError::ImageDecode(_))));
+    assert!(matches!(
+        RgbImage::decode(b"hello, not an image", &Limits::default()),
+        Err(CodecError::ImageDecode(_))
+    ));
 }
 
 #[test]
 fn files_of_another_model_are_refused() {
-    let file = tiny_codec(1).encode_to_hvq(&pattern(16, 16), LevelSelection::All).unwrap();
+    let file = tiny_codec(1)
+        .encode_to_hvq(&pattern(16, 16), LevelSelection::All)
+        .unwrap();
     let other = tiny_codec(2);
-    assert!(matches!(other.decode_hvq(&file, None), Err(CodecError::FingerprintMismatch { .. })));
-    assert!(matches!(other.read_hvq(&file), Err(CodecError::FingerprintMismatch { .. })));
+    assert!(matches!(
+        other.decode_hvq(&file, None),
+        Err(CodecError::FingerprintMismatch { .. })
+    ));
+    assert!(matches!(
+        other.read_hvq(&file),
+        Err(CodecError::FingerprintMismatch { .. })
+    ));
 }
 
 #[test]
 fn prefixes_on_chunk_boundaries_decode_their_finest_level() {
     let codec = tiny_codec(1);
-    let file = codec.encode_to_hvq(&pattern(37, 29), LevelSelection::All).unwrap();
+    let file = codec
+        .encode_to_hvq(&pattern(37, 29), LevelSelection::All)
+        .unwrap();
     let info = inspect(&file).unwrap();
-    assert_eq!(info.levels.iter().map(|l| l.level).collect::<Vec<_>>(), vec![2, 1, 0]);
+    assert_eq!(
+        info.levels.iter().map(|l| l.level).collect::<Vec<_>>(),
+        vec![2, 1, 0]
+    );
     let mut end = file.len() - info.levels.iter().map(|l| l.bytes).sum::<usize>();
     for chunk in &info.levels {
         end += chunk.bytes;
@@ -158,15 +252,26 @@ fn prefixes_on_chunk_boundaries_decode_their_finest_level() {
 #[test]
 fn every_truncation_gives_a_level_or_a_clean_error() {
     let codec = tiny_codec(1);
-    let file = codec.encode_to_hvq(&pattern(24, 24), LevelSelection::All).unwrap();
+    let file = codec
+        .encode_to_hvq(&pattern(24, 24), LevelSelection::All)
+        .unwrap();
     let info = inspect(&file).unwrap();
     // (end offset, level) of each chunk, coarsest first.
     let mut end = file.len() - info.levels.iter().map(|l| l.bytes).sum::<usize>();
-    let ends: Vec<(usize, usize)> = info.levels.iter().map(|l| { end += l.bytes; (end, l.level) }).collect();
+    let ends: Vec<(usize, usize)> = info
+        .levels
+        .iter()
+        .map(|l| {
+            end += l.bytes;
+            (end, l.level)
+        })
+        .collect();
     for cut in 0..file.len() {
         let complete = ends.iter().rev().find(|(e, _)| *e <= cut);
         match (codec.decode_hvq(&file[..cut], None), complete) {
-            (Ok(out), Some(&(e, level))) => assert_eq!((out.level, out.truncated), (level, e != cut), "cut {cut}"),
+            (Ok(out), Some(&(e, level))) => {
+                assert_eq!((out.level, out.truncated), (level, e != cut), "cut {cut}")
+            }
             (Err(CodecError::NoCompleteLevel { .. } | CodecError::Format(_)), None) => {}
             (other, _) => panic!("cut {cut}: unexpected {other:?}"),
         }
@@ -176,34 +281,74 @@ fn every_truncation_gives_a_level_or_a_clean_error() {
 #[test]
 fn flipped_bits_are_detected() {
     let codec = tiny_codec(1);
-    let file = codec.encode_to_hvq(&pattern(16, 16), LevelSelection::All).unwrap();
+    let file = codec
+        .encode_to_hvq(&pattern(16, 16), LevelSelection::All)
+        .unwrap();
     for at in (0..file.len()).step_by(7) {
         let mut bad = file.clone();
         bad[at] ^= 0x10;
-        assert!(codec.decode_hvq(&bad, None).is_err(), "flip at byte {at} went unnoticed");
+        assert!(
+            codec.decode_hvq(&bad, None).is_err(),
+            "flip at byte {at} went unnoticed"
+        );
     }
 }
 
 #[test]
 fn unsupported_versions_are_reported_as_such() {
     let codec = tiny_codec(1);
-    let mut file = codec.encode_to_hvq(&pattern(8, 8), LevelSelection::All).unwrap();
+    let mut file = codec
+        .encode_to_hvq(&pattern(8, 8), LevelSelection::All)
+        .unwrap();
     file[8] = 99; // the version byte (docs/format.md §2)
     assert!(matches!(
         codec.decode_hvq(&file, None),
-        Err(CodecError::Format(hvq_codec::FormatError::UnsupportedVersion { got: 99, .. }))
+        Err(CodecError::Format(
+            hvq_codec::FormatError::UnsupportedVersion { got: 99, .. }
+        ))
     ));
 }
 
 #[test]
 fn grids_that_do_not_fit_are_refused() {
     let codec = tiny_codec(1);
-    let wrong_size = TokenGrid { level: 2, height: 3, width: 3, tokens: vec![0; 9] };
-    assert!(matches!(codec.decode(&wrong_size, 16, 16), Err(CodecError::GridMismatch { expected_width: 2, .. })));
-    let bad_token = TokenGrid { level: 2, height: 2, width: 2, tokens: vec![0, 1, 32, 0] };
-    assert!(matches!(codec.decode(&bad_token, 16, 16), Err(CodecError::TokenOutOfRange { token: 32, index: 2, .. })));
-    let bad_level = TokenGrid { level: 3, height: 1, width: 1, tokens: vec![0] };
-    assert!(matches!(codec.decode(&bad_level, 16, 16), Err(CodecError::LevelNotAvailable { requested: 3, .. })));
+    let wrong_size = TokenGrid {
+        level: 2,
+        height: 3,
+        width: 3,
+        tokens: vec![0; 9],
+    };
+    assert!(matches!(
+        codec.decode(&wrong_size, 16, 16),
+        Err(CodecError::GridMismatch {
+            expected_width: 2,
+            ..
+        })
+    ));
+    let bad_token = TokenGrid {
+        level: 2,
+        height: 2,
+        width: 2,
+        tokens: vec![0, 1, 32, 0],
+    };
+    assert!(matches!(
+        codec.decode(&bad_token, 16, 16),
+        Err(CodecError::TokenOutOfRange {
+            token: 32,
+            index: 2,
+            ..
+        })
+    ));
+    let bad_level = TokenGrid {
+        level: 3,
+        height: 1,
+        width: 1,
+        tokens: vec![0],
+    };
+    assert!(matches!(
+        codec.decode(&bad_level, 16, 16),
+        Err(CodecError::LevelNotAvailable { requested: 3, .. })
+    ));
 }
 
 #[test]
@@ -212,7 +357,10 @@ fn batch_encoding_matches_single_encoding() {
     let images = vec![pattern(9, 7), pattern(16, 16), pattern(1, 1)];
     let batch = codec.encode_batch(&images, LevelSelection::All);
     for (img, got) in images.iter().zip(batch) {
-        assert_eq!(got.unwrap(), codec.encode(img, LevelSelection::All).unwrap());
+        assert_eq!(
+            got.unwrap(),
+            codec.encode(img, LevelSelection::All).unwrap()
+        );
     }
 }
 
@@ -239,34 +387,56 @@ fn priors_come_from_the_weights_metadata() {
     counts[0][3] = 500;
     let priors = Priors::from_counts(counts).unwrap();
     let weights = with_metadata(meta::PRIORS, priors.to_metadata_string());
-    let codec = Codec::builder(weights).backend(Backend::Cpu).build().unwrap();
+    let codec = Codec::builder(weights)
+        .backend(Backend::Cpu)
+        .build()
+        .unwrap();
     assert_eq!(codec.priors().hash(), priors.hash());
-    let file = codec.encode_to_hvq(&pattern(12, 12), LevelSelection::All).unwrap();
+    let file = codec
+        .encode_to_hvq(&pattern(12, 12), LevelSelection::All)
+        .unwrap();
     assert_eq!(codec.decode_hvq(&file, None).unwrap().level, 0);
     // Without metadata the priors are uniform, so the same model's files are not interchangeable.
     let uniform = tiny_codec(1);
-    assert_eq!(uniform.priors().hash(), Priors::uniform(cfg.levels, cfg.codebook_size).unwrap().hash());
+    assert_eq!(
+        uniform.priors().hash(),
+        Priors::uniform(cfg.levels, cfg.codebook_size)
+            .unwrap()
+            .hash()
+    );
     assert!(uniform.decode_hvq(&file, None).is_err());
 }
 
 #[test]
 fn malformed_priors_metadata_is_refused() {
     let weights = with_metadata(meta::PRIORS, "hvqp1:not base64!".into());
-    assert!(matches!(Codec::builder(weights).backend(Backend::Cpu).build(), Err(CodecError::Priors(_))));
+    assert!(matches!(
+        Codec::builder(weights).backend(Backend::Cpu).build(),
+        Err(CodecError::Priors(_))
+    ));
 }
 
 #[test]
 fn weight_bytes_load_and_bad_bytes_are_typed_errors() {
     let bytes = tiny_weights(1).to_safetensors(hvq_spec::StoreDtype::F32);
-    let codec = Codec::from_weight_bytes(&bytes).unwrap().backend(Backend::Cpu).build().unwrap();
+    let codec = Codec::from_weight_bytes(&bytes)
+        .unwrap()
+        .backend(Backend::Cpu)
+        .build()
+        .unwrap();
     assert_eq!(codec.fingerprint(), tiny_weights(1).fingerprint());
-    assert!(matches!(Codec::from_weight_bytes(&bytes[..bytes.len() / 2]), Err(CodecError::Weights(_))));
+    assert!(matches!(
+        Codec::from_weight_bytes(&bytes[..bytes.len() / 2]),
+        Err(CodecError::Weights(_))
+    ));
 }
 
 #[test]
 fn default_model_is_embedded_or_a_clear_error() {
     match Codec::default_model() {
-        Ok(builder) => assert!(hvq_codec::has_default_model() && builder.backend(Backend::Cpu).build().is_ok()),
+        Ok(builder) => {
+            assert!(hvq_codec::has_default_model() && builder.backend(Backend::Cpu).build().is_ok())
+        }
         Err(e) => {
             assert!(!hvq_codec::has_default_model());
             assert!(matches!(e, CodecError::NoDefaultModel));
@@ -278,16 +448,24 @@ fn default_model_is_embedded_or_a_clear_error() {
 fn auto_backend_works_with_or_without_an_adapter() {
     // Picks wgpu where an adapter exists (e.g. lavapipe) and falls back to the CPU elsewhere;
     // either way the codec must encode and decode.
-    let codec = Codec::builder(tiny_weights(1)).backend(Backend::Auto).build().unwrap();
+    let codec = Codec::builder(tiny_weights(1))
+        .backend(Backend::Auto)
+        .build()
+        .unwrap();
     eprintln!("auto picked {}", codec.backend());
-    let file = codec.encode_to_hvq(&pattern(16, 8), LevelSelection::All).unwrap();
+    let file = codec
+        .encode_to_hvq(&pattern(16, 8), LevelSelection::All)
+        .unwrap();
     let out = codec.decode_hvq(&file, None).unwrap();
     assert_eq!((out.image.width(), out.image.height()), (16, 8));
 }
 
 #[test]
 fn files_move_between_cpu_and_wgpu_backends() {
-    let gpu = match Codec::builder(tiny_weights(1)).backend(Backend::Wgpu).build() {
+    let gpu = match Codec::builder(tiny_weights(1))
+        .backend(Backend::Wgpu)
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             // Reported, not silently passed: this machine has no wgpu adapter.
@@ -304,6 +482,12 @@ fn files_move_between_cpu_and_wgpu_backends() {
     let b = gpu.decode_hvq(&from_cpu, None).unwrap().image;
     // Same tokens, two float pipelines: summation order differs by ~1e-5 relative, which can move
     // a value across an 8-bit rounding boundary (1 level); 2 keeps one level of margin.
-    let worst = a.as_bytes().iter().zip(b.as_bytes()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+    let worst = a
+        .as_bytes()
+        .iter()
+        .zip(b.as_bytes())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap();
     assert!(worst <= 2, "CPU and wgpu decodes differ by {worst} levels");
 }

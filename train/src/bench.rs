@@ -15,7 +15,10 @@ use crate::eval::load_model;
 use crate::train::Trainer;
 
 /// Median wall time of `reps` runs of `f` after one warm-up run, in milliseconds.
-pub fn median_ms(reps: usize, mut f: impl FnMut() -> Result<(), TrainError>) -> Result<f64, TrainError> {
+pub fn median_ms(
+    reps: usize,
+    mut f: impl FnMut() -> Result<(), TrainError>,
+) -> Result<f64, TrainError> {
     f()?;
     let mut times = Vec::with_capacity(reps.max(1));
     for _ in 0..reps.max(1) {
@@ -72,7 +75,13 @@ pub fn time_train_step(
         sync(device);
         Ok(())
     })?;
-    Ok(StepTiming { preset: preset.into(), batch, size, lpips: lpips.is_some(), ms })
+    Ok(StepTiming {
+        preset: preset.into(),
+        batch,
+        size,
+        lpips: lpips.is_some(),
+        ms,
+    })
 }
 
 /// Encode and decode timings of one image size.
@@ -89,14 +98,21 @@ pub struct CodecTiming {
 }
 
 /// Times libtorch encode and per-level decode of `weights` (batch 1).
-pub fn time_codec(weights: &Weights, sizes: &[(i64, i64)], reps: usize, device: Device) -> Result<Vec<CodecTiming>, TrainError> {
+pub fn time_codec(
+    weights: &Weights,
+    sizes: &[(i64, i64)],
+    reps: usize,
+    device: Device,
+) -> Result<Vec<CodecTiming>, TrainError> {
     let (_vs, model) = load_model(weights, device)?;
     let mut out = Vec::new();
     for &(w, h) in sizes {
         let x = Tensor::rand([1, 3, h, w], (Kind::Float, device));
         let tokens: Vec<Tensor> = tch::no_grad(|| {
             let zs = model.level_latents(&model.normalize(&x));
-            zs.iter().map(|z| model.nearest(&model.project(z))).collect()
+            zs.iter()
+                .map(|z| model.nearest(&model.project(z)))
+                .collect()
         });
         let encode_ms = median_ms(reps, || {
             tch::no_grad(|| {
@@ -115,7 +131,12 @@ pub fn time_codec(weights: &Weights, sizes: &[(i64, i64)], reps: usize, device: 
                 Ok(())
             })?);
         }
-        out.push(CodecTiming { width: w, height: h, encode_ms, decode_ms });
+        out.push(CodecTiming {
+            width: w,
+            height: h,
+            encode_ms,
+            decode_ms,
+        });
     }
     Ok(out)
 }

@@ -44,7 +44,11 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 }
 
 /// Writes a checkpoint atomically. Tensors must be f32 or i64.
-pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) -> Result<(), TrainError> {
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    meta: &CheckpointMeta,
+) -> Result<(), TrainError> {
     let mut buffers = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
@@ -52,13 +56,24 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) ->
             let v = Vec::<i64>::try_from(&t.to_device(tch::Device::Cpu).contiguous().view([-1]))?;
             (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
         } else {
-            (Dtype::F32, to_vec_f32(t)?.iter().flat_map(|x| x.to_le_bytes()).collect())
+            (
+                Dtype::F32,
+                to_vec_f32(t)?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            )
         };
         buffers.push((name.clone(), dtype, shape, bytes));
     }
     let views: Vec<(String, TensorView<'_>)> = buffers
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("sizes match by construction")))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(*d, s.clone(), b).expect("sizes match by construction"),
+            )
+        })
         .collect();
     let md: HashMap<String, String> = BTreeMap::from([
         (STEP.to_string(), meta.step.to_string()),
@@ -68,25 +83,38 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) ->
     ])
     .into_iter()
     .collect();
-    let bytes = safetensors::serialize(views, Some(md)).map_err(|e| mismatch(path, e.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, Some(md)).map_err(|e| mismatch(path, e.to_string()))?;
     write_atomic(path, &bytes)
 }
 
 fn mismatch(path: &Path, reason: String) -> TrainError {
-    TrainError::CheckpointMismatch { path: path.to_path_buf(), reason }
+    TrainError::CheckpointMismatch {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 /// Reads a checkpoint: its tensors (CPU) by name and its scalar state.
 pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, CheckpointMeta), TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| mismatch(path, e.to_string()))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| mismatch(path, e.to_string()))?;
     let md = header.metadata().clone().unwrap_or_default();
-    let get = |k: &str| md.get(k).cloned().ok_or_else(|| mismatch(path, format!("metadata `{k}` missing")));
+    let get = |k: &str| {
+        md.get(k)
+            .cloned()
+            .ok_or_else(|| mismatch(path, format!("metadata `{k}` missing")))
+    };
     let meta = CheckpointMeta {
-        step: get(STEP)?.parse().map_err(|_| mismatch(path, "bad step".into()))?,
+        step: get(STEP)?
+            .parse()
+            .map_err(|_| mismatch(path, "bad step".into()))?,
         model_json: get(MODEL)?,
         rng_seed: unhex(&get(RNG_SEED)?).ok_or_else(|| mismatch(path, "bad RNG seed".into()))?,
-        rng_word_pos: get(RNG_POS)?.parse().map_err(|_| mismatch(path, "bad RNG position".into()))?,
+        rng_word_pos: get(RNG_POS)?
+            .parse()
+            .map_err(|_| mismatch(path, "bad RNG position".into()))?,
     };
     let st = SafeTensors::deserialize(&bytes).map_err(|e| mismatch(path, e.to_string()))?;
     let mut out = HashMap::new();
@@ -95,14 +123,25 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, CheckpointMeta), Tr
         let raw = view.data();
         let t = match view.dtype() {
             Dtype::F32 => {
-                let v: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let v: Vec<f32> = raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
                 Tensor::from_slice(&v)
             }
             Dtype::I64 => {
-                let v: Vec<i64> = raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+                let v: Vec<i64> = raw
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect();
                 Tensor::from_slice(&v)
             }
-            other => return Err(mismatch(path, format!("tensor `{name}` has dtype {other:?}"))),
+            other => {
+                return Err(mismatch(
+                    path,
+                    format!("tensor `{name}` has dtype {other:?}"),
+                ));
+            }
         };
         out.insert(name, t.view(shape.as_slice()));
     }

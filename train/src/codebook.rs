@@ -48,14 +48,23 @@ impl CodebookState {
     ///
     /// `latents` are the detached projected latents of all levels, flattened `[M, D]`, and
     /// `tokens` their assignments `[M]`.
-    pub fn after_step(&mut self, codebook: &mut Tensor, latents: &Tensor, tokens: &Tensor, step: u64) {
+    pub fn after_step(
+        &mut self,
+        codebook: &mut Tensor,
+        latents: &Tensor,
+        tokens: &Tensor,
+        step: u64,
+    ) {
         tch::no_grad(|| {
             let _ = self.last_used.index_fill_(0, tokens, step as i64);
             if self.opts.mode == CodebookMode::Ema {
                 let d = self.opts.ema_decay;
                 let n = codebook.size()[0];
-                let counts = Tensor::zeros([n], (Kind::Float, codebook.device()))
-                    .index_add(0, tokens, &latents.ones_like().select(1, 0));
+                let counts = Tensor::zeros([n], (Kind::Float, codebook.device())).index_add(
+                    0,
+                    tokens,
+                    &latents.ones_like().select(1, 0),
+                );
                 let sums = codebook.zeros_like().index_add(0, tokens, latents);
                 self.ema_count = &self.ema_count * d + counts * (1.0 - d);
                 self.ema_sum = &self.ema_sum * d + sums * (1.0 - d);
@@ -67,9 +76,19 @@ impl CodebookState {
 
     /// Replaces entries unused for `restart_every` steps by random rows of `latents`.
     /// Returns how many were restarted.
-    pub fn restart_dead(&mut self, codebook: &mut Tensor, latents: &Tensor, step: u64, rng: &mut ChaCha8Rng) -> usize {
+    pub fn restart_dead(
+        &mut self,
+        codebook: &mut Tensor,
+        latents: &Tensor,
+        step: u64,
+        rng: &mut ChaCha8Rng,
+    ) -> usize {
         let window = self.opts.restart_every as i64;
-        let dead = self.last_used.lt(step as i64 - window + 1).nonzero().view([-1]);
+        let dead = self
+            .last_used
+            .lt(step as i64 - window + 1)
+            .nonzero()
+            .view([-1]);
         let count = dead.size()[0] as usize;
         let m = latents.size()[0];
         if count == 0 || m == 0 {
@@ -90,7 +109,10 @@ impl CodebookState {
 /// Nearest-centre assignment of `x` `[M, D]` to `centres` `[N, D]` (lowest index on ties).
 pub fn assign(x: &Tensor, centres: &Tensor) -> Tensor {
     let dist = x.square().sum_dim_intlist(1, true, Kind::Float) - x.matmul(&centres.tr()) * 2.0
-        + centres.square().sum_dim_intlist(1, false, Kind::Float).unsqueeze(0);
+        + centres
+            .square()
+            .sum_dim_intlist(1, false, Kind::Float)
+            .unsqueeze(0);
     dist.argmin(1, false)
 }
 
@@ -104,7 +126,11 @@ pub fn kmeans(x: &Tensor, n: i64, iters: usize, rng: &mut ChaCha8Rng) -> Tensor 
         for _ in 0..iters {
             let a = assign(x, &centres);
             let sums = centres.zeros_like().index_add(0, &a, x);
-            let counts = Tensor::zeros([n], (Kind::Float, x.device())).index_add(0, &a, &x.ones_like().select(1, 0));
+            let counts = Tensor::zeros([n], (Kind::Float, x.device())).index_add(
+                0,
+                &a,
+                &x.ones_like().select(1, 0),
+            );
             let used = counts.gt(0.0).unsqueeze(1);
             let means = sums / counts.clamp_min(1.0).unsqueeze(1);
             centres = means.where_self(&used, &centres);

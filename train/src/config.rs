@@ -105,7 +105,9 @@ impl Schedule {
         match self.decay {
             Decay::Constant => self.lr,
             Decay::Linear => floor + (self.lr - floor) * (1.0 - t),
-            Decay::Cosine => floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+            Decay::Cosine => {
+                floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
         }
     }
 }
@@ -126,7 +128,12 @@ pub struct LossWeights {
 
 impl Default for LossWeights {
     fn default() -> Self {
-        LossWeights { l1: 1.0, perceptual: 1.0, codebook: 1.0, beta: 1.0 }
+        LossWeights {
+            l1: 1.0,
+            perceptual: 1.0,
+            codebook: 1.0,
+            beta: 1.0,
+        }
     }
 }
 
@@ -236,8 +243,10 @@ impl TrainConfig {
 
     /// Parses and validates TOML text (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<Self, TrainError> {
-        let cfg: TrainConfig = toml::from_str(text)
-            .map_err(|e| TrainError::ConfigParse { path: path.to_path_buf(), source: Box::new(e) })?;
+        let cfg: TrainConfig = toml::from_str(text).map_err(|e| TrainError::ConfigParse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -249,8 +258,23 @@ impl TrainConfig {
         macro_rules! apply {
             ($($f:ident),*) => { $( if let Some(v) = &o.$f { m.$f = v.clone(); } )* };
         }
-        apply!(channels, channel_mult, num_res_blocks, decoder_res_blocks, mid_attention, z_channels);
-        apply!(codebook_size, codebook_dim, levels, strategy, norm_groups, mean, std);
+        apply!(
+            channels,
+            channel_mult,
+            num_res_blocks,
+            decoder_res_blocks,
+            mid_attention,
+            z_channels
+        );
+        apply!(
+            codebook_size,
+            codebook_dim,
+            levels,
+            strategy,
+            norm_groups,
+            mean,
+            std
+        );
         m.validate()?;
         Ok(m)
     }
@@ -267,10 +291,16 @@ impl TrainConfig {
             return bad("schedule.batch", "must be at least 1".into());
         }
         if !(s.lr.is_finite() && s.lr > 0.0) {
-            return bad("schedule.lr", format!("must be a positive number, got {}", s.lr));
+            return bad(
+                "schedule.lr",
+                format!("must be a positive number, got {}", s.lr),
+            );
         }
         if !(0.0..=1.0).contains(&s.min_lr_ratio) {
-            return bad("schedule.min_lr_ratio", format!("must be in [0, 1], got {}", s.min_lr_ratio));
+            return bad(
+                "schedule.min_lr_ratio",
+                format!("must be in [0, 1], got {}", s.min_lr_ratio),
+            );
         }
         for (f, b) in [("schedule.beta1", s.beta1), ("schedule.beta2", s.beta2)] {
             if !(0.0..1.0).contains(&b) {
@@ -284,24 +314,41 @@ impl TrainConfig {
         if self.data.image_size == 0 || self.data.image_size % stride != 0 {
             return bad(
                 "data.image_size",
-                format!("must be a positive multiple of the coarsest stride {stride}, got {}", self.data.image_size),
+                format!(
+                    "must be a positive multiple of the coarsest stride {stride}, got {}",
+                    self.data.image_size
+                ),
             );
         }
         let l = &self.loss;
-        for (f, w) in [("loss.l1", l.l1), ("loss.perceptual", l.perceptual), ("loss.codebook", l.codebook), ("loss.beta", l.beta)] {
+        for (f, w) in [
+            ("loss.l1", l.l1),
+            ("loss.perceptual", l.perceptual),
+            ("loss.codebook", l.codebook),
+            ("loss.beta", l.beta),
+        ] {
             if !(w.is_finite() && w >= 0.0) {
                 return bad(f, format!("must be a non-negative number, got {w}"));
             }
         }
         let c = &self.codebook;
         if !(c.ema_decay > 0.0 && c.ema_decay < 1.0) {
-            return bad("codebook.ema_decay", format!("must be in (0, 1), got {}", c.ema_decay));
+            return bad(
+                "codebook.ema_decay",
+                format!("must be in (0, 1), got {}", c.ema_decay),
+            );
         }
         if c.restart_dead && c.restart_every == 0 {
-            return bad("codebook.restart_every", "must be at least 1 when restart_dead is on".into());
+            return bad(
+                "codebook.restart_every",
+                "must be at least 1 when restart_dead is on".into(),
+            );
         }
         if self.checkpoint_every == 0 || self.log_every == 0 {
-            return bad("checkpoint_every", "checkpoint_every and log_every must be at least 1".into());
+            return bad(
+                "checkpoint_every",
+                "checkpoint_every and log_every must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -309,7 +356,9 @@ impl TrainConfig {
     /// Checks that the LPIPS file exists when the perceptual loss is on.
     pub fn check_lpips(&self) -> Result<(), TrainError> {
         if self.loss.perceptual > 0.0 && !self.lpips_path.is_file() {
-            return Err(TrainError::MissingLpips { path: self.lpips_path.clone() });
+            return Err(TrainError::MissingLpips {
+                path: self.lpips_path.clone(),
+            });
         }
         Ok(())
     }

@@ -86,11 +86,16 @@ impl Dataset {
     /// there would be no training image left after the split, [`TrainError::Io`] on a walk error.
     pub fn open(dir: &Path, cfg: &DataConfig) -> Result<Dataset, TrainError> {
         if !dir.is_dir() {
-            return Err(TrainError::DataDirMissing { path: dir.to_path_buf() });
+            return Err(TrainError::DataDirMissing {
+                path: dir.to_path_buf(),
+            });
         }
         let files = list_images(dir, &cfg.extensions)?;
         if files.is_empty() {
-            return Err(TrainError::NoImages { path: dir.to_path_buf(), extensions: cfg.extensions.clone() });
+            return Err(TrainError::NoImages {
+                path: dir.to_path_buf(),
+                extensions: cfg.extensions.clone(),
+            });
         }
         if files.len() <= cfg.val_count {
             return Err(TrainError::TooFewImages {
@@ -100,7 +105,11 @@ impl Dataset {
             });
         }
         let (train, val) = split_validation(dir, files, cfg.val_count);
-        Ok(Dataset { root: dir.to_path_buf(), train, val })
+        Ok(Dataset {
+            root: dir.to_path_buf(),
+            train,
+            val,
+        })
     }
 
     /// The folder the dataset was read from.
@@ -136,20 +145,35 @@ fn list_images(dir: &Path, extensions: &[String]) -> Result<Vec<PathBuf>, TrainE
 }
 
 fn has_extension(path: &Path, extensions: &[String]) -> bool {
-    let Some(ext) = path.extension().and_then(|e| e.to_str()) else { return false };
-    extensions.iter().any(|x| x.trim_start_matches('.').eq_ignore_ascii_case(ext))
+    let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+        return false;
+    };
+    extensions
+        .iter()
+        .any(|x| x.trim_start_matches('.').eq_ignore_ascii_case(ext))
 }
 
 /// Splits sorted `files` into (train, val) by the hash of each path relative to `root`.
-fn split_validation(root: &Path, files: Vec<PathBuf>, val_count: usize) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let mut keyed: Vec<(u64, usize)> =
-        files.iter().enumerate().map(|(i, f)| (path_hash(f.strip_prefix(root).unwrap_or(f)), i)).collect();
+fn split_validation(
+    root: &Path,
+    files: Vec<PathBuf>,
+    val_count: usize,
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut keyed: Vec<(u64, usize)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (path_hash(f.strip_prefix(root).unwrap_or(f)), i))
+        .collect();
     // Ties broken by the (sorted) index, so the split is total and fixed.
     keyed.sort_unstable();
     let val_idx: HashSet<usize> = keyed.iter().take(val_count).map(|&(_, i)| i).collect();
     let (mut val, mut train) = (Vec::new(), Vec::new());
     for (i, f) in files.into_iter().enumerate() {
-        if val_idx.contains(&i) { val.push(f) } else { train.push(f) }
+        if val_idx.contains(&i) {
+            val.push(f)
+        } else {
+            train.push(f)
+        }
     }
     (train, val)
 }
@@ -173,8 +197,13 @@ fn path_hash(rel: &Path) -> u64 {
 /// allocation before decoding), guessing the format from the content, not the extension.
 pub fn decode_rgb8(path: &Path) -> Result<RgbImage, TrainError> {
     let reader = image::ImageReader::open(path).map_err(|e| TrainError::io(path, e))?;
-    let reader = reader.with_guessed_format().map_err(|e| TrainError::io(path, e))?;
-    let img = reader.decode().map_err(|source| TrainError::ImageDecode { path: path.to_path_buf(), source })?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| TrainError::io(path, e))?;
+    let img = reader.decode().map_err(|source| TrainError::ImageDecode {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(img.to_rgb8())
 }
 
@@ -260,15 +289,27 @@ impl Loader {
         prefetch: usize,
     ) -> Result<Loader, TrainError> {
         if files.is_empty() {
-            return Err(TrainError::bad_config("data", "the loader was given no image files"));
+            return Err(TrainError::bad_config(
+                "data",
+                "the loader was given no image files",
+            ));
         }
         if batch == 0 {
             return Err(TrainError::bad_config("batch_size", "must be at least 1"));
         }
         if image_size == 0 {
-            return Err(TrainError::bad_config("data.image_size", "must be at least 1"));
+            return Err(TrainError::bad_config(
+                "data.image_size",
+                "must be at least 1",
+            ));
         }
-        let plan = Arc::new(BatchPlan { files, batch, image_size, seed, bad: Mutex::new(HashSet::new()) });
+        let plan = Arc::new(BatchPlan {
+            files,
+            batch,
+            image_size,
+            seed,
+            bad: Mutex::new(HashSet::new()),
+        });
         let workers = workers.max(1);
         let depth = prefetch.div_ceil(workers).max(1);
         let mut receivers = Vec::with_capacity(workers);
@@ -284,7 +325,13 @@ impl Loader {
             receivers.push(rx);
             handles.push(handle);
         }
-        Ok(Loader { receivers, handles, plan, next_step: start_step, failed: false })
+        Ok(Loader {
+            receivers,
+            handles,
+            plan,
+            next_step: start_step,
+            failed: false,
+        })
     }
 
     /// Number of distinct files that failed to decode so far (each skipped and warned about once).
@@ -364,7 +411,11 @@ fn seed_bytes(words: &[u64]) -> [u8; 32] {
 }
 
 /// Builds batch `step` as planar f32 `[B, 3, S, S]`.
-fn make_batch(plan: &BatchPlan, step: u64, perm_cache: &mut Option<(u64, Vec<usize>)>) -> WorkerResult {
+fn make_batch(
+    plan: &BatchPlan,
+    step: u64,
+    perm_cache: &mut Option<(u64, Vec<usize>)>,
+) -> WorkerResult {
     let n = plan.files.len() as u64;
     let s = plan.image_size;
     let mut out = Vec::with_capacity(plan.batch * 3 * (s as usize).pow(2));
@@ -374,7 +425,9 @@ fn make_batch(plan: &BatchPlan, step: u64, perm_cache: &mut Option<(u64, Vec<usi
         if matches!(perm_cache, Some((e, _)) if *e != epoch) {
             *perm_cache = None;
         }
-        let perm = &perm_cache.get_or_insert_with(|| (epoch, epoch_permutation(plan.seed, epoch, n as usize))).1;
+        let perm = &perm_cache
+            .get_or_insert_with(|| (epoch, epoch_permutation(plan.seed, epoch, n as usize)))
+            .1;
         let img = first_decodable(plan, perm, (j % n) as usize, step)?;
         let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[plan.seed, step, i, 0x005a_3b1e]));
         out.extend(rgb_to_chw(&random_resized_crop(&img, s, &mut rng)));
@@ -383,7 +436,12 @@ fn make_batch(plan: &BatchPlan, step: u64, perm_cache: &mut Option<(u64, Vec<usi
 }
 
 /// Decodes `perm[pos]`, or the next decodable file of the permutation when it is unreadable.
-fn first_decodable(plan: &BatchPlan, perm: &[usize], pos: usize, step: u64) -> Result<RgbImage, TrainError> {
+fn first_decodable(
+    plan: &BatchPlan,
+    perm: &[usize],
+    pos: usize,
+    step: u64,
+) -> Result<RgbImage, TrainError> {
     for off in 0..perm.len() {
         let idx = perm[(pos + off) % perm.len()];
         if plan.bad.lock().is_ok_and(|b| b.contains(&idx)) {
@@ -395,13 +453,19 @@ fn first_decodable(plan: &BatchPlan, perm: &[usize], pos: usize, step: u64) -> R
             Err(e) => warn_skip(plan, idx, &e),
         }
     }
-    Err(TrainError::NoDecodableImages { count: perm.len(), step })
+    Err(TrainError::NoDecodableImages {
+        count: perm.len(),
+        step,
+    })
 }
 
 fn warn_skip(plan: &BatchPlan, idx: usize, why: &dyn std::fmt::Display) {
     let first_time = plan.bad.lock().map(|mut b| b.insert(idx)).unwrap_or(false);
     if first_time {
-        eprintln!("warning: skipping unreadable image `{}`: {why}", plan.files[idx].display());
+        eprintln!(
+            "warning: skipping unreadable image `{}`: {why}",
+            plan.files[idx].display()
+        );
     }
 }
 
@@ -448,7 +512,10 @@ mod tests {
         for (w, h) in [(500, 375), (1, 1), (3, 1000), (256, 256)] {
             for _ in 0..200 {
                 let (x, y, cw, ch) = crop_window(w, h, &mut rng);
-                assert!(cw >= 1 && ch >= 1 && x + cw <= w && y + ch <= h, "{w}x{h}: {x},{y},{cw},{ch}");
+                assert!(
+                    cw >= 1 && ch >= 1 && x + cw <= w && y + ch <= h,
+                    "{w}x{h}: {x},{y},{cw},{ch}"
+                );
             }
         }
     }
@@ -457,8 +524,14 @@ mod tests {
     fn path_hash_is_fixed_fnv1a() {
         // FNV-1a 64 of "a" is the published test value 0xaf63dc4c8601ec8c.
         assert_eq!(path_hash(Path::new("a")), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(path_hash(Path::new("x/y.png")), path_hash(Path::new("x/y.png")));
-        assert_ne!(path_hash(Path::new("x/y.png")), path_hash(Path::new("y/x.png")));
+        assert_eq!(
+            path_hash(Path::new("x/y.png")),
+            path_hash(Path::new("x/y.png"))
+        );
+        assert_ne!(
+            path_hash(Path::new("x/y.png")),
+            path_hash(Path::new("y/x.png"))
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ impl std::str::FromStr for DeviceRequest {
             "cpu" => Ok(DeviceRequest::Cpu),
             "cuda" => Ok(DeviceRequest::Cuda),
             "auto" => Ok(DeviceRequest::Auto),
-            other => Err(TrainError::bad_config("device", format!("`{other}` is not one of cpu, cuda, auto"))),
+            other => Err(TrainError::bad_config(
+                "device",
+                format!("`{other}` is not one of cpu, cuda, auto"),
+            )),
         }
     }
 }
@@ -68,12 +71,17 @@ pub fn load_cuda_library() -> Result<PathBuf, String> {
             "unknown dlopen error".to_string()
         } else {
             // SAFETY: non-null dlerror result is a valid C string.
-            unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned()
+            unsafe { std::ffi::CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned()
         };
         tried.push(format!("{}: {msg}", path.display()));
     }
     if tried.is_empty() {
-        Err("libtorch_cuda.so not found in LD_LIBRARY_PATH or $LIBTORCH/lib (CPU-only torch?)".into())
+        Err(
+            "libtorch_cuda.so not found in LD_LIBRARY_PATH or $LIBTORCH/lib (CPU-only torch?)"
+                .into(),
+        )
     } else {
         Err(tried.join("; "))
     }

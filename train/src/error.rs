@@ -85,7 +85,9 @@ pub enum TrainError {
         path: PathBuf,
     },
     /// The data folder holds no file with an image extension (searched recursively).
-    #[error("data folder `{path}` holds no image file (extensions {extensions:?}, searched recursively)")]
+    #[error(
+        "data folder `{path}` holds no image file (extensions {extensions:?}, searched recursively)"
+    )]
     NoImages {
         /// The folder.
         path: PathBuf,
@@ -93,7 +95,9 @@ pub enum TrainError {
         extensions: Vec<String>,
     },
     /// The data folder has too few images to hold out the validation set and still train.
-    #[error("data folder `{path}` has {found} images, not more than the {val_count} held out for validation")]
+    #[error(
+        "data folder `{path}` has {found} images, not more than the {val_count} held out for validation"
+    )]
     TooFewImages {
         /// The folder.
         path: PathBuf,
@@ -191,11 +195,17 @@ pub enum TrainError {
 impl TrainError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TrainError::Io { path: path.into(), source }
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A bad-config error.
     pub fn bad_config(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        TrainError::BadConfig { field: field.into(), reason: reason.into() }
+        TrainError::BadConfig {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }

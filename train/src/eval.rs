@@ -91,11 +91,21 @@ pub fn evaluate(
     let weights = crate::export::read_weights(weights_path)?;
     let cfg = weights.config().clone();
     let (_vs, model) = load_model(&weights, device)?;
-    let ds = Dataset::open(data_dir, &DataConfig { val_count: 0, ..DataConfig::default() })?;
+    let ds = Dataset::open(
+        data_dir,
+        &DataConfig {
+            val_count: 0,
+            ..DataConfig::default()
+        },
+    )?;
     let n = cfg.codebook_size as i64;
-    let std = Tensor::from_slice(&cfg.std).view([1, 3, 1, 1]).to_device(device);
+    let std = Tensor::from_slice(&cfg.std)
+        .view([1, 3, 1, 1])
+        .to_device(device);
     let mut sums = vec![LevelMetrics::default(); cfg.levels];
-    let mut used: Vec<Tensor> = (0..cfg.levels).map(|_| Tensor::zeros([n], (Kind::Bool, device))).collect();
+    let mut used: Vec<Tensor> = (0..cfg.levels)
+        .map(|_| Tensor::zeros([n], (Kind::Bool, device)))
+        .collect();
     let mut ms_ok = true;
     for path in ds.train() {
         let x = load_image_f32(path)?.unsqueeze(0).to_device(device);
@@ -103,7 +113,9 @@ pub fn evaluate(
         for (l, (tokens, y)) in reconstruct(&model, &x).into_iter().enumerate() {
             let m = &mut sums[l];
             m.l1 += metrics::l1(&y, &x)?;
-            m.l1_normalized += ((&y - &x).abs() / &std).mean(Kind::Double).double_value(&[]);
+            m.l1_normalized += ((&y - &x).abs() / &std)
+                .mean(Kind::Double)
+                .double_value(&[]);
             m.psnr += metrics::psnr(&y, &x)?;
             match metrics::ms_ssim(&y, &x) {
                 Ok(v) => *m.ms_ssim.get_or_insert(0.0) += v,
@@ -111,7 +123,9 @@ pub fn evaluate(
                 Err(e) => return Err(e),
             }
             if let Some(lp) = lpips {
-                let d = tch::no_grad(|| lp.f_forward(&y, &x))?.mean(Kind::Double).double_value(&[]);
+                let d = tch::no_grad(|| lp.f_forward(&y, &x))?
+                    .mean(Kind::Double)
+                    .double_value(&[]);
                 *m.lpips_alex.get_or_insert(0.0) += d;
             }
             used[l] = used[l].logical_or(&tokens.reshape([-1]).bincount(None::<Tensor>, n).gt(0));
@@ -154,7 +168,11 @@ fn check_attention_size(cfg: &hvq_spec::ModelConfig, x: &Tensor) -> Result<(), T
     let positions = (h as u64).div_ceil(f) * (w as u64).div_ceil(f);
     let bytes = positions * positions * 4;
     if bytes > MAX_ATTENTION_BYTES {
-        return Err(TrainError::TooLarge { what: format!("attention matrix (bytes) for a {w}x{h} image"), limit: MAX_ATTENTION_BYTES, got: bytes });
+        return Err(TrainError::TooLarge {
+            what: format!("attention matrix (bytes) for a {w}x{h} image"),
+            limit: MAX_ATTENTION_BYTES,
+            got: bytes,
+        });
     }
     Ok(())
 }
@@ -185,6 +203,9 @@ pub fn markdown(r: &EvalReport) -> String {
             r.codebook_size
         );
     }
-    s += &format!("\nEntries used by all levels: {} / {}\n", r.used_by_all_levels, r.codebook_size);
+    s += &format!(
+        "\nEntries used by all levels: {} / {}\n",
+        r.used_by_all_levels, r.codebook_size
+    );
     s
 }

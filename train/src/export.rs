@@ -24,7 +24,10 @@ impl Provenance {
     /// Metadata entries (`hvq.trained_steps`, `hvq.data`, `hvq.source_commit`, `hvq.command`).
     pub fn metadata(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (meta::TRAINED_STEPS.to_string(), self.trained_steps.to_string()),
+            (
+                meta::TRAINED_STEPS.to_string(),
+                self.trained_steps.to_string(),
+            ),
             (meta::DATA.to_string(), self.data.clone()),
             (meta::SOURCE_COMMIT.to_string(), source_commit()),
             (meta::COMMAND.to_string(), self.command.clone()),
@@ -46,7 +49,12 @@ pub fn source_commit() -> String {
 
 /// A tensor's values as row-major f32 on the CPU.
 pub fn to_vec_f32(t: &Tensor) -> Result<Vec<f32>, TrainError> {
-    let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+    let flat = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous()
+        .view([-1]);
     Ok(Vec::<f32>::try_from(&flat)?)
 }
 
@@ -59,7 +67,13 @@ pub fn weights_from_varstore(
     let mut tensors = HashMap::new();
     for (name, t) in vs.variables() {
         let shape = t.size().iter().map(|&d| d as usize).collect();
-        tensors.insert(name, hvq_spec::Tensor { shape, data: to_vec_f32(&t)? });
+        tensors.insert(
+            name,
+            hvq_spec::Tensor {
+                shape,
+                data: to_vec_f32(&t)?,
+            },
+        );
     }
     Ok(Weights::from_tensors(cfg.clone(), tensors, metadata)?)
 }
@@ -70,14 +84,20 @@ pub fn load_into_varstore(vs: &nn::VarStore, weights: &Weights) -> Result<(), Tr
     if vars.len() != weights.iter().count() {
         return Err(TrainError::Spec(hvq_spec::SpecError::InvalidConfig {
             field: "levels",
-            reason: format!("model has {} variables, weights {}", vars.len(), weights.iter().count()),
+            reason: format!(
+                "model has {} variables, weights {}",
+                vars.len(),
+                weights.iter().count()
+            ),
         }));
     }
     tch::no_grad(|| -> Result<(), TrainError> {
         for (name, mut var) in vars {
-            let src = weights
-                .get(&name)
-                .ok_or_else(|| TrainError::Spec(hvq_spec::SpecError::MissingTensor { tensor: name.clone() }))?;
+            let src = weights.get(&name).ok_or_else(|| {
+                TrainError::Spec(hvq_spec::SpecError::MissingTensor {
+                    tensor: name.clone(),
+                })
+            })?;
             let shape: Vec<i64> = src.shape.iter().map(|&d| d as i64).collect();
             if var.size() != shape {
                 return Err(TrainError::Spec(hvq_spec::SpecError::ShapeMismatch {
@@ -86,7 +106,9 @@ pub fn load_into_varstore(vs: &nn::VarStore, weights: &Weights) -> Result<(), Tr
                     got: src.shape.clone(),
                 }));
             }
-            let t = Tensor::from_slice(&src.data).view(shape.as_slice()).to_device(var.device());
+            let t = Tensor::from_slice(&src.data)
+                .view(shape.as_slice())
+                .to_device(var.device());
             var.copy_(&t);
         }
         Ok(())
@@ -125,9 +147,19 @@ pub fn checkpoint_to_weights(path: &Path, command: &str) -> Result<Weights, Trai
     for (name, t) in &tensors {
         if let Some(n) = name.strip_prefix("model.") {
             let shape = t.size().iter().map(|&d| d as usize).collect();
-            out.insert(n.to_string(), hvq_spec::Tensor { shape, data: to_vec_f32(t)? });
+            out.insert(
+                n.to_string(),
+                hvq_spec::Tensor {
+                    shape,
+                    data: to_vec_f32(t)?,
+                },
+            );
         }
     }
-    let prov = Provenance { trained_steps: meta.step, data: path.display().to_string(), command: command.to_string() };
+    let prov = Provenance {
+        trained_steps: meta.step,
+        data: path.display().to_string(),
+        command: command.to_string(),
+    };
     Ok(Weights::from_tensors(cfg, out, prov.metadata())?)
 }

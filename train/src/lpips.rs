@@ -58,17 +58,38 @@ struct StageSpec {
 impl Net {
     /// The backbone as five stages, each ending at a tap (see shared/data/README.md).
     fn stages(self) -> Vec<StageSpec> {
-        let c = |index, kernel, stride, pad| ConvSpec { index, kernel, stride, pad };
+        let c = |index, kernel, stride, pad| ConvSpec {
+            index,
+            kernel,
+            stride,
+            pad,
+        };
         match self {
             Net::Alex => vec![
-                StageSpec { pool: None, convs: vec![c(0, 11, 4, 2)] },
-                StageSpec { pool: Some((3, 2)), convs: vec![c(1, 5, 1, 2)] },
-                StageSpec { pool: Some((3, 2)), convs: vec![c(2, 3, 1, 1)] },
-                StageSpec { pool: None, convs: vec![c(3, 3, 1, 1)] },
-                StageSpec { pool: None, convs: vec![c(4, 3, 1, 1)] },
+                StageSpec {
+                    pool: None,
+                    convs: vec![c(0, 11, 4, 2)],
+                },
+                StageSpec {
+                    pool: Some((3, 2)),
+                    convs: vec![c(1, 5, 1, 2)],
+                },
+                StageSpec {
+                    pool: Some((3, 2)),
+                    convs: vec![c(2, 3, 1, 1)],
+                },
+                StageSpec {
+                    pool: None,
+                    convs: vec![c(3, 3, 1, 1)],
+                },
+                StageSpec {
+                    pool: None,
+                    convs: vec![c(4, 3, 1, 1)],
+                },
             ],
             Net::Vgg => {
-                let groups: [&[usize]; 5] = [&[0, 1], &[2, 3], &[4, 5, 6], &[7, 8, 9], &[10, 11, 12]];
+                let groups: [&[usize]; 5] =
+                    [&[0, 1], &[2, 3], &[4, 5, 6], &[7, 8, 9], &[10, 11, 12]];
                 groups
                     .iter()
                     .enumerate()
@@ -85,7 +106,9 @@ impl Net {
     fn channels(self) -> &'static [i64] {
         match self {
             Net::Alex => &[64, 192, 384, 256, 256],
-            Net::Vgg => &[64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512],
+            Net::Vgg => &[
+                64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512,
+            ],
         }
     }
 
@@ -144,27 +167,52 @@ impl Lpips {
     /// [`TrainError::LpipsTensor`] when a tensor is absent or has the wrong shape.
     pub fn load(path: &Path, net: Net, device: Device) -> Result<Lpips, TrainError> {
         if !path.is_file() {
-            return Err(TrainError::MissingLpips { path: path.to_path_buf() });
+            return Err(TrainError::MissingLpips {
+                path: path.to_path_buf(),
+            });
         }
-        let mut named: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
-        let mut take = |name: String, shape: Vec<i64>| take_tensor(&mut named, path, name, &shape, device);
+        let mut named: HashMap<String, Tensor> =
+            Tensor::read_safetensors(path)?.into_iter().collect();
+        let mut take =
+            |name: String, shape: Vec<i64>| take_tensor(&mut named, path, name, &shape, device);
         let channels = net.channels();
         let mut stages = Vec::with_capacity(5);
         for (k, spec) in net.stages().into_iter().enumerate() {
             let mut convs = Vec::with_capacity(spec.convs.len());
             for c in &spec.convs {
-                let cin = if c.index == 0 { 3 } else { channels[c.index - 1] };
+                let cin = if c.index == 0 {
+                    3
+                } else {
+                    channels[c.index - 1]
+                };
                 let cout = channels[c.index];
-                let weight = take(format!("features.Conv_{}.weight", c.index), vec![cout, cin, c.kernel, c.kernel])?;
+                let weight = take(
+                    format!("features.Conv_{}.weight", c.index),
+                    vec![cout, cin, c.kernel, c.kernel],
+                )?;
                 let bias = take(format!("features.Conv_{}.bias", c.index), vec![cout])?;
-                convs.push(Conv { weight, bias, spec: *c });
+                convs.push(Conv {
+                    weight,
+                    bias,
+                    spec: *c,
+                });
             }
             let tap_channels = channels[spec.convs.last().map_or(0, |c| c.index)];
             let lin = take(format!("lin{k}.weight"), vec![1, tap_channels, 1, 1])?;
-            stages.push(Stage { pool: spec.pool, convs, lin });
+            stages.push(Stage {
+                pool: spec.pool,
+                convs,
+                lin,
+            });
         }
         let per_channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
-        Ok(Lpips { net, stages, shift: per_channel(SHIFT), scale: per_channel(SCALE), device })
+        Ok(Lpips {
+            net,
+            stages,
+            shift: per_channel(SHIFT),
+            scale: per_channel(SCALE),
+            device,
+        })
     }
 
     /// The backbone these weights belong to.
@@ -208,11 +256,20 @@ impl Lpips {
     pub fn f_forward(&self, a: &Tensor, b: &Tensor) -> Result<Tensor, TrainError> {
         let (sa, sb) = (a.size(), b.size());
         if sa != sb || sa.len() != 4 || sa[1] != 3 {
-            return Err(TrainError::ShapeMismatch { what: "LPIPS inputs [B, 3, H, W]", a: sa, b: sb });
+            return Err(TrainError::ShapeMismatch {
+                what: "LPIPS inputs [B, 3, H, W]",
+                a: sa,
+                b: sb,
+            });
         }
         let min = self.net.min_size();
         if sa[2] < min || sa[3] < min {
-            return Err(TrainError::ImageTooSmall { what: "LPIPS", min, height: sa[2], width: sa[3] });
+            return Err(TrainError::ImageTooSmall {
+                what: "LPIPS",
+                min,
+                height: sa[2],
+                width: sa[3],
+            });
         }
         Ok(self.forward(a, b))
     }
@@ -231,7 +288,9 @@ impl Stage {
         }
         for c in &self.convs {
             let (s, p) = (c.spec.stride, c.spec.pad);
-            x = x.conv2d(&c.weight, Some(&c.bias), [s, s], [p, p], [1, 1], 1).relu();
+            x = x
+                .conv2d(&c.weight, Some(&c.bias), [s, s], [p, p], [1, 1], 1)
+                .relu();
         }
         x
     }
@@ -242,7 +301,8 @@ fn tap_distance(features: &Tensor, batch: i64, lin: &Tensor) -> Tensor {
     let f = unit_normalize(features);
     let (fa, fb) = (f.narrow(0, 0, batch), f.narrow(0, batch, batch));
     let diff = (fa - fb).square();
-    diff.conv2d::<Tensor>(lin, None, [1, 1], [0, 0], [1, 1], 1).mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+    diff.conv2d::<Tensor>(lin, None, [1, 1], [0, 0], [1, 1], 1)
+        .mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
 }
 
 /// Divides each feature vector (over channels) by its L2 norm + 1e-10.
@@ -263,12 +323,19 @@ fn take_tensor(
     shape: &[i64],
     device: Device,
 ) -> Result<Tensor, TrainError> {
-    let bad = |got| TrainError::LpipsTensor { path: PathBuf::from(path), tensor: name.clone(), expected: shape.to_vec(), got };
+    let bad = |got| TrainError::LpipsTensor {
+        path: PathBuf::from(path),
+        tensor: name.clone(),
+        expected: shape.to_vec(),
+        got,
+    };
     let t = named.remove(&name).ok_or_else(|| bad(None))?;
     if t.size() != shape {
         return Err(bad(Some(t.size())));
     }
-    Ok(t.to_kind(Kind::Float).to_device(device).set_requires_grad(false))
+    Ok(t.to_kind(Kind::Float)
+        .to_device(device)
+        .set_requires_grad(false))
 }
 
 #[cfg(test)]
@@ -283,7 +350,12 @@ mod tests {
             return;
         }
         let lpips = Lpips::load(&dir.join(Net::Alex.file_name()), Net::Alex, Device::Cpu).unwrap();
-        let tensors = lpips.stages.iter().flat_map(|s| s.convs.iter().flat_map(|c| [&c.weight, &c.bias]).chain([&s.lin]));
+        let tensors = lpips.stages.iter().flat_map(|s| {
+            s.convs
+                .iter()
+                .flat_map(|c| [&c.weight, &c.bias])
+                .chain([&s.lin])
+        });
         assert!(tensors.into_iter().all(|t| !t.requires_grad()));
     }
 }

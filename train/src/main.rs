@@ -12,7 +12,11 @@ use hvq_train::plot::{PlotOptions, plot_losses};
 use hvq_train::train::RunOptions;
 
 #[derive(Parser, Debug)]
-#[command(name = "hvq-train", version, about = "Train the hvq hierarchical shared-codebook VQ-VAE (libtorch)")]
+#[command(
+    name = "hvq-train",
+    version,
+    about = "Train the hvq hierarchical shared-codebook VQ-VAE (libtorch)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -118,16 +122,47 @@ fn main() -> Result<()> {
                 .with_context(|| format!("writing vectors to {}", out.display()))?;
             println!("wrote conformance vectors to {}", out.display());
         }
-        Command::Export { checkpoint, out, f16 } => export(&checkpoint, &out, f16)?,
-        Command::Train { config, resume, device, steps } => train(&config, resume, device, steps)?,
-        Command::Eval { weights, data, lpips, out, device } => eval(&weights, &data, &lpips, out, device)?,
-        Command::Plot { logs, out, metric, smooth } => plot(&logs, &out, metric, smooth)?,
-        Command::Bench { presets, batch, reps, weights, device } => bench(&presets, batch, reps, weights, device)?,
+        Command::Export {
+            checkpoint,
+            out,
+            f16,
+        } => export(&checkpoint, &out, f16)?,
+        Command::Train {
+            config,
+            resume,
+            device,
+            steps,
+        } => train(&config, resume, device, steps)?,
+        Command::Eval {
+            weights,
+            data,
+            lpips,
+            out,
+            device,
+        } => eval(&weights, &data, &lpips, out, device)?,
+        Command::Plot {
+            logs,
+            out,
+            metric,
+            smooth,
+        } => plot(&logs, &out, metric, smooth)?,
+        Command::Bench {
+            presets,
+            batch,
+            reps,
+            weights,
+            device,
+        } => bench(&presets, batch, reps, weights, device)?,
     }
     Ok(())
 }
 
-fn train(config: &Path, resume: bool, device: Option<DeviceRequest>, steps: Option<u64>) -> Result<()> {
+fn train(
+    config: &Path,
+    resume: bool,
+    device: Option<DeviceRequest>,
+    steps: Option<u64>,
+) -> Result<()> {
     let mut cfg = TrainConfig::load(config)?;
     if let Some(s) = steps {
         cfg.schedule.steps = s;
@@ -135,8 +170,16 @@ fn train(config: &Path, resume: bool, device: Option<DeviceRequest>, steps: Opti
     }
     cfg.check_lpips()?;
     let device = select_device(device.unwrap_or(cfg.device))?;
-    eprintln!("training {} on {device:?} -> {}", config.display(), cfg.out_dir.display());
-    let opts = RunOptions { resume, progress: true, command: command_line() };
+    eprintln!(
+        "training {} on {device:?} -> {}",
+        config.display(),
+        cfg.out_dir.display()
+    );
+    let opts = RunOptions {
+        resume,
+        progress: true,
+        command: command_line(),
+    };
     let last = hvq_train::train::run(&cfg, device, &opts)?;
     if let Some(s) = last {
         eprintln!("step {}: loss {:.4}", s.step, s.loss);
@@ -145,17 +188,37 @@ fn train(config: &Path, resume: bool, device: Option<DeviceRequest>, steps: Opti
 }
 
 fn export(checkpoint: &Path, out: &Path, f16: bool) -> Result<()> {
-    let path = if checkpoint.is_dir() { checkpoint.join("checkpoint.safetensors") } else { checkpoint.to_path_buf() };
+    let path = if checkpoint.is_dir() {
+        checkpoint.join("checkpoint.safetensors")
+    } else {
+        checkpoint.to_path_buf()
+    };
     let weights = hvq_train::export::checkpoint_to_weights(&path, &command_line())?;
-    let dtype = if f16 { StoreDtype::F16 } else { StoreDtype::F32 };
+    let dtype = if f16 {
+        StoreDtype::F16
+    } else {
+        StoreDtype::F32
+    };
     hvq_train::export::write_weights(out, &weights, dtype)?;
-    println!("wrote {} ({} steps, fingerprint {})", out.display(),
-        weights.metadata().get(hvq_spec::meta::TRAINED_STEPS).map_or("?", String::as_str),
-        hvq_spec::fingerprint_hex(&weights.fingerprint()));
+    println!(
+        "wrote {} ({} steps, fingerprint {})",
+        out.display(),
+        weights
+            .metadata()
+            .get(hvq_spec::meta::TRAINED_STEPS)
+            .map_or("?", String::as_str),
+        hvq_spec::fingerprint_hex(&weights.fingerprint())
+    );
     Ok(())
 }
 
-fn eval(weights: &Path, data: &Path, lpips: &Path, out: Option<PathBuf>, device: DeviceRequest) -> Result<()> {
+fn eval(
+    weights: &Path,
+    data: &Path,
+    lpips: &Path,
+    out: Option<PathBuf>,
+    device: DeviceRequest,
+) -> Result<()> {
     let device = select_device(device)?;
     let lp = Lpips::load(lpips, Net::Alex, device)?;
     let report = hvq_train::eval::evaluate(weights, data, Some(&lp), device)?;
@@ -163,8 +226,15 @@ fn eval(weights: &Path, data: &Path, lpips: &Path, out: Option<PathBuf>, device:
     let dir = out.unwrap_or_else(|| weights.parent().map(Path::to_path_buf).unwrap_or_default());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("eval.md"), &md)?;
-    std::fs::write(dir.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
-    println!("{md}\nwrote {} and {}", dir.join("eval.md").display(), dir.join("eval.json").display());
+    std::fs::write(
+        dir.join("eval.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!(
+        "{md}\nwrote {} and {}",
+        dir.join("eval.md").display(),
+        dir.join("eval.json").display()
+    );
     Ok(())
 }
 
@@ -176,33 +246,57 @@ fn plot(logs: &[String], out: &Path, metric: String, smooth: usize) -> Result<()
             None => (s.clone(), PathBuf::from(s)),
         })
         .collect();
-    let opts = PlotOptions { metric, smooth, ..PlotOptions::default() };
+    let opts = PlotOptions {
+        metric,
+        smooth,
+        ..PlotOptions::default()
+    };
     let msg = plot_losses(&runs, out, &opts)?;
     println!("{msg}");
     Ok(())
 }
 
-fn bench(presets: &[String], batch: i64, reps: usize, weights: Option<PathBuf>, device: DeviceRequest) -> Result<()> {
+fn bench(
+    presets: &[String],
+    batch: i64,
+    reps: usize,
+    weights: Option<PathBuf>,
+    device: DeviceRequest,
+) -> Result<()> {
     let device = select_device(device)?;
     let lpips = Path::new("../shared/data/lpips/vgg16.safetensors");
     let lpips = lpips.is_file().then_some(lpips);
-    println!("device {device:?}, libtorch threads {}", tch::get_num_threads());
+    println!(
+        "device {device:?}, libtorch threads {}",
+        tch::get_num_threads()
+    );
     println!("| preset | batch | size | LPIPS | ms / training step |\n|---|---|---|---|---|");
     for p in presets {
         let t = hvq_train::bench::time_train_step(p, batch, 256, lpips, reps, device)?;
-        println!("| {} | {} | {} | {} | {:.0} |", t.preset, t.batch, t.size, t.lpips, t.ms);
+        println!(
+            "| {} | {} | {} | {} | {:.0} |",
+            t.preset, t.batch, t.size, t.lpips, t.ms
+        );
         eprintln!("{}", serde_json::to_string(&t)?);
     }
     let w = match &weights {
         Some(p) => hvq_train::export::read_weights(p)?,
         None => hvq_train::bench::random_preset_weights("small")?,
     };
-    let label = weights.as_ref().map_or("random small".to_string(), |p| p.display().to_string());
+    let label = weights
+        .as_ref()
+        .map_or("random small".to_string(), |p| p.display().to_string());
     println!("\nlibtorch encode/decode of {label} (batch 1, median of {reps})\n");
     println!("| size | encode ms | decode ms per level (finest first) |\n|---|---|---|");
     for t in hvq_train::bench::time_codec(&w, &[(256, 256), (768, 512)], reps, device)? {
         let d: Vec<String> = t.decode_ms.iter().map(|m| format!("{m:.0}")).collect();
-        println!("| {}x{} | {:.0} | {} |", t.width, t.height, t.encode_ms, d.join(" / "));
+        println!(
+            "| {}x{} | {:.0} | {} |",
+            t.width,
+            t.height,
+            t.encode_ms,
+            d.join(" / ")
+        );
         eprintln!("{}", serde_json::to_string(&t)?);
     }
     Ok(())

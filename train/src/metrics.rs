@@ -46,9 +46,20 @@ pub fn psnr(a: &Tensor, b: &Tensor) -> Result<f64, TrainError> {
 /// Errors: as [`l1`].
 pub fn psnr_per_image(a: &Tensor, b: &Tensor) -> Result<Vec<f64>, TrainError> {
     let (a, b) = as_batches(a, b, "PSNR")?;
-    let mse = (a - b).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Double);
+    let mse = (a - b)
+        .square()
+        .mean_dim(&[1i64, 2, 3][..], false, Kind::Double);
     let mse = Vec::<f64>::try_from(&mse)?;
-    Ok(mse.into_iter().map(|m| if m > 0.0 { -10.0 * m.log10() } else { f64::INFINITY }).collect())
+    Ok(mse
+        .into_iter()
+        .map(|m| {
+            if m > 0.0 {
+                -10.0 * m.log10()
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect())
 }
 
 /// Mean over the images of the per-image MS-SSIM (see [`ms_ssim_per_image`]).
@@ -73,7 +84,12 @@ pub fn ms_ssim_per_image(a: &Tensor, b: &Tensor) -> Result<Vec<f64>, TrainError>
     let (h, w) = (x.size()[2], x.size()[3]);
     let min = ms_ssim_min_size();
     if h < min || w < min {
-        return Err(TrainError::ImageTooSmall { what: "MS-SSIM", min, height: h, width: w });
+        return Err(TrainError::ImageTooSmall {
+            what: "MS-SSIM",
+            min,
+            height: h,
+            width: w,
+        });
     }
     let channels = x.size()[1];
     let window = gaussian_window(channels, x.device());
@@ -81,7 +97,9 @@ pub fn ms_ssim_per_image(a: &Tensor, b: &Tensor) -> Result<Vec<f64>, TrainError>
     for (scale, &weight) in MS_SSIM_WEIGHTS.iter().enumerate() {
         let (ssim, cs) = ssim_and_cs(&x, &y, &window);
         let last = scale + 1 == MS_SSIM_WEIGHTS.len();
-        let term = if last { ssim } else { cs }.relu().pow_tensor_scalar(weight);
+        let term = if last { ssim } else { cs }
+            .relu()
+            .pow_tensor_scalar(weight);
         value = Some(match value {
             Some(v) => v * term,
             None => term,
@@ -91,7 +109,10 @@ pub fn ms_ssim_per_image(a: &Tensor, b: &Tensor) -> Result<Vec<f64>, TrainError>
             y = halve(&y);
         }
     }
-    let per_image = value.map_or_else(|| Tensor::zeros([0], (Kind::Double, x.device())), |v| v.mean_dim(&[1i64][..], false, Kind::Double));
+    let per_image = value.map_or_else(
+        || Tensor::zeros([0], (Kind::Double, x.device())),
+        |v| v.mean_dim(&[1i64][..], false, Kind::Double),
+    );
     Ok(Vec::<f64>::try_from(&per_image)?)
 }
 
@@ -111,7 +132,10 @@ fn ssim_and_cs(x: &Tensor, y: &Tensor, window: &(Tensor, Tensor)) -> (Tensor, Te
     let cs_map = (cov * 2.0 + C2) / (var_x + var_y + C2);
     let luminance = (&mu_x * &mu_y * 2.0 + C1) / (mu_x.square() + mu_y.square() + C1);
     let ssim_map = luminance * &cs_map;
-    (ssim_map.mean_dim(&[2i64, 3][..], false, Kind::Double), cs_map.mean_dim(&[2i64, 3][..], false, Kind::Double))
+    (
+        ssim_map.mean_dim(&[2i64, 3][..], false, Kind::Double),
+        cs_map.mean_dim(&[2i64, 3][..], false, Kind::Double),
+    )
 }
 
 /// Separable Gaussian filter, one channel at a time, without padding ("valid").
@@ -124,7 +148,9 @@ fn gaussian_blur(t: &Tensor, (horizontal, vertical): &(Tensor, Tensor)) -> Tenso
 /// The normalized 1-D Gaussian as depthwise kernels `[C, 1, 1, 11]` and `[C, 1, 11, 1]`.
 fn gaussian_window(channels: i64, device: tch::Device) -> (Tensor, Tensor) {
     let centre = (WINDOW / 2) as f64;
-    let g: Vec<f64> = (0..WINDOW).map(|i| (-((i as f64 - centre).powi(2)) / (2.0 * SIGMA * SIGMA)).exp()).collect();
+    let g: Vec<f64> = (0..WINDOW)
+        .map(|i| (-((i as f64 - centre).powi(2)) / (2.0 * SIGMA * SIGMA)).exp())
+        .collect();
     let sum: f64 = g.iter().sum();
     let g: Vec<f64> = g.iter().map(|v| v / sum).collect();
     let g = Tensor::from_slice(&g).to_device(device);
@@ -168,7 +194,9 @@ mod tests {
     /// 0.5 ± `delta` in a checkerboard: MSE is exactly `delta²` (no clamping needed).
     fn checkerboard(delta: f64, side: i64) -> Tensor {
         let r = Tensor::arange(side, (Kind::Int64, tch::Device::Cpu));
-        let parity = (r.view([side, 1]) + r.view([1, side])).remainder(2).to_kind(Kind::Double);
+        let parity = (r.view([side, 1]) + r.view([1, side]))
+            .remainder(2)
+            .to_kind(Kind::Double);
         (parity * (2.0 * delta) - delta + 0.5).expand([3, side, side], false)
     }
 
@@ -187,7 +215,10 @@ mod tests {
         for (delta, expected_db) in [(0.1, 20.0), (0.01, 40.0), (0.05, 26.0206)] {
             let b = checkerboard(delta, 64);
             // f32 storage of 0.5 ± delta limits the agreement to about 1e-6 relative.
-            assert!((psnr(&a, &b).unwrap() - expected_db).abs() < 1e-3, "delta {delta}");
+            assert!(
+                (psnr(&a, &b).unwrap() - expected_db).abs() < 1e-3,
+                "delta {delta}"
+            );
             assert!((l1(&a, &b).unwrap() - delta).abs() < 1e-6);
         }
     }
@@ -201,7 +232,10 @@ mod tests {
         let expected = lum.powf(MS_SSIM_WEIGHTS[4]);
         let got = ms_ssim(&constant(ma, 176), &constant(mb, 176)).unwrap();
         // Values stored in f32, variances ~1e-16 from rounding: 1e-6 is ample.
-        assert!((got - expected).abs() < 1e-6, "got {got}, expected {expected}");
+        assert!(
+            (got - expected).abs() < 1e-6,
+            "got {got}, expected {expected}"
+        );
     }
 
     #[test]
@@ -209,15 +243,23 @@ mod tests {
         tch::manual_seed(3);
         let a = Tensor::rand([3, 192, 192], (Kind::Float, tch::Device::Cpu));
         let noise = Tensor::randn([3, 192, 192], (Kind::Float, tch::Device::Cpu));
-        let scores: Vec<f64> =
-            [0.01, 0.05, 0.2].iter().map(|s| ms_ssim(&a, &(&a + &noise * *s).clamp(0.0, 1.0)).unwrap()).collect();
-        assert!(scores[0] > scores[1] && scores[1] > scores[2] && scores[2] > 0.0, "{scores:?}");
+        let scores: Vec<f64> = [0.01, 0.05, 0.2]
+            .iter()
+            .map(|s| ms_ssim(&a, &(&a + &noise * *s).clamp(0.0, 1.0)).unwrap())
+            .collect();
+        assert!(
+            scores[0] > scores[1] && scores[1] > scores[2] && scores[2] > 0.0,
+            "{scores:?}"
+        );
     }
 
     #[test]
     fn ms_ssim_rejects_small_images_and_mismatched_shapes() {
         let small = constant(0.5, 160);
-        assert!(matches!(ms_ssim(&small, &small), Err(TrainError::ImageTooSmall { min: 161, .. })));
+        assert!(matches!(
+            ms_ssim(&small, &small),
+            Err(TrainError::ImageTooSmall { min: 161, .. })
+        ));
         assert!(ms_ssim(&constant(0.5, 161), &constant(0.5, 161)).is_ok());
         let err = psnr(&constant(0.5, 8), &constant(0.5, 9)).unwrap_err();
         assert!(matches!(err, TrainError::ShapeMismatch { .. }), "{err}");
@@ -228,7 +270,10 @@ mod tests {
         let a = Tensor::stack(&[constant(0.5, 32), constant(0.5, 32)], 0);
         let b = Tensor::stack(&[checkerboard(0.1, 32), checkerboard(0.01, 32)], 0);
         let v = psnr_per_image(&a, &b).unwrap();
-        assert!((v[0] - 20.0).abs() < 1e-3 && (v[1] - 40.0).abs() < 1e-3, "{v:?}");
+        assert!(
+            (v[0] - 20.0).abs() < 1e-3 && (v[1] - 40.0).abs() < 1e-3,
+            "{v:?}"
+        );
         assert!((psnr(&a, &b).unwrap() - 30.0).abs() < 1e-3);
     }
 }

@@ -10,13 +10,27 @@ use tch::{Kind, Reduction, Tensor};
 /// GroupNorm epsilon fixed by the architecture (DESIGN.md §2).
 const NORM_EPS: f64 = 1e-6;
 
-fn conv(p: nn::Path<'_>, cin: usize, cout: usize, k: usize, stride: i64, padding: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { stride, padding, ..Default::default() };
+fn conv(
+    p: nn::Path<'_>,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: i64,
+    padding: i64,
+) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        stride,
+        padding,
+        ..Default::default()
+    };
     nn::conv2d(p, cin as i64, cout as i64, k as i64, cfg)
 }
 
 fn norm(p: nn::Path<'_>, groups: usize, c: usize) -> nn::GroupNorm {
-    let cfg = nn::GroupNormConfig { eps: NORM_EPS, ..Default::default() };
+    let cfg = nn::GroupNormConfig {
+        eps: NORM_EPS,
+        ..Default::default()
+    };
     nn::group_norm(p, groups as i64, c as i64, cfg)
 }
 
@@ -43,7 +57,8 @@ impl UpConv {
     }
     fn forward(&self, x: &Tensor) -> Tensor {
         let (_, _, h, w) = x.size4().expect("NCHW input");
-        self.0.forward(&x.upsample_nearest2d([2 * h, 2 * w], None, None))
+        self.0
+            .forward(&x.upsample_nearest2d([2 * h, 2 * w], None, None))
     }
 }
 
@@ -100,7 +115,11 @@ impl Attn {
     fn forward(&self, x: &Tensor) -> Tensor {
         let (b, c, h, w) = x.size4().expect("NCHW input");
         let hn = self.norm.forward(x);
-        let q = self.q.forward(&hn).reshape([b, c, h * w]).permute([0, 2, 1]);
+        let q = self
+            .q
+            .forward(&hn)
+            .reshape([b, c, h * w])
+            .permute([0, 2, 1]);
         let k = self.k.forward(&hn).reshape([b, c, h * w]);
         let v = self.v.forward(&hn).reshape([b, c, h * w]);
         // [B, HW(query), HW(key)], softmax over key positions.
@@ -168,7 +187,11 @@ impl Encoder {
                 block_in = block_out;
             }
             let down = (i != last).then(|| DownConv::new(&sp / "downsample" / "conv", block_in));
-            stages.push(Stage { blocks, down, up: None });
+            stages.push(Stage {
+                blocks,
+                down,
+                up: None,
+            });
         }
         Encoder {
             conv_in: conv(p / "conv_in", cfg.in_channels, ch, 3, 1, 1),
@@ -221,7 +244,11 @@ impl Decoder {
                 block_in = block_out;
             }
             let up = (s != last).then(|| UpConv::new(&sp / "upsample" / "conv", block_in));
-            stages.push(Stage { blocks, down: None, up });
+            stages.push(Stage {
+                blocks,
+                down: None,
+                up,
+            });
         }
         Decoder {
             conv_in,
@@ -295,10 +322,22 @@ impl Hvq {
         let codebook = q.var(
             "codebook",
             &[cfg.codebook_size as i64, cfg.codebook_dim as i64],
-            nn::Init::Uniform { lo: -bound, up: bound },
+            nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
         );
-        let decoders = (0..cfg.levels).map(|l| Decoder::new(&(root / "decoders" / l), cfg, l)).collect();
-        Hvq { cfg: cfg.clone(), encoder, downs, proj, codebook, decoders }
+        let decoders = (0..cfg.levels)
+            .map(|l| Decoder::new(&(root / "decoders" / l), cfg, l))
+            .collect();
+        Hvq {
+            cfg: cfg.clone(),
+            encoder,
+            downs,
+            proj,
+            codebook,
+            decoders,
+        }
     }
 
     /// The model configuration.
@@ -324,7 +363,11 @@ impl Hvq {
     }
 
     fn mean_std(&self, like: &Tensor) -> (Tensor, Tensor) {
-        let t = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(like.device());
+        let t = |v: [f32; 3]| {
+            Tensor::from_slice(&v)
+                .view([1, 3, 1, 1])
+                .to_device(like.device())
+        };
         (t(self.cfg.mean), t(self.cfg.std))
     }
 
@@ -364,8 +407,11 @@ impl Hvq {
             let (b, d, h, w) = p.size4().expect("NCHW latent");
             let flat = p.permute([0, 2, 3, 1]).reshape([-1, d]);
             let cb = &self.codebook;
-            let dist = flat.square().sum_dim_intlist(1, true, Kind::Float) - flat.matmul(&cb.tr()) * 2.0
-                + cb.square().sum_dim_intlist(1, false, Kind::Float).unsqueeze(0);
+            let dist = flat.square().sum_dim_intlist(1, true, Kind::Float)
+                - flat.matmul(&cb.tr()) * 2.0
+                + cb.square()
+                    .sum_dim_intlist(1, false, Kind::Float)
+                    .unsqueeze(0);
             dist.argmin(1, false).view([b, h, w])
         })
     }
@@ -401,6 +447,13 @@ impl Hvq {
         let commitment_loss = p.mse_loss(&e.detach(), Reduction::Mean);
         let quantized = &p + (&e - &p).detach();
         let recon = self.decode(level, &quantized);
-        LevelOutput { latent: p, tokens, quantized, recon, codebook_loss, commitment_loss }
+        LevelOutput {
+            latent: p,
+            tokens,
+            quantized,
+            recon,
+            codebook_loss,
+            commitment_loss,
+        }
     }
 }

@@ -33,7 +33,14 @@ impl Adam {
         let m = vars.iter().map(|(_, t)| t.zeros_like().detach()).collect();
         let v = vars.iter().map(|(_, t)| t.zeros_like().detach()).collect();
         let (names, vars) = vars.into_iter().unzip();
-        Adam { params, steps: 0, names, vars, m, v }
+        Adam {
+            params,
+            steps: 0,
+            names,
+            vars,
+            m,
+            v,
+        }
     }
 
     /// Clears every variable's gradient.
@@ -78,14 +85,22 @@ impl Adam {
 
     /// Restores moment estimates saved by [`Adam::state`]; `get` looks a tensor up by name.
     /// Returns the first missing name on failure.
-    pub fn load_state(&mut self, steps: u64, get: impl Fn(&str) -> Option<Tensor>) -> Result<(), String> {
+    pub fn load_state(
+        &mut self,
+        steps: u64,
+        get: impl Fn(&str) -> Option<Tensor>,
+    ) -> Result<(), String> {
         tch::no_grad(|| {
             for (i, n) in self.names.iter().enumerate() {
                 for (prefix, dst) in [("adam.m.", &mut self.m[i]), ("adam.v.", &mut self.v[i])] {
                     let name = format!("{prefix}{n}");
                     let src = get(&name).ok_or_else(|| name.clone())?;
                     if src.size() != dst.size() {
-                        return Err(format!("{name}: shape {:?}, expected {:?}", src.size(), dst.size()));
+                        return Err(format!(
+                            "{name}: shape {:?}, expected {:?}",
+                            src.size(),
+                            dst.size()
+                        ));
                     }
                     dst.copy_(&src.to_kind(Kind::Float));
                 }

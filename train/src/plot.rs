@@ -65,7 +65,13 @@ pub struct PlotOptions {
 
 impl Default for PlotOptions {
     fn default() -> Self {
-        PlotOptions { metric: "total".into(), log_y: true, smooth: 1, width: 1200, height: 400 }
+        PlotOptions {
+            metric: "total".into(),
+            log_y: true,
+            smooth: 1,
+            width: 1200,
+            height: 400,
+        }
     }
 }
 
@@ -84,11 +90,21 @@ pub fn read_log(path: &Path) -> Result<LevelSeries, TrainError> {
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(line)
-            .map_err(|source| TrainError::LogParse { path: path.to_path_buf(), line: n + 1, source })?;
-        let Some(step) = value.get("step").and_then(Value::as_f64) else { continue };
+        let value: Value = serde_json::from_str(line).map_err(|source| TrainError::LogParse {
+            path: path.to_path_buf(),
+            line: n + 1,
+            source,
+        })?;
+        let Some(step) = value.get("step").and_then(Value::as_f64) else {
+            continue;
+        };
         for (level, component, v) in level_values(&value) {
-            series.entry(level).or_default().entry(component).or_default().push((step, v));
+            series
+                .entry(level)
+                .or_default()
+                .entry(component)
+                .or_default()
+                .push((step, v));
         }
     }
     Ok(series)
@@ -97,18 +113,26 @@ pub fn read_log(path: &Path) -> Result<LevelSeries, TrainError> {
 /// Every `(level, component, value)` of one log record.
 fn level_values(record: &Value) -> Vec<(usize, String, f64)> {
     let mut out = Vec::new();
-    let Some(obj) = record.as_object() else { return out };
+    let Some(obj) = record.as_object() else {
+        return out;
+    };
     for (key, value) in obj {
         if key == "levels" {
             for (level, entry) in value.as_array().into_iter().flatten().enumerate() {
                 let mut flat = Vec::new();
                 flatten("", entry, &mut flat);
-                out.extend(flat.into_iter().map(|(k, v)| (level, if k.is_empty() { "total".into() } else { k }, v)));
+                out.extend(
+                    flat.into_iter()
+                        .map(|(k, v)| (level, if k.is_empty() { "total".into() } else { k }, v)),
+                );
             }
         } else if key.starts_with("loss") {
             let mut flat = Vec::new();
             flatten(key, value, &mut flat);
-            out.extend(flat.into_iter().filter_map(|(k, v)| parse_loss_key(&k).map(|(l, c)| (l, c, v))));
+            out.extend(
+                flat.into_iter()
+                    .filter_map(|(k, v)| parse_loss_key(&k).map(|(l, c)| (l, c, v))),
+            );
         }
     }
     out
@@ -116,11 +140,24 @@ fn level_values(record: &Value) -> Vec<(usize, String, f64)> {
 
 /// Flattens nested objects/arrays into `a.b.0.c` keys with their finite numeric values.
 fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, f64)>) {
-    let join = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
     match value {
-        Value::Number(n) => out.extend(n.as_f64().filter(|v| v.is_finite()).map(|v| (prefix.to_string(), v))),
+        Value::Number(n) => out.extend(
+            n.as_f64()
+                .filter(|v| v.is_finite())
+                .map(|v| (prefix.to_string(), v)),
+        ),
         Value::Object(map) => map.iter().for_each(|(k, v)| flatten(&join(k), v, out)),
-        Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| flatten(&join(&i.to_string()), v, out)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| flatten(&join(&i.to_string()), v, out)),
         _ => {}
     }
 }
@@ -128,11 +165,20 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, f64)>) {
 /// `loss.l0` → (0, "total"); `loss_level2.perceptual` → (2, "perceptual"); `loss` → None.
 fn parse_loss_key(key: &str) -> Option<(usize, String)> {
     let rest = key.strip_prefix("loss")?.trim_start_matches(['.', '_']);
-    let rest = rest.strip_prefix("level").or_else(|| rest.strip_prefix('l'))?;
+    let rest = rest
+        .strip_prefix("level")
+        .or_else(|| rest.strip_prefix('l'))?;
     let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
     let level = rest[..digits].parse().ok()?;
     let component = rest[digits..].trim_start_matches(['.', '_']);
-    Some((level, if component.is_empty() { "total".into() } else { component.to_string() }))
+    Some((
+        level,
+        if component.is_empty() {
+            "total".into()
+        } else {
+            component.to_string()
+        },
+    ))
 }
 
 /// Draws one panel per level with one line per run into `out_png`.
@@ -143,20 +189,44 @@ fn parse_loss_key(key: &str) -> Option<(usize, String)> {
 /// Errors: those of [`read_log`]; [`TrainError::NoLossData`] when no log has a per-level value;
 /// [`TrainError::BadConfig`] for a zero-sized figure; [`TrainError::Plot`] when drawing or
 /// writing the PNG fails.
-pub fn plot_losses(runs: &[(String, PathBuf)], out_png: &Path, opts: &PlotOptions) -> Result<String, TrainError> {
+pub fn plot_losses(
+    runs: &[(String, PathBuf)],
+    out_png: &Path,
+    opts: &PlotOptions,
+) -> Result<String, TrainError> {
     if opts.width == 0 || opts.height == 0 {
-        return Err(TrainError::bad_config("plot.size", "width and height must be positive"));
+        return Err(TrainError::bad_config(
+            "plot.size",
+            "width and height must be positive",
+        ));
     }
-    let logs = runs.iter().map(|(_, p)| read_log(p)).collect::<Result<Vec<_>, _>>()?;
-    let no_data = || TrainError::NoLossData { paths: runs.iter().map(|(_, p)| p.clone()).collect() };
+    let logs = runs
+        .iter()
+        .map(|(_, p)| read_log(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let no_data = || TrainError::NoLossData {
+        paths: runs.iter().map(|(_, p)| p.clone()).collect(),
+    };
     let metric = choose_metric(&logs, &opts.metric).ok_or_else(no_data)?;
-    let levels: Vec<usize> = logs.iter().flat_map(|l| l.keys().copied()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let levels: Vec<usize> = logs
+        .iter()
+        .flat_map(|l| l.keys().copied())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let lines: Vec<Vec<Vec<(f64, f64)>>> = levels
         .iter()
-        .map(|level| logs.iter().map(|log| prepare(log, *level, &metric, opts)).collect())
+        .map(|level| {
+            logs.iter()
+                .map(|log| prepare(log, *level, &metric, opts))
+                .collect()
+        })
         .collect();
     let labels: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
-    draw(out_png, opts, &metric, &levels, &labels, &lines).map_err(|source| TrainError::Plot { path: out_png.to_path_buf(), source })?;
+    draw(out_png, opts, &metric, &levels, &labels, &lines).map_err(|source| TrainError::Plot {
+        path: out_png.to_path_buf(),
+        source,
+    })?;
     Ok(metric)
 }
 
@@ -171,7 +241,9 @@ fn choose_metric(logs: &[LevelSeries], wanted: &str) -> Option<String> {
 
 /// One run's points for one panel: smoothed, sorted by step, log10 of the value when `log_y`.
 fn prepare(log: &LevelSeries, level: usize, metric: &str, opts: &PlotOptions) -> Vec<(f64, f64)> {
-    let Some(raw) = log.get(&level).and_then(|m| m.get(metric)) else { return Vec::new() };
+    let Some(raw) = log.get(&level).and_then(|m| m.get(metric)) else {
+        return Vec::new();
+    };
     let mut raw = raw.clone();
     raw.sort_by(|a, b| a.0.total_cmp(&b.0));
     let window = opts.smooth.max(1);
@@ -197,7 +269,9 @@ fn font_available() -> bool {
     static FONT: OnceLock<bool> = OnceLock::new();
     *FONT.get_or_init(|| {
         FONT_PATHS.iter().any(|p| {
-            let Ok(bytes) = std::fs::read(p) else { return false };
+            let Ok(bytes) = std::fs::read(p) else {
+                return false;
+            };
             // plotters keeps fonts for the whole process; leaking the bytes once is the price.
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
             plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
@@ -207,14 +281,30 @@ fn font_available() -> bool {
 
 type DrawResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-fn draw(out: &Path, opts: &PlotOptions, metric: &str, levels: &[usize], labels: &[&str], lines: &[Vec<Vec<(f64, f64)>>]) -> DrawResult {
+fn draw(
+    out: &Path,
+    opts: &PlotOptions,
+    metric: &str,
+    levels: &[usize],
+    labels: &[&str],
+    lines: &[Vec<Vec<(f64, f64)>>],
+) -> DrawResult {
     let text = font_available();
     let root = BitMapBackend::new(out, (opts.width, opts.height)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((1, levels.len().max(1)));
     for ((panel, level), runs) in panels.iter().zip(levels).zip(lines) {
-        let title = format!("level {level}: {metric}{}", if opts.log_y { " (log)" } else { "" });
-        draw_panel(panel, text.then_some(title.as_str()), labels, runs, opts.log_y)?;
+        let title = format!(
+            "level {level}: {metric}{}",
+            if opts.log_y { " (log)" } else { "" }
+        );
+        draw_panel(
+            panel,
+            text.then_some(title.as_str()),
+            labels,
+            runs,
+            opts.log_y,
+        )?;
     }
     root.present()?;
     Ok(())
@@ -234,28 +324,52 @@ where
     let mut builder = ChartBuilder::on(area);
     builder.margin(12);
     if let Some(title) = title {
-        builder.caption(title, ("sans-serif", 18)).x_label_area_size(32).y_label_area_size(56);
+        builder
+            .caption(title, ("sans-serif", 18))
+            .x_label_area_size(32)
+            .y_label_area_size(56);
     }
     let mut chart = builder.build_cartesian_2d(xr.clone(), yr.clone())?;
     if title.is_some() {
-        let fmt_y = move |v: &f64| if log_y { format!("{:.3}", 10f64.powf(*v)) } else { format!("{v:.3}") };
+        let fmt_y = move |v: &f64| {
+            if log_y {
+                format!("{:.3}", 10f64.powf(*v))
+            } else {
+                format!("{v:.3}")
+            }
+        };
         chart
             .configure_mesh()
             .x_desc("step")
             .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&fmt_y).label_style(("sans-serif", 13)).draw()?;
+            .y_label_formatter(&fmt_y)
+            .label_style(("sans-serif", 13))
+            .draw()?;
     } else {
-        chart.plotting_area().draw(&Rectangle::new([(xr.start, yr.start), (xr.end, yr.end)], BLACK))?;
+        chart.plotting_area().draw(&Rectangle::new(
+            [(xr.start, yr.start), (xr.end, yr.end)],
+            BLACK,
+        ))?;
     }
     for (k, points) in runs.iter().enumerate() {
         let colour = COLOURS[k % COLOURS.len()];
-        let series = chart.draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))?;
+        let series = chart.draw_series(LineSeries::new(
+            points.iter().copied(),
+            colour.stroke_width(2),
+        ))?;
         if let Some(label) = labels.get(k).filter(|_| title.is_some()) {
-            series.label(*label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+            series.label(*label).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
         }
     }
     if title.is_some() {
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 13)).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()?;
     }
     Ok(())
 }
@@ -264,7 +378,11 @@ where
 fn bounds(runs: &[Vec<(f64, f64)>]) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
     let points = || runs.iter().flatten();
     let fold = |f: fn(&(f64, f64)) -> f64| {
-        points().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
+        points()
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
     };
     let widen = |(lo, hi): (f64, f64), pad: f64| {
         if !lo.is_finite() {
@@ -284,7 +402,10 @@ mod tests {
     fn loss_keys_name_level_and_component() {
         assert_eq!(parse_loss_key("loss.l0"), Some((0, "total".into())));
         assert_eq!(parse_loss_key("loss_l12"), Some((12, "total".into())));
-        assert_eq!(parse_loss_key("loss.level2.perceptual"), Some((2, "perceptual".into())));
+        assert_eq!(
+            parse_loss_key("loss.level2.perceptual"),
+            Some((2, "perceptual".into()))
+        );
         assert_eq!(parse_loss_key("loss.l1.l1"), Some((1, "l1".into())));
         assert_eq!(parse_loss_key("loss"), None);
         assert_eq!(parse_loss_key("loss.total"), None);
@@ -298,7 +419,12 @@ mod tests {
         .unwrap();
         let mut got = level_values(&rec);
         got.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let want = vec![(0, "l1".to_string(), 0.1), (0, "total".into(), 0.5), (0, "total".into(), 0.9), (1, "perceptual".into(), 0.25)];
+        let want = vec![
+            (0, "l1".to_string(), 0.1),
+            (0, "total".into(), 0.5),
+            (0, "total".into(), 0.9),
+            (1, "perceptual".into(), 0.25),
+        ];
         assert_eq!(got, want);
     }
 
@@ -321,11 +447,22 @@ mod tests {
     fn plot_of_a_synthetic_log_is_a_png_of_the_requested_size() {
         let dir = tempfile::tempdir().unwrap();
         let runs = vec![
-            ("pooling".to_string(), synthetic_log(dir.path(), "a.jsonl", 1.0)),
-            ("sampling".to_string(), synthetic_log(dir.path(), "b.jsonl", 2.0)),
+            (
+                "pooling".to_string(),
+                synthetic_log(dir.path(), "a.jsonl", 1.0),
+            ),
+            (
+                "sampling".to_string(),
+                synthetic_log(dir.path(), "b.jsonl", 2.0),
+            ),
         ];
         let out = dir.path().join("losses.png");
-        let opts = PlotOptions { width: 900, height: 300, smooth: 5, ..PlotOptions::default() };
+        let opts = PlotOptions {
+            width: 900,
+            height: 300,
+            smooth: 5,
+            ..PlotOptions::default()
+        };
         assert_eq!(plot_losses(&runs, &out, &opts).unwrap(), "total");
         let img = image::open(&out).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (900, 300));

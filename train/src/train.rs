@@ -87,11 +87,33 @@ impl Trainer {
             let _ = model.codebook().shallow_clone().set_requires_grad(false);
         }
         let s = &cfg.schedule;
-        let adam = Adam::new(vars, AdamParams { beta1: s.beta1, beta2: s.beta2, eps: s.eps });
+        let adam = Adam::new(
+            vars,
+            AdamParams {
+                beta1: s.beta1,
+                beta2: s.beta2,
+                eps: s.eps,
+            },
+        );
         let cb = CodebookState::new(model.codebook(), &cfg.codebook);
-        let lpips = if cfg.loss.perceptual > 0.0 { Some(Lpips::load(&cfg.lpips_path, Net::Vgg, device)?) } else { None };
+        let lpips = if cfg.loss.perceptual > 0.0 {
+            Some(Lpips::load(&cfg.lpips_path, Net::Vgg, device)?)
+        } else {
+            None
+        };
         let rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EED_C0DE);
-        Ok(Trainer { cfg: cfg.clone(), model_cfg, device, vs, model, adam, cb, rng, lpips, step: 0 })
+        Ok(Trainer {
+            cfg: cfg.clone(),
+            model_cfg,
+            device,
+            vs,
+            model,
+            adam,
+            cb,
+            rng,
+            lpips,
+            step: 0,
+        })
     }
 
     /// Completed steps.
@@ -126,8 +148,10 @@ impl Trainer {
     fn flat_latents(&self, x01: &Tensor) -> Tensor {
         let d = self.model_cfg.codebook_dim as i64;
         let zs = self.model.level_latents(&self.model.normalize(x01));
-        let flats: Vec<Tensor> =
-            zs.iter().map(|z| self.model.project(z).permute([0, 2, 3, 1]).reshape([-1, d])).collect();
+        let flats: Vec<Tensor> = zs
+            .iter()
+            .map(|z| self.model.project(z).permute([0, 2, 3, 1]).reshape([-1, d]))
+            .collect();
         Tensor::cat(&flats, 0)
     }
 
@@ -144,11 +168,16 @@ impl Trainer {
             let l1 = (&o.recon - &xn).abs().mean(Kind::Float);
             let perceptual = match &self.lpips {
                 // LPIPS sees [0, 1] pixels; unclamped so its gradient never vanishes.
-                Some(lp) => lp.forward(&self.unnormalize(&o.recon), &x01).mean(Kind::Float),
+                Some(lp) => lp
+                    .forward(&self.unnormalize(&o.recon), &x01)
+                    .mean(Kind::Float),
                 None => Tensor::zeros([], (Kind::Float, self.device)),
             };
             let cb_w = if ema { 0.0 } else { w.codebook };
-            let level_total = &l1 * w.l1 + &perceptual * w.perceptual + &o.codebook_loss * cb_w + &o.commitment_loss * w.beta;
+            let level_total = &l1 * w.l1
+                + &perceptual * w.perceptual
+                + &o.codebook_loss * cb_w
+                + &o.commitment_loss * w.beta;
             levels.push(LevelStats {
                 l1: l1.double_value(&[]),
                 perceptual: perceptual.double_value(&[]),
@@ -161,7 +190,10 @@ impl Trainer {
         }
         let loss = total.double_value(&[]);
         if !loss.is_finite() {
-            return Err(TrainError::bad_config("schedule.lr", format!("loss became {loss} at step {}", self.step + 1)));
+            return Err(TrainError::bad_config(
+                "schedule.lr",
+                format!("loss became {loss} at step {}", self.step + 1),
+            ));
         }
         let lr = self.cfg.schedule.lr_at(self.step);
         self.adam.zero_grad();
@@ -169,16 +201,31 @@ impl Trainer {
         self.adam.step(lr);
         self.step += 1;
         let (usage_all, restarted) = self.codebook_bookkeeping(&outs, &mut levels);
-        Ok(StepStats { step: self.step, lr, loss, levels, usage_all_levels: usage_all, restarted })
+        Ok(StepStats {
+            step: self.step,
+            lr,
+            loss,
+            levels,
+            usage_all_levels: usage_all,
+            restarted,
+        })
     }
 
     fn unnormalize(&self, y: &Tensor) -> Tensor {
-        let t = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(self.device);
+        let t = |v: [f32; 3]| {
+            Tensor::from_slice(&v)
+                .view([1, 3, 1, 1])
+                .to_device(self.device)
+        };
         y * t(self.model_cfg.std) + t(self.model_cfg.mean)
     }
 
     /// Usage statistics, EMA update and dead-code restart after a step.
-    fn codebook_bookkeeping(&mut self, outs: &[crate::model::LevelOutput], levels: &mut [LevelStats]) -> (i64, usize) {
+    fn codebook_bookkeeping(
+        &mut self,
+        outs: &[crate::model::LevelOutput],
+        levels: &mut [LevelStats],
+    ) -> (i64, usize) {
         let n = self.model_cfg.codebook_size as i64;
         let d = self.model_cfg.codebook_dim as i64;
         let mut all = Tensor::ones([n], (Kind::Bool, self.device));
@@ -197,7 +244,8 @@ impl Trainer {
         self.cb.after_step(&mut codebook, &lat, &tok, self.step);
         let opts = &self.cfg.codebook;
         let restarted = if opts.restart_dead && self.step % opts.restart_every == 0 {
-            self.cb.restart_dead(&mut codebook, &lat, self.step, &mut self.rng)
+            self.cb
+                .restart_dead(&mut codebook, &lat, self.step, &mut self.rng)
         } else {
             0
         };
@@ -206,7 +254,12 @@ impl Trainer {
 
     /// Every tensor a checkpoint holds: `model.*`, Adam moments, codebook state.
     fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+        let mut v: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (format!("model.{n}"), t))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v.extend(self.adam.state());
         v.extend(self.cb.state());
@@ -227,16 +280,28 @@ impl Trainer {
     /// Restores everything a checkpoint holds; it must be of the same model config.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<(), TrainError> {
         let (tensors, meta) = checkpoint::load(path)?;
-        let bad = |reason: String| TrainError::CheckpointMismatch { path: path.to_path_buf(), reason };
+        let bad = |reason: String| TrainError::CheckpointMismatch {
+            path: path.to_path_buf(),
+            reason,
+        };
         if meta.model_json != self.model_cfg.to_json() {
-            return Err(bad(format!("its model config is {}, this run's is {}", meta.model_json, self.model_cfg.to_json())));
+            return Err(bad(format!(
+                "its model config is {}, this run's is {}",
+                meta.model_json,
+                self.model_cfg.to_json()
+            )));
         }
         let get = |name: &str| tensors.get(name).map(|t| t.to_device(self.device));
         tch::no_grad(|| -> Result<(), TrainError> {
             for (name, mut var) in self.vs.variables() {
-                let src = get(&format!("model.{name}")).ok_or_else(|| bad(format!("lacks model.{name}")))?;
+                let src = get(&format!("model.{name}"))
+                    .ok_or_else(|| bad(format!("lacks model.{name}")))?;
                 if src.size() != var.size() {
-                    return Err(bad(format!("model.{name} has shape {:?}, expected {:?}", src.size(), var.size())));
+                    return Err(bad(format!(
+                        "model.{name} has shape {:?}, expected {:?}",
+                        src.size(),
+                        var.size()
+                    )));
                 }
                 var.copy_(&src);
             }
@@ -246,7 +311,9 @@ impl Trainer {
             }
             Ok(())
         })?;
-        self.adam.load_state(meta.step, get).map_err(|e| bad(format!("optimizer state: {e}")))?;
+        self.adam
+            .load_state(meta.step, get)
+            .map_err(|e| bad(format!("optimizer state: {e}")))?;
         self.rng = ChaCha8Rng::from_seed(meta.rng_seed);
         self.rng.set_word_pos(meta.rng_word_pos);
         self.step = meta.step;
@@ -255,7 +322,11 @@ impl Trainer {
 
     /// Inference weights with provenance.
     pub fn export(&self, data: &str, command: &str) -> Result<hvq_spec::Weights, TrainError> {
-        let prov = Provenance { trained_steps: self.step, data: data.to_string(), command: command.to_string() };
+        let prov = Provenance {
+            trained_steps: self.step,
+            data: data.to_string(),
+            command: command.to_string(),
+        };
         weights_from_varstore(&self.vs, &self.model_cfg, prov.metadata())
     }
 }
@@ -267,7 +338,9 @@ impl Trainer {
 /// function of its seed.
 fn seeded_model(cfg: &ModelConfig, seed: u64, device: Device) -> (nn::VarStore, Hvq) {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
     let model = Hvq::new(&vs.root(), cfg);
@@ -320,7 +393,11 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 /// Runs (or resumes) the training described by `cfg` on `device`; returns the last step's stats.
-pub fn run(cfg: &TrainConfig, device: Device, opts: &RunOptions) -> Result<Option<StepStats>, TrainError> {
+pub fn run(
+    cfg: &TrainConfig,
+    device: Device,
+    opts: &RunOptions,
+) -> Result<Option<StepStats>, TrainError> {
     let paths = RunPaths::new(&cfg.out_dir);
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| TrainError::io(&cfg.out_dir, e))?;
     let mut trainer = Trainer::new(cfg, device)?;
@@ -331,11 +408,27 @@ pub fn run(cfg: &TrainConfig, device: Device, opts: &RunOptions) -> Result<Optio
     }
     let s = &cfg.schedule;
     let d = &cfg.data;
-    let mut loader = Loader::new(dataset.train().to_vec(), s.batch, d.image_size, cfg.seed, trainer.step(), d.workers, d.prefetch)?;
+    let mut loader = Loader::new(
+        dataset.train().to_vec(),
+        s.batch,
+        d.image_size,
+        cfg.seed,
+        trainer.step(),
+        d.workers,
+        d.prefetch,
+    )?;
     if !resumed && cfg.codebook.kmeans_init {
-        let first = Loader::new(dataset.train().to_vec(), s.batch, d.image_size, cfg.seed, 0, 1, 1)?
-            .next()
-            .ok_or_else(|| TrainError::bad_config("data_dir", "no batch"))??;
+        let first = Loader::new(
+            dataset.train().to_vec(),
+            s.batch,
+            d.image_size,
+            cfg.seed,
+            0,
+            1,
+            1,
+        )?
+        .next()
+        .ok_or_else(|| TrainError::bad_config("data_dir", "no batch"))??;
         trainer.kmeans_init(&first.images);
     }
     let mut log = std::fs::OpenOptions::new()
@@ -348,7 +441,9 @@ pub fn run(cfg: &TrainConfig, device: Device, opts: &RunOptions) -> Result<Optio
     let mut last = None;
     let mut t0 = Instant::now();
     while trainer.step() < s.steps {
-        let batch = loader.next().ok_or_else(|| TrainError::LoaderStopped { step: trainer.step() })??;
+        let batch = loader.next().ok_or_else(|| TrainError::LoaderStopped {
+            step: trainer.step(),
+        })??;
         let stats = trainer.train_step(&batch.images)?;
         let ips = s.batch as f64 / t0.elapsed().as_secs_f64();
         t0 = Instant::now();
@@ -372,7 +467,12 @@ pub fn run(cfg: &TrainConfig, device: Device, opts: &RunOptions) -> Result<Optio
     Ok(last)
 }
 
-fn write_log(log: &mut std::fs::File, path: &Path, stats: &StepStats, ips: f64) -> Result<(), TrainError> {
+fn write_log(
+    log: &mut std::fs::File,
+    path: &Path,
+    stats: &StepStats,
+    ips: f64,
+) -> Result<(), TrainError> {
     let mut v = serde_json::to_value(stats).expect("stats serialize");
     v["images_per_s"] = serde_json::json!(ips);
     writeln!(log, "{v}").map_err(|e| TrainError::io(path, e))
@@ -385,8 +485,10 @@ fn progress_bar(show: bool, steps: u64, start: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(steps);
     bar.set_position(start);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
     );
     bar
 }

@@ -44,19 +44,50 @@ pub struct GeneratedImage {
     pub height: usize,
 }
 
-const GRADIENT: GeneratedImage = GeneratedImage { name: "gradient32x32", width: 32, height: 32 };
+const GRADIENT: GeneratedImage = GeneratedImage {
+    name: "gradient32x32",
+    width: 32,
+    height: 32,
+};
 // 37×29 is not a multiple of any coarsest stride: it exercises edge padding and cropping.
-const PATTERN: GeneratedImage = GeneratedImage { name: "pattern37x29", width: 37, height: 29 };
-const WIDE: GeneratedImage = GeneratedImage { name: "rings48x24", width: 48, height: 24 };
+const PATTERN: GeneratedImage = GeneratedImage {
+    name: "pattern37x29",
+    width: 37,
+    height: 29,
+};
+const WIDE: GeneratedImage = GeneratedImage {
+    name: "rings48x24",
+    width: 48,
+    height: 24,
+};
 
 /// The vector set: `tiny` on three images, one image per other strategy, and a
 /// single-level model.
 pub fn vector_models() -> Vec<VectorModel> {
     let tiny = ModelConfig::tiny();
-    let mut models = vec![VectorModel { name: "tiny".into(), config: tiny.clone(), images: vec![GRADIENT, PATTERN, WIDE], dtype: StoreDtype::F32 }];
+    let mut models = vec![VectorModel {
+        name: "tiny".into(),
+        config: tiny.clone(),
+        images: vec![GRADIENT, PATTERN, WIDE],
+        dtype: StoreDtype::F32,
+    }];
     for s in [Strategy::Sampling, Strategy::Avgpool, Strategy::Convpool] {
-        let name = format!("tiny-{}", serde_json::to_value(s).expect("strategy serializes").as_str().unwrap_or("x"));
-        models.push(VectorModel { name, config: ModelConfig { strategy: s, ..tiny.clone() }, images: vec![PATTERN], dtype: StoreDtype::F16 });
+        let name = format!(
+            "tiny-{}",
+            serde_json::to_value(s)
+                .expect("strategy serializes")
+                .as_str()
+                .unwrap_or("x")
+        );
+        models.push(VectorModel {
+            name,
+            config: ModelConfig {
+                strategy: s,
+                ..tiny.clone()
+            },
+            images: vec![PATTERN],
+            dtype: StoreDtype::F16,
+        });
     }
     models.push(VectorModel {
         name: "tiny-single".into(),
@@ -115,11 +146,23 @@ pub fn run_image(model: &Hvq, pixels: &[u8], width: usize, height: usize) -> Ima
     tch::no_grad(|| {
         let cfg = model.config();
         let s = cfg.coarsest_stride();
-        let (pw, ph) = (width.div_ceil(s) * s - width, height.div_ceil(s) * s - height);
-        let x = Tensor::from_slice(pixels).to_kind(Kind::Float).view([1, 3, height as i64, width as i64]) / 255.0;
+        let (pw, ph) = (
+            width.div_ceil(s) * s - width,
+            height.div_ceil(s) * s - height,
+        );
+        let x = Tensor::from_slice(pixels).to_kind(Kind::Float).view([
+            1,
+            3,
+            height as i64,
+            width as i64,
+        ]) / 255.0;
         let x = x.replication_pad2d([0, pw as i64, 0, ph as i64]);
         let zs = model.level_latents(&model.normalize(&x));
-        let mut out = ImageOutputs { latents: vec![], tokens: vec![], decoded: vec![] };
+        let mut out = ImageOutputs {
+            latents: vec![],
+            tokens: vec![],
+            decoded: vec![],
+        };
         for (l, z) in zs.iter().enumerate() {
             let p = model.project(z);
             let tokens = model.nearest(&p);
@@ -154,7 +197,11 @@ pub fn export_vectors(dir: &Path, command: &str) -> Result<(), TrainError> {
             let out = run_image(&model, &pixels, img.width, img.height);
             let case_file = format!("{}.{}.safetensors", vm.name, img.name);
             write_case(&dir.join(&case_file), &pixels, img, &out)?;
-            let grids: Vec<[i64; 2]> = out.tokens.iter().map(|t| [t.size()[0], t.size()[1]]).collect();
+            let grids: Vec<[i64; 2]> = out
+                .tokens
+                .iter()
+                .map(|t| [t.size()[0], t.size()[1]])
+                .collect();
             manifest.push(json!({
                 "model": vm.name, "weights": weight_file, "weights_dtype": format!("{:?}", vm.dtype).to_lowercase(), "case": case_file, "image": img.name,
                 "width": img.width, "height": img.height, "levels": vm.config.levels,
@@ -171,43 +218,81 @@ pub fn export_vectors(dir: &Path, command: &str) -> Result<(), TrainError> {
 /// The fixed-seed weights of a vector model, rounded through f16 when stored as f16.
 pub fn vector_weights(vm: &VectorModel, command: &str) -> Result<Weights, TrainError> {
     let random = hvq_spec::random_weights(&vm.config, WEIGHT_SEED)?;
-    let prov = Provenance { trained_steps: 0, data: format!("random_weights(seed {WEIGHT_SEED})"), command: command.into() };
+    let prov = Provenance {
+        trained_steps: 0,
+        data: format!("random_weights(seed {WEIGHT_SEED})"),
+        command: command.into(),
+    };
     let tensors = random
         .iter()
         .map(|(k, v)| {
             let mut v = v.clone();
             if vm.dtype == StoreDtype::F16 {
-                v.data.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+                v.data
+                    .iter_mut()
+                    .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
             }
             (k.clone(), v)
         })
         .collect();
-    Ok(Weights::from_tensors(vm.config.clone(), tensors, prov.metadata())?)
+    Ok(Weights::from_tensors(
+        vm.config.clone(),
+        tensors,
+        prov.metadata(),
+    )?)
 }
 
-fn write_case(path: &Path, pixels: &[u8], img: &GeneratedImage, out: &ImageOutputs) -> Result<(), TrainError> {
-    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
-        vec![("input".into(), Dtype::U8, vec![3, img.height, img.width], pixels.to_vec())];
+fn write_case(
+    path: &Path,
+    pixels: &[u8],
+    img: &GeneratedImage,
+    out: &ImageOutputs,
+) -> Result<(), TrainError> {
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![(
+        "input".into(),
+        Dtype::U8,
+        vec![3, img.height, img.width],
+        pixels.to_vec(),
+    )];
     for l in 0..out.tokens.len() {
         buffers.push(f32_buffer(format!("latent.{l}"), &out.latents[l])?);
         let toks = out.tokens[l].to_kind(Kind::Int);
         let vals = Vec::<i32>::try_from(&toks.contiguous().view([-1]))?;
         let shape = toks.size().iter().map(|&d| d as usize).collect();
-        buffers.push((format!("tokens.{l}"), Dtype::I32, shape, vals.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        buffers.push((
+            format!("tokens.{l}"),
+            Dtype::I32,
+            shape,
+            vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
         buffers.push(f32_buffer(format!("decoded.{l}"), &out.decoded[l])?);
     }
     let views: Vec<(String, TensorView<'_>)> = buffers
         .iter()
-        .map(|(n, dt, shape, b)| (n.clone(), TensorView::new(*dt, shape.clone(), b).expect("sizes match by construction")))
+        .map(|(n, dt, shape, b)| {
+            (
+                n.clone(),
+                TensorView::new(*dt, shape.clone(), b).expect("sizes match by construction"),
+            )
+        })
         .collect();
     let meta: HashMap<String, String> =
-        BTreeMap::from([("hvq.vector.image".to_string(), img.name.to_string())]).into_iter().collect();
-    let bytes = safetensors::serialize(views, Some(meta)).expect("in-memory serialization cannot fail");
+        BTreeMap::from([("hvq.vector.image".to_string(), img.name.to_string())])
+            .into_iter()
+            .collect();
+    let bytes =
+        safetensors::serialize(views, Some(meta)).expect("in-memory serialization cannot fail");
     write_atomic(path, &bytes)
 }
 
-fn f32_buffer(name: String, t: &Tensor) -> Result<(String, Dtype, Vec<usize>, Vec<u8>), TrainError> {
+fn f32_buffer(
+    name: String,
+    t: &Tensor,
+) -> Result<(String, Dtype, Vec<usize>, Vec<u8>), TrainError> {
     let shape = t.size().iter().map(|&d| d as usize).collect();
-    let bytes = to_vec_f32(t)?.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = to_vec_f32(t)?
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     Ok((name, Dtype::F32, shape, bytes))
 }

@@ -14,7 +14,11 @@ fn write_images(dir: &Path, n: usize) -> Vec<PathBuf> {
         .map(|i| {
             let (w, h) = (24 + 3 * i as u32, 20 + 2 * (i % 4) as u32);
             let img = image::RgbImage::from_fn(w, h, |x, y| {
-                image::Rgb([(x * 7 + i as u32 * 13) as u8, (y * 11) as u8, (x * y + i as u32) as u8])
+                image::Rgb([
+                    (x * 7 + i as u32 * 13) as u8,
+                    (y * 11) as u8,
+                    (x * y + i as u32) as u8,
+                ])
             });
             let name = match i % 3 {
                 0 => format!("img{i:02}.png"),
@@ -22,7 +26,11 @@ fn write_images(dir: &Path, n: usize) -> Vec<PathBuf> {
                 _ => format!("img{i:02}.jpg"),
             };
             let path = dir.join(name);
-            let fmt = if i % 3 == 2 { image::ImageFormat::Jpeg } else { image::ImageFormat::Png };
+            let fmt = if i % 3 == 2 {
+                image::ImageFormat::Jpeg
+            } else {
+                image::ImageFormat::Png
+            };
             img.save_with_format(&path, fmt).unwrap();
             path
         })
@@ -30,17 +38,32 @@ fn write_images(dir: &Path, n: usize) -> Vec<PathBuf> {
 }
 
 fn small_cfg(val_count: usize) -> DataConfig {
-    DataConfig { image_size: 16, val_count, workers: 2, prefetch: 2, ..DataConfig::default() }
+    DataConfig {
+        image_size: 16,
+        val_count,
+        workers: 2,
+        prefetch: 2,
+        ..DataConfig::default()
+    }
 }
 
-fn batches(files: Vec<PathBuf>, seed: u64, start: u64, workers: usize, count: usize) -> Vec<(u64, Vec<f32>)> {
+fn batches(
+    files: Vec<PathBuf>,
+    seed: u64,
+    start: u64,
+    workers: usize,
+    count: usize,
+) -> Vec<(u64, Vec<f32>)> {
     let loader = Loader::new(files, 3, 16, seed, start, workers, 3).unwrap();
     loader
         .take(count)
         .map(|b| {
             let b = b.unwrap();
             assert_eq!(b.images.size(), [3, 3, 16, 16]);
-            (b.step, Vec::<f32>::try_from(b.images.flatten(0, -1)).unwrap())
+            (
+                b.step,
+                Vec::<f32>::try_from(b.images.flatten(0, -1)).unwrap(),
+            )
         })
         .collect()
 }
@@ -53,7 +76,10 @@ fn batch_content_depends_only_on_seed_and_step() {
     // A run resumed at step 3 with another worker count sees the same batches 3, 4, 5.
     let resumed = batches(files.clone(), 11, 3, 3, 3);
     assert_eq!(&full[3..], &resumed[..]);
-    assert_eq!(full.iter().map(|b| b.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(
+        full.iter().map(|b| b.0).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5]
+    );
     let other_seed = batches(files, 12, 0, 2, 6);
     assert_ne!(full, other_seed);
     for (_, px) in &full {
@@ -84,7 +110,10 @@ fn only_corrupt_files_give_an_error_not_a_hang() {
     let bad = dir.path().join("a.png");
     std::fs::write(&bad, b"garbage").unwrap();
     let mut loader = Loader::new(vec![bad], 2, 16, 0, 0, 1, 1).unwrap();
-    assert!(matches!(loader.next(), Some(Err(TrainError::NoDecodableImages { count: 1, step: 0 }))));
+    assert!(matches!(
+        loader.next(),
+        Some(Err(TrainError::NoDecodableImages { count: 1, step: 0 }))
+    ));
     assert!(loader.next().is_none());
 }
 
@@ -93,7 +122,10 @@ fn missing_and_empty_folders_are_distinct_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
     let err = Dataset::open(&missing, &small_cfg(0)).unwrap_err();
-    assert!(matches!(&err, TrainError::DataDirMissing { path } if *path == missing), "{err}");
+    assert!(
+        matches!(&err, TrainError::DataDirMissing { path } if *path == missing),
+        "{err}"
+    );
 
     std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
     let err = Dataset::open(dir.path(), &small_cfg(0)).unwrap_err();
@@ -106,7 +138,17 @@ fn too_few_images_for_the_validation_split_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     write_images(dir.path(), 3);
     let err = Dataset::open(dir.path(), &small_cfg(3)).unwrap_err();
-    assert!(matches!(err, TrainError::TooFewImages { found: 3, val_count: 3, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            TrainError::TooFewImages {
+                found: 3,
+                val_count: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -115,13 +157,23 @@ fn validation_split_is_fixed_disjoint_and_complete() {
     let mut all = write_images(dir.path(), 12);
     all.sort();
     let a = Dataset::open(dir.path(), &small_cfg(4)).unwrap();
-    let b = Dataset::open(dir.path(), &DataConfig { workers: 1, ..small_cfg(4) }).unwrap();
+    let b = Dataset::open(
+        dir.path(),
+        &DataConfig {
+            workers: 1,
+            ..small_cfg(4)
+        },
+    )
+    .unwrap();
     assert_eq!((a.train(), a.val()), (b.train(), b.val()));
     assert_eq!(a.val().len(), 4);
     assert!(a.val().iter().all(|v| !a.train().contains(v)));
     let mut union: Vec<PathBuf> = a.train().iter().chain(a.val()).cloned().collect();
     union.sort();
-    assert_eq!(union, all, "every image (sub-folders, upper-case extensions) is found once");
+    assert_eq!(
+        union, all,
+        "every image (sub-folders, upper-case extensions) is found once"
+    );
 
     // Adding a file moves at most one file out of the validation set.
     write_images(&dir.path().join("more"), 1);

@@ -15,7 +15,10 @@ fn lpips_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: ../shared absent ({} not found); LPIPS reference test not run", dir.display());
+        eprintln!(
+            "SKIPPED: ../shared absent ({} not found); LPIPS reference test not run",
+            dir.display()
+        );
         None
     }
 }
@@ -53,15 +56,24 @@ fn vgg_is_zero_for_identical_images_positive_otherwise_and_differentiable() {
     d.sum(Kind::Float).backward();
     let grad = p0.grad();
     assert!(grad.defined() && grad.isfinite().all().int64_value(&[]) == 1);
-    assert!(grad.abs().sum(Kind::Float).double_value(&[]) > 0.0, "gradient reaches the input");
+    assert!(
+        grad.abs().sum(Kind::Float).double_value(&[]) > 0.0,
+        "gradient reaches the input"
+    );
 }
 
 #[test]
 fn missing_weight_file_is_a_clear_error_naming_it() {
     let path = PathBuf::from("/definitely/not/here/vgg16.safetensors");
     let err = Lpips::load(&path, Net::Vgg, Device::Cpu).unwrap_err();
-    assert!(matches!(&err, TrainError::MissingLpips { path: p } if *p == path), "{err}");
-    assert!(err.to_string().contains("/definitely/not/here/vgg16.safetensors"));
+    assert!(
+        matches!(&err, TrainError::MissingLpips { path: p } if *p == path),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("/definitely/not/here/vgg16.safetensors")
+    );
 }
 
 #[test]
@@ -72,7 +84,12 @@ fn wrong_tensor_shape_is_refused_naming_the_tensor() {
     Tensor::write_safetensors(&[("features.Conv_0.weight", &w)], &path).unwrap();
     let err = Lpips::load(&path, Net::Alex, Device::Cpu).unwrap_err();
     match err {
-        TrainError::LpipsTensor { tensor, expected, got, .. } => {
+        TrainError::LpipsTensor {
+            tensor,
+            expected,
+            got,
+            ..
+        } => {
             assert_eq!(tensor, "features.Conv_0.weight");
             assert_eq!(expected, [64, 3, 11, 11]);
             assert_eq!(got, Some(vec![64, 3, 5, 5]));

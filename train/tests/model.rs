@@ -7,7 +7,11 @@ use hvq_train::model::Hvq;
 use tch::{Device, Kind, Tensor, nn};
 
 fn tiny(strategy: Strategy, levels: usize) -> ModelConfig {
-    ModelConfig { strategy, levels, ..ModelConfig::tiny() }
+    ModelConfig {
+        strategy,
+        levels,
+        ..ModelConfig::tiny()
+    }
 }
 
 fn all_configs() -> Vec<ModelConfig> {
@@ -18,7 +22,11 @@ fn all_configs() -> Vec<ModelConfig> {
         }
     }
     // Attention off and 3 encoder resolutions, to cover the other schema branches.
-    v.push(ModelConfig { mid_attention: false, channel_mult: vec![1, 2, 2], ..ModelConfig::tiny() });
+    v.push(ModelConfig {
+        mid_attention: false,
+        channel_mult: vec![1, 2, 2],
+        ..ModelConfig::tiny()
+    });
     v
 }
 
@@ -32,7 +40,10 @@ fn build(cfg: &ModelConfig) -> (nn::VarStore, Hvq) {
 fn input(cfg: &ModelConfig, b: i64, side_mult: i64) -> Tensor {
     tch::manual_seed(1);
     let s = cfg.coarsest_stride() as i64 * side_mult;
-    Tensor::rand([b, 3, s, s + cfg.coarsest_stride() as i64], (Kind::Float, Device::Cpu))
+    Tensor::rand(
+        [b, 3, s, s + cfg.coarsest_stride() as i64],
+        (Kind::Float, Device::Cpu),
+    )
 }
 
 #[test]
@@ -45,7 +56,10 @@ fn variable_names_and_shapes_equal_the_schema() {
             .into_iter()
             .map(|(n, t)| (n, t.size().iter().map(|&d| d as usize).collect()))
             .collect();
-        let schema: BTreeSet<(String, Vec<usize>)> = schema::tensors(&cfg).into_iter().map(|t| (t.name, t.shape)).collect();
+        let schema: BTreeSet<(String, Vec<usize>)> = schema::tensors(&cfg)
+            .into_iter()
+            .map(|t| (t.name, t.shape))
+            .collect();
         assert_eq!(ours, schema, "config {cfg:?}");
     }
 }
@@ -62,7 +76,11 @@ fn output_shapes_at_every_level_for_every_strategy() {
         for (l, o) in outs.iter().enumerate() {
             let f = cfg.level_stride(l) as i64;
             let d = cfg.codebook_dim as i64;
-            assert_eq!(o.latent.size(), [2, d, h / f, w / f], "latent, level {l}, {cfg:?}");
+            assert_eq!(
+                o.latent.size(),
+                [2, d, h / f, w / f],
+                "latent, level {l}, {cfg:?}"
+            );
             assert_eq!(o.quantized.size(), [2, d, h / f, w / f]);
             assert_eq!(o.tokens.size(), [2, h / f, w / f]);
             assert_eq!(o.tokens.kind(), Kind::Int64);
@@ -88,7 +106,11 @@ fn tokens_are_the_nearest_entry_with_ties_to_the_lowest_index() {
 fn grad_norm(vs: &nn::VarStore, name: &str) -> f64 {
     let t = &vs.variables()[name];
     let g = t.grad();
-    if g.defined() { g.abs().sum(Kind::Double).double_value(&[]) } else { 0.0 }
+    if g.defined() {
+        g.abs().sum(Kind::Double).double_value(&[])
+    } else {
+        0.0
+    }
 }
 
 #[test]
@@ -100,10 +122,18 @@ fn straight_through_gradient_reaches_the_encoder() {
     let outs = m.forward(&x);
     // Reconstruction loss of the coarsest level only: its gradient must pass the quantizer.
     (&outs[2].recon - &x).abs().mean(Kind::Float).backward();
-    for name in ["encoder.conv_in.weight", "levels.2.down.conv.weight", "quantizer.proj.weight"] {
+    for name in [
+        "encoder.conv_in.weight",
+        "levels.2.down.conv.weight",
+        "quantizer.proj.weight",
+    ] {
         assert!(grad_norm(&vs, name) > 0.0, "{name} got no gradient");
     }
-    assert_eq!(grad_norm(&vs, "quantizer.codebook"), 0.0, "the reconstruction must not move the codebook");
+    assert_eq!(
+        grad_norm(&vs, "quantizer.codebook"),
+        0.0,
+        "the reconstruction must not move the codebook"
+    );
 }
 
 #[test]
@@ -113,7 +143,10 @@ fn codebook_term_moves_only_the_codebook_and_commitment_only_the_encoder_side() 
     let (vs, m) = build(&cfg);
     let x = m.normalize(&input(&cfg, 1, 1));
     let outs = m.forward(&x);
-    outs.iter().map(|o| o.codebook_loss.shallow_clone()).sum::<Tensor>().backward();
+    outs.iter()
+        .map(|o| o.codebook_loss.shallow_clone())
+        .sum::<Tensor>()
+        .backward();
     for (name, _) in vs.variables() {
         let g = grad_norm(&vs, &name);
         if name == "quantizer.codebook" {
@@ -126,12 +159,26 @@ fn codebook_term_moves_only_the_codebook_and_commitment_only_the_encoder_side() 
         t.zero_grad();
     }
     let outs = m.forward(&x);
-    outs.iter().map(|o| o.commitment_loss.shallow_clone()).sum::<Tensor>().backward();
-    assert_eq!(grad_norm(&vs, "quantizer.codebook"), 0.0, "commitment moved the codebook");
-    assert!(grad_norm(&vs, "encoder.conv_in.weight") > 0.0 && grad_norm(&vs, "quantizer.proj.weight") > 0.0);
+    outs.iter()
+        .map(|o| o.commitment_loss.shallow_clone())
+        .sum::<Tensor>()
+        .backward();
+    assert_eq!(
+        grad_norm(&vs, "quantizer.codebook"),
+        0.0,
+        "commitment moved the codebook"
+    );
+    assert!(
+        grad_norm(&vs, "encoder.conv_in.weight") > 0.0
+            && grad_norm(&vs, "quantizer.proj.weight") > 0.0
+    );
     for (name, _) in vs.variables() {
         if name.starts_with("decoders.") {
-            assert_eq!(grad_norm(&vs, &name), 0.0, "{name} moved by the commitment term");
+            assert_eq!(
+                grad_norm(&vs, &name),
+                0.0,
+                "{name} moved by the commitment term"
+            );
         }
     }
 }

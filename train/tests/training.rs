@@ -40,7 +40,9 @@ fn batch_for(step: u64) -> Tensor {
 #[test]
 fn tiny_config_overfits_eight_images() {
     single_thread();
-    let cfg = config("[schedule]\nsteps = 100\nbatch = 8\nlr = 3e-3\nwarmup_steps = 5\ndecay = \"constant\"");
+    let cfg = config(
+        "[schedule]\nsteps = 100\nbatch = 8\nlr = 3e-3\nwarmup_steps = 5\ndecay = \"constant\"",
+    );
     let mut t = Trainer::new(&cfg, Device::Cpu).unwrap();
     let x = eight_images();
     let l1 = |s: &hvq_train::train::StepStats| s.levels.iter().map(|l| l.l1).sum::<f64>();
@@ -49,9 +51,20 @@ fn tiny_config_overfits_eight_images() {
     for _ in 1..100 {
         last = t.train_step(&x).unwrap();
     }
-    eprintln!("summed L1 {} -> {}, loss {} -> {}", l1(&first), l1(&last), first.loss, last.loss);
+    eprintln!(
+        "summed L1 {} -> {}, loss {} -> {}",
+        l1(&first),
+        l1(&last),
+        first.loss,
+        last.loss
+    );
     // Measured: the summed L1 falls by about 80% in 150 steps; assert at least half.
-    assert!(l1(&last) <= 0.5 * l1(&first), "L1 {} -> {}", l1(&first), l1(&last));
+    assert!(
+        l1(&last) <= 0.5 * l1(&first),
+        "L1 {} -> {}",
+        l1(&first),
+        l1(&last)
+    );
     assert!(last.loss < first.loss);
 }
 
@@ -62,7 +75,9 @@ fn params(t: &Trainer) -> Vec<(String, Tensor)> {
 }
 
 fn resume_matches(extra: &str) {
-    let cfg = config(&format!("[schedule]\nsteps = 6\nbatch = 4\nlr = 1e-3\nwarmup_steps = 2\n{extra}"));
+    let cfg = config(&format!(
+        "[schedule]\nsteps = 6\nbatch = 4\nlr = 1e-3\nwarmup_steps = 2\n{extra}"
+    ));
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("checkpoint.safetensors");
     let mut a = Trainer::new(&cfg, Device::Cpu).unwrap();
@@ -139,16 +154,27 @@ fn bad_configs_are_clear_errors() {
     match parse_err(&format!("{base}[data]\nimage_size = 20")) {
         TrainError::BadConfig { field, reason } => {
             assert_eq!(field, "data.image_size");
-            assert!(reason.contains("multiple of the coarsest stride 8"), "{reason}");
+            assert!(
+                reason.contains("multiple of the coarsest stride 8"),
+                "{reason}"
+            );
         }
         e => panic!("{e}"),
     }
     match parse_err(&format!("{base}lerning_rate = 3")) {
-        TrainError::ConfigParse { source, .. } => assert!(source.to_string().contains("lerning_rate")),
+        TrainError::ConfigParse { source, .. } => {
+            assert!(source.to_string().contains("lerning_rate"))
+        }
         e => panic!("{e}"),
     }
-    assert!(matches!(parse_err("preset = \"huge\"\ndata_dir = \"d\"\nout_dir = \"o\"\n"), TrainError::Spec(_)));
-    assert!(matches!(parse_err(&format!("{base}[model]\nnorm_groups = 3")), TrainError::Spec(_)));
+    assert!(matches!(
+        parse_err("preset = \"huge\"\ndata_dir = \"d\"\nout_dir = \"o\"\n"),
+        TrainError::Spec(_)
+    ));
+    assert!(matches!(
+        parse_err(&format!("{base}[model]\nnorm_groups = 3")),
+        TrainError::Spec(_)
+    ));
 }
 
 #[test]

@@ -19,9 +19,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench(weights: &[u8], image: &RgbImage, backend: Backend, reps: usize) -> Result<String, hvq_codec::CodecError> {
+fn bench(
+    weights: &[u8],
+    image: &RgbImage,
+    backend: Backend,
+    reps: usize,
+) -> Result<String, hvq_codec::CodecError> {
     let t = Instant::now();
-    let codec = Codec::from_weight_bytes(weights)?.backend(backend).build()?;
+    let codec = Codec::from_weight_bytes(weights)?
+        .backend(backend)
+        .build()?;
     let create = ms(t);
     // The first call compiles pipelines and allocates buffers: timed apart, not in the medians.
     let t = Instant::now();
@@ -46,8 +53,11 @@ fn bench(weights: &[u8], image: &RgbImage, backend: Backend, reps: usize) -> Res
             dec[i].push(ms(t));
         }
     }
-    let decode: Vec<String> =
-        levels.iter().zip(dec).map(|(l, d)| format!("\"{l}\": {:.1}", median(d))).collect();
+    let decode: Vec<String> = levels
+        .iter()
+        .zip(dec)
+        .map(|(l, d)| format!("\"{l}\": {:.1}", median(d)))
+        .collect();
     Ok(format!(
         "{{\"backend\": \"{}\", \"width\": {}, \"height\": {}, \"reps\": {reps}, \"createMs\": {create:.1}, \
          \"firstEncodeMs\": {first_encode:.1}, \"firstDecodeMs\": {{{}}}, \"encodeMs\": {:.1}, \"decodeMs\": {{{}}}}}",
@@ -66,7 +76,11 @@ fn main() -> ExitCode {
         eprintln!("usage: native_bench MODEL.safetensors IMAGE REPS");
         return ExitCode::from(2);
     };
-    let (Ok(weights), Ok(bytes), Ok(reps)) = (std::fs::read(model), std::fs::read(image), reps.parse::<usize>()) else {
+    let (Ok(weights), Ok(bytes), Ok(reps)) = (
+        std::fs::read(model),
+        std::fs::read(image),
+        reps.parse::<usize>(),
+    ) else {
         eprintln!("native_bench: cannot read {model} or {image}, or REPS is not a number");
         return ExitCode::FAILURE;
     };

@@ -21,7 +21,10 @@
 
 use std::rc::Rc;
 
-use hvq_codec::{Backend, BackendKind, Codec, CodecError, DecodedImage, FileInfo, LevelSelection, RgbImage, TokenGrid, Tokens};
+use hvq_codec::{
+    Backend, BackendKind, Codec, CodecError, DecodedImage, FileInfo, LevelSelection, RgbImage,
+    TokenGrid, Tokens,
+};
 use js_sys::{Array, Object, Reflect, Uint8Array, Uint8ClampedArray, Uint32Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -92,7 +95,12 @@ struct ConsoleLog;
 impl log::Log for ConsoleLog {
     fn enabled(&self, m: &log::Metadata) -> bool {
         // hvq's own records from `info` up; wgpu and others only when they warn.
-        m.level() <= if m.target().starts_with("hvq") { log::Level::Info } else { log::Level::Warn }
+        m.level()
+            <= if m.target().starts_with("hvq") {
+                log::Level::Info
+            } else {
+                log::Level::Warn
+            }
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
@@ -116,7 +124,9 @@ fn start() {
         log::set_max_level(log::LevelFilter::Info);
     }
     std::panic::set_hook(Box::new(|info| {
-        web_sys::console::error_1(&JsValue::from_str(&format!("hvq-wasm panicked (a bug): {info}")));
+        web_sys::console::error_1(&JsValue::from_str(&format!(
+            "hvq-wasm panicked (a bug): {info}"
+        )));
     }));
 }
 
@@ -137,10 +147,16 @@ fn js_error(err: &(dyn std::error::Error + 'static), kind: &str) -> JsValue {
 
 /// The variant path of a `Debug`-printed error: `Format(BadMagic { .. })` → `Format.BadMagic`.
 fn variant_path(debug: &str) -> String {
-    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let ident = |s: &str| {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect::<String>()
+    };
     let outer = ident(debug);
     match debug[outer.len()..].strip_prefix('(') {
-        Some(rest) if rest.starts_with(|c: char| c.is_ascii_uppercase()) => format!("{outer}.{}", ident(rest)),
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_uppercase()) => {
+            format!("{outer}.{}", ident(rest))
+        }
         _ => outer,
     }
 }
@@ -176,11 +192,16 @@ fn image_arg(image: &JsValue) -> Result<RgbImage, JsValue> {
     let height = u32_arg(&get("height"), "image.height")?;
     let data = get("data");
     if !(data.is_instance_of::<Uint8ClampedArray>() || data.is_instance_of::<Uint8Array>()) {
-        return Err(argument_error("image.data must be a Uint8ClampedArray or Uint8Array of RGBA8 pixels".into()));
+        return Err(argument_error(
+            "image.data must be a Uint8ClampedArray or Uint8Array of RGBA8 pixels".into(),
+        ));
     }
     let rgba = Uint8Array::new_with_byte_offset_and_length(
         &Reflect::get(&data, &"buffer".into())?,
-        u32_arg(&Reflect::get(&data, &"byteOffset".into())?, "image.data.byteOffset")?,
+        u32_arg(
+            &Reflect::get(&data, &"byteOffset".into())?,
+            "image.data.byteOffset",
+        )?,
         u32_arg(&Reflect::get(&data, &"length".into())?, "image.data.length")?,
     )
     .to_vec();
@@ -209,14 +230,23 @@ fn grid_to_js(grid: &TokenGrid) -> JsValue {
 }
 
 fn grids_to_js(tokens: &Tokens) -> JsValue {
-    tokens.grids.iter().map(grid_to_js).collect::<Array>().into()
+    tokens
+        .grids
+        .iter()
+        .map(grid_to_js)
+        .collect::<Array>()
+        .into()
 }
 
 fn image_to_js(image: &RgbImage, level: usize, truncated: bool) -> JsValue {
     let o = Object::new();
     set(&o, "width", image.width());
     set(&o, "height", image.height());
-    set(&o, "rgba", Uint8ClampedArray::from(image.to_rgba8().as_slice()));
+    set(
+        &o,
+        "rgba",
+        Uint8ClampedArray::from(image.to_rgba8().as_slice()),
+    );
     set(&o, "level", level as u32);
     set(&o, "truncated", truncated);
     o.into()
@@ -259,7 +289,9 @@ fn info_to_js(info: &FileInfo) -> JsValue {
 /// use [`HvqCodec::info`] for a full check against a model).
 #[wasm_bindgen(js_name = inspectHvq, unchecked_return_type = "HvqInfo")]
 pub fn inspect_hvq(hvq: &[u8]) -> Result<JsValue, JsValue> {
-    hvq_codec::inspect(hvq).map(|i| info_to_js(&i)).map_err(codec_error)
+    hvq_codec::inspect(hvq)
+        .map(|i| info_to_js(&i))
+        .map_err(codec_error)
 }
 
 /// Whether the bytes start with the `.hvq` magic.
@@ -289,7 +321,9 @@ impl HvqCodec {
     ) -> Result<HvqCodec, JsValue> {
         let backend = match backend.as_deref().unwrap_or("auto") {
             "webgpu" => Backend::Wgpu,
-            other => other.parse::<Backend>().map_err(|e| js_error(&e, "UnknownBackend"))?,
+            other => other
+                .parse::<Backend>()
+                .map_err(|e| js_error(&e, "UnknownBackend"))?,
         };
         let codec = Codec::from_weight_bytes(&weight_bytes)
             .map_err(codec_error)?
@@ -297,7 +331,9 @@ impl HvqCodec {
             .build_async()
             .await
             .map_err(codec_error)?;
-        Ok(HvqCodec { codec: Rc::new(codec) })
+        Ok(HvqCodec {
+            codec: Rc::new(codec),
+        })
     }
 
     /// The backend the model runs on: `"webgpu"` or `"cpu"`.
@@ -360,7 +396,13 @@ impl HvqCodec {
 
     /// Encodes RGBA8 pixels (`width * height * 4` bytes, row-major) to a `.hvq` file holding `levels`.
     #[wasm_bindgen(js_name = encodeRgba, unchecked_return_type = "Promise<Uint8Array>")]
-    pub fn encode_rgba(&self, rgba: &[u8], width: u32, height: u32, levels: Option<Vec<u32>>) -> Result<js_sys::Promise, JsValue> {
+    pub fn encode_rgba(
+        &self,
+        rgba: &[u8],
+        width: u32,
+        height: u32,
+        levels: Option<Vec<u32>>,
+    ) -> Result<js_sys::Promise, JsValue> {
         let image = RgbImage::from_rgba8(width, height, rgba).map_err(codec_error)?;
         Ok(self.encode_hvq(image, levels_arg(levels)))
     }
@@ -368,7 +410,11 @@ impl HvqCodec {
     /// Encodes an image file's bytes (PNG, JPEG, WebP, BMP, GIF, TIFF; read by the codec itself, so the
     /// pixels are exactly those the native `hvq` tool reads) to a `.hvq` file holding `levels`.
     #[wasm_bindgen(js_name = encodeImageFile, unchecked_return_type = "Promise<Uint8Array>")]
-    pub fn encode_image_file(&self, bytes: &[u8], levels: Option<Vec<u32>>) -> Result<js_sys::Promise, JsValue> {
+    pub fn encode_image_file(
+        &self,
+        bytes: &[u8],
+        levels: Option<Vec<u32>>,
+    ) -> Result<js_sys::Promise, JsValue> {
         let image = RgbImage::decode(bytes, self.codec.limits()).map_err(codec_error)?;
         Ok(self.encode_hvq(image, levels_arg(levels)))
     }
@@ -376,7 +422,10 @@ impl HvqCodec {
     fn encode_hvq(&self, image: RgbImage, levels: LevelSelection) -> js_sys::Promise {
         let codec = Rc::clone(&self.codec);
         future_to_promise(async move {
-            let hvq = codec.encode_to_hvq_async(&image, levels).await.map_err(codec_error)?;
+            let hvq = codec
+                .encode_to_hvq_async(&image, levels)
+                .await
+                .map_err(codec_error)?;
             Ok(Uint8Array::from(hvq.as_slice()).into())
         })
     }
@@ -393,7 +442,10 @@ impl HvqCodec {
         let levels = levels_arg(levels);
         let codec = Rc::clone(&self.codec);
         Ok(future_to_promise(async move {
-            let tokens = codec.encode_async(&image, levels).await.map_err(codec_error)?;
+            let tokens = codec
+                .encode_async(&image, levels)
+                .await
+                .map_err(codec_error)?;
             Ok(grids_to_js(&tokens))
         }))
     }
@@ -405,8 +457,14 @@ impl HvqCodec {
     pub fn decode(&self, hvq: Vec<u8>, level: Option<u32>) -> js_sys::Promise {
         let codec = Rc::clone(&self.codec);
         future_to_promise(async move {
-            let DecodedImage { image, level, truncated } =
-                codec.decode_hvq_async(&hvq, level.map(|l| l as usize)).await.map_err(codec_error)?;
+            let DecodedImage {
+                image,
+                level,
+                truncated,
+            } = codec
+                .decode_hvq_async(&hvq, level.map(|l| l as usize))
+                .await
+                .map_err(codec_error)?;
             Ok(image_to_js(&image, level, truncated))
         })
     }
@@ -423,7 +481,9 @@ impl HvqCodec {
         let get = |k: &str| Reflect::get(&grid, &k.into()).unwrap_or(JsValue::UNDEFINED);
         let tokens = get("tokens");
         if !tokens.is_instance_of::<Uint32Array>() && !Array::is_array(&tokens) {
-            return Err(argument_error("grid.tokens must be a Uint32Array or an array of numbers".into()));
+            return Err(argument_error(
+                "grid.tokens must be a Uint32Array or an array of numbers".into(),
+            ));
         }
         let grid = TokenGrid {
             level: u32_arg(&get("level"), "grid.level")? as usize,
@@ -433,7 +493,10 @@ impl HvqCodec {
         };
         let codec = Rc::clone(&self.codec);
         Ok(future_to_promise(async move {
-            let image = codec.decode_async(&grid, width, height).await.map_err(codec_error)?;
+            let image = codec
+                .decode_async(&grid, width, height)
+                .await
+                .map_err(codec_error)?;
             Ok(image_to_js(&image, grid.level, false))
         }))
     }
@@ -450,6 +513,9 @@ impl HvqCodec {
     /// every chunk's tokens).
     #[wasm_bindgen(unchecked_return_type = "HvqInfo")]
     pub fn info(&self, hvq: &[u8]) -> Result<JsValue, JsValue> {
-        self.codec.info(hvq).map(|i| info_to_js(&i)).map_err(codec_error)
+        self.codec
+            .info(hvq)
+            .map(|i| info_to_js(&i))
+            .map_err(codec_error)
     }
 }

@@ -20,18 +20,45 @@ struct Case {
 }
 
 const CASES: [Case; 5] = [
-    Case { preset: "small", height: 256, width: 256, runs: 7 },
-    Case { preset: "small", height: 512, width: 768, runs: 3 },
-    Case { preset: "paper", height: 256, width: 256, runs: 3 },
-    Case { preset: "paper", height: 512, width: 768, runs: 1 },
-    Case { preset: "tiny", height: 256, width: 256, runs: 7 },
+    Case {
+        preset: "small",
+        height: 256,
+        width: 256,
+        runs: 7,
+    },
+    Case {
+        preset: "small",
+        height: 512,
+        width: 768,
+        runs: 3,
+    },
+    Case {
+        preset: "paper",
+        height: 256,
+        width: 256,
+        runs: 3,
+    },
+    Case {
+        preset: "paper",
+        height: 512,
+        width: 768,
+        runs: 1,
+    },
+    Case {
+        preset: "tiny",
+        height: 256,
+        width: 256,
+        runs: 7,
+    },
 ];
 
 /// CPU time of all this process's threads in ms (nanosecond `schedstat` counters); 0 where
 /// `/proc` is unavailable. On a shared machine, CPU time / threads estimates the wall time
 /// the same work takes on idle cores.
 fn cpu_ms() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
     let ns: u64 = tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
@@ -55,8 +82,15 @@ fn median_ms(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
 }
 
 fn image(h: usize, w: usize) -> FeatureMap {
-    let data = (0..3 * h * w).map(|i| ((i * 7919) % 1000) as f32 / 999.0).collect();
-    FeatureMap { channels: 3, height: h, width: w, data }
+    let data = (0..3 * h * w)
+        .map(|i| ((i * 7919) % 1000) as f32 / 999.0)
+        .collect();
+    FeatureMap {
+        channels: 3,
+        height: h,
+        width: w,
+        data,
+    }
 }
 
 fn run(case: &Case) {
@@ -65,7 +99,9 @@ fn run(case: &Case) {
     let img = image(case.height, case.width);
     let all: Vec<usize> = (0..cfg.levels).collect();
     let mut grids: Vec<TokenGrid> = Vec::new();
-    let (wall, cpu) = median_ms(case.runs, || grids = model.encode(&img, &all).expect("encode"));
+    let (wall, cpu) = median_ms(case.runs, || {
+        grids = model.encode(&img, &all).expect("encode")
+    });
     let name = format!("{} {}x{}", case.preset, case.width, case.height);
     println!("{name:<16} encode, all levels      wall {wall:8.1} ms  cpu {cpu:8.1} ms");
     for g in &grids {
@@ -78,15 +114,26 @@ fn run(case: &Case) {
 }
 
 fn main() {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
-    println!("hvq-cpu bench: {} rayon threads, median of N runs after 1 warm-up", rayon_threads());
-    for case in CASES.iter().filter(|c| format!("{} {}x{}", c.preset, c.width, c.height).contains(&filter)) {
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    println!(
+        "hvq-cpu bench: {} rayon threads, median of N runs after 1 warm-up",
+        rayon_threads()
+    );
+    for case in CASES
+        .iter()
+        .filter(|c| format!("{} {}x{}", c.preset, c.width, c.height).contains(&filter))
+    {
         run(case);
     }
 }
 
 fn rayon_threads() -> String {
     std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| {
-        std::thread::available_parallelism().map(|n| n.get().to_string()).unwrap_or_else(|_| "?".into())
+        std::thread::available_parallelism()
+            .map(|n| n.get().to_string())
+            .unwrap_or_else(|_| "?".into())
     })
 }

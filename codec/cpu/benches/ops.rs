@@ -11,7 +11,9 @@ use hvq_spec::{FeatureMap, Tensor};
 /// CPU time of all this process's threads in ms (nanosecond `schedstat` counters, steadier
 /// than wall time on a shared machine); 0 where `/proc` is unavailable.
 fn cpu_ms() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
     let ns: u64 = tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
@@ -21,12 +23,22 @@ fn cpu_ms() -> f64 {
 
 fn filled(shape: &[usize], seed: usize) -> Tensor {
     let n: usize = shape.iter().product();
-    Tensor { shape: shape.to_vec(), data: (0..n).map(|i| (((i + seed) * 7919) % 1000) as f32 / 1000.0 - 0.5).collect() }
+    Tensor {
+        shape: shape.to_vec(),
+        data: (0..n)
+            .map(|i| (((i + seed) * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect(),
+    }
 }
 
 fn map(c: usize, h: usize, w: usize) -> FeatureMap {
     let t = filled(&[c, h, w], 3);
-    FeatureMap { channels: c, height: h, width: w, data: t.data }
+    FeatureMap {
+        channels: c,
+        height: h,
+        width: w,
+        data: t.data,
+    }
 }
 
 fn time(name: &str, flops: f64, runs: usize, mut f: impl FnMut()) {
@@ -37,7 +49,11 @@ fn time(name: &str, flops: f64, runs: usize, mut f: impl FnMut()) {
     }
     let wall = t0.elapsed().as_secs_f64() * 1e3 / runs as f64;
     let cpu = (cpu_ms() - c0) / runs as f64;
-    let gflops = if flops > 0.0 && cpu > 0.0 { format!("{:6.1} GFLOP/s per busy core", flops / cpu / 1e6) } else { String::new() };
+    let gflops = if flops > 0.0 && cpu > 0.0 {
+        format!("{:6.1} GFLOP/s per busy core", flops / cpu / 1e6)
+    } else {
+        String::new()
+    };
     println!("{name:<40} wall {wall:8.2} ms  cpu {cpu:8.2} ms  {gflops}");
 }
 
@@ -55,10 +71,35 @@ fn conv_case(name: &str, c: (usize, usize), hw: (usize, usize), params: Conv2dPa
 fn gemm_case(m: usize, n: usize, k: usize) {
     let (a, b) = (filled(&[m, k], 1), filled(&[k, n], 2));
     let mut c = vec![0.0f32; m * n];
-    time(&format!("gemm {m}x{k} * {k}x{n} (1 thread)"), 2.0 * (m * n * k) as f64, 5, || unsafe {
-        // SAFETY: row-major a (m×k), b (k×n), c (m×n), all sized above.
-        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.data.as_ptr(), 1, k as isize, b.data.as_ptr(), 1, n as isize, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
-    });
+    time(
+        &format!("gemm {m}x{k} * {k}x{n} (1 thread)"),
+        2.0 * (m * n * k) as f64,
+        5,
+        || unsafe {
+            // SAFETY: row-major a (m×k), b (k×n), c (m×n), all sized above.
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.data.as_ptr(),
+                1,
+                k as isize,
+                b.data.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        },
+    );
 }
 
 fn main() {
@@ -69,9 +110,24 @@ fn main() {
     gemm_case(256, 64, 576);
     gemm_case(128, 256, 1152);
     gemm_case(128, 1024, 1152);
-    conv_case("conv3x3 64->64 256x256", (64, 64), (256, 256), Conv2dParams::SAME);
-    conv_case("conv3x3 128->128 64x64", (128, 128), (64, 64), Conv2dParams::SAME);
-    conv_case("conv3x3 64->64 s2 256x256", (64, 64), (256, 256), Conv2dParams::DOWNSAMPLE);
+    conv_case(
+        "conv3x3 64->64 256x256",
+        (64, 64),
+        (256, 256),
+        Conv2dParams::SAME,
+    );
+    conv_case(
+        "conv3x3 128->128 64x64",
+        (128, 128),
+        (64, 64),
+        Conv2dParams::SAME,
+    );
+    conv_case(
+        "conv3x3 64->64 s2 256x256",
+        (64, 64),
+        (256, 256),
+        Conv2dParams::DOWNSAMPLE,
+    );
     let x = map(128, 128, 128);
     let (w, b) = (filled(&[128, 128, 3, 3], 1), filled(&[128], 2));
     let flops = 2.0 * (128usize * 128 * 9 * 256 * 256) as f64 * 4.0 / 9.0;
@@ -80,7 +136,13 @@ fn main() {
     });
     let x = map(64, 256, 256);
     let (g, be) = (filled(&[64], 1), filled(&[64], 2));
-    let p = GroupNormParams { gamma: &g, beta: &be, groups: 32, eps: 1e-6, swish: true };
+    let p = GroupNormParams {
+        gamma: &g,
+        beta: &be,
+        groups: 32,
+        eps: 1e-6,
+        swish: true,
+    };
     time("group_norm+swish 64x256x256", 0.0, 5, || {
         ops::group_norm(&x, p).expect("shapes fit");
     });
@@ -89,10 +151,17 @@ fn main() {
         ops::group_norm(&x, p).expect("shapes fit");
     });
     let mut y = x.clone();
-    time("swish_inplace 64x256x256", 0.0, 5, || ops::swish_inplace(&mut y));
+    time("swish_inplace 64x256x256", 0.0, 5, || {
+        ops::swish_inplace(&mut y)
+    });
     let pmap = map(64, 64, 64);
     let cb = filled(&[8192, 64], 5);
-    time("nearest_codes 8192x64, 64x64", 2.0 * (8192usize * 64 * 4096) as f64, 3, || {
-        ops::nearest_codes(&pmap, &cb).expect("shapes fit");
-    });
+    time(
+        "nearest_codes 8192x64, 64x64",
+        2.0 * (8192usize * 64 * 4096) as f64,
+        3,
+        || {
+            ops::nearest_codes(&pmap, &cb).expect("shapes fit");
+        },
+    );
 }

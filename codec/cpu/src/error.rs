@@ -44,7 +44,9 @@ pub enum CpuError {
     },
     /// An image is empty or its size is not a multiple of the model's coarsest stride
     /// (pad it with [`ops::pad_edge`](crate::ops::pad_edge) first).
-    #[error("image of {height}×{width} is not a positive multiple of {multiple} in both dimensions")]
+    #[error(
+        "image of {height}×{width} is not a positive multiple of {multiple} in both dimensions"
+    )]
     BadImageSize {
         /// Rows given.
         height: usize,
@@ -75,7 +77,9 @@ pub enum CpuError {
     },
     /// A token is not an index into the codebook ([`CpuModel::decode`](crate::CpuModel::decode),
     /// [`ops::gather_codes`](crate::ops::gather_codes)).
-    #[error("token {token} at position {position} is out of range for a codebook of {codebook_size}")]
+    #[error(
+        "token {token} at position {position} is out of range for a codebook of {codebook_size}"
+    )]
     TokenOutOfRange {
         /// Row-major position in the grid.
         position: usize,

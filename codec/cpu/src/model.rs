@@ -31,7 +31,9 @@ pub struct CpuModel {
 impl CpuModel {
     /// Wraps validated weights (every schema tensor is known to be present).
     pub fn new(weights: impl Into<Arc<Weights>>) -> Self {
-        CpuModel { weights: weights.into() }
+        CpuModel {
+            weights: weights.into(),
+        }
     }
 
     /// The model's configuration.
@@ -56,7 +58,11 @@ impl CpuModel {
     pub fn tokens(&self, latents: &[FeatureMap]) -> Result<Vec<TokenGrid>, CpuError> {
         let cfg = self.config();
         if latents.len() > cfg.levels || latents.iter().any(|p| p.channels != cfg.codebook_dim) {
-            return Err(CpuError::BadLatents { expected: cfg.levels, channels: cfg.codebook_dim, got: latents.len() });
+            return Err(CpuError::BadLatents {
+                expected: cfg.levels,
+                channels: cfg.codebook_dim,
+                got: latents.len(),
+            });
         }
         let codebook = self.t("quantizer.codebook");
         latents
@@ -64,7 +70,12 @@ impl CpuModel {
             .enumerate()
             .map(|(level, p)| {
                 let tokens = ops::nearest_codes(p, codebook)?;
-                Ok(TokenGrid { level, height: p.height, width: p.width, tokens })
+                Ok(TokenGrid {
+                    level,
+                    height: p.height,
+                    width: p.width,
+                    tokens,
+                })
             })
             .collect()
     }
@@ -87,7 +98,12 @@ impl CpuModel {
             .map(|&level| {
                 let p = &latents[level];
                 let tokens = ops::nearest_codes(p, codebook)?;
-                Ok(TokenGrid { level, height: p.height, width: p.width, tokens })
+                Ok(TokenGrid {
+                    level,
+                    height: p.height,
+                    width: p.width,
+                    tokens,
+                })
             })
             .collect()
     }
@@ -97,7 +113,10 @@ impl CpuModel {
     pub fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap, CpuError> {
         let levels = self.config().levels;
         if grid.level >= levels {
-            return Err(CpuError::LevelOutOfRange { level: grid.level, levels });
+            return Err(CpuError::LevelOutOfRange {
+                level: grid.level,
+                levels,
+            });
         }
         let quantized = ops::gather_codes(grid, self.t("quantizer.codebook"))?;
         self.decode_quantized(grid.level, &quantized)
@@ -105,10 +124,17 @@ impl CpuModel {
 
     /// Runs level `level`'s decoder on codebook vectors (`D` channels), e.g. a token grid
     /// gathered with [`ops::gather_codes`]; returns RGB in `[0, 1]`.
-    pub fn decode_quantized(&self, level: usize, quantized: &FeatureMap) -> Result<FeatureMap, CpuError> {
+    pub fn decode_quantized(
+        &self,
+        level: usize,
+        quantized: &FeatureMap,
+    ) -> Result<FeatureMap, CpuError> {
         let cfg = self.config();
         if level >= cfg.levels {
-            return Err(CpuError::LevelOutOfRange { level, levels: cfg.levels });
+            return Err(CpuError::LevelOutOfRange {
+                level,
+                levels: cfg.levels,
+            });
         }
         let p = format!("decoders.{level}");
         let mut h = self.conv(quantized, &format!("{p}.conv_in"), Conv2dParams::SAME)?;
@@ -120,7 +146,11 @@ impl CpuModel {
             }
             if s + 1 != stages {
                 let conv = format!("{p}.up.{s}.upsample.conv");
-                h = ops::upsample_conv2d(&h, self.t(&format!("{conv}.weight")), self.t(&format!("{conv}.bias")))?;
+                h = ops::upsample_conv2d(
+                    &h,
+                    self.t(&format!("{conv}.weight")),
+                    self.t(&format!("{conv}.bias")),
+                )?;
             }
         }
         h = self.norm(&h, &format!("{p}.norm_out"), true)?;
@@ -132,12 +162,22 @@ impl CpuModel {
     fn check_image(&self, image: &FeatureMap) -> Result<(), CpuError> {
         let cfg = self.config();
         if image.channels != cfg.in_channels {
-            return Err(CpuError::WrongChannels { expected: cfg.in_channels, got: image.channels });
+            return Err(CpuError::WrongChannels {
+                expected: cfg.in_channels,
+                got: image.channels,
+            });
         }
         let m = cfg.coarsest_stride();
         let bad = |n: usize| n == 0 || n % m != 0;
-        if bad(image.height) || bad(image.width) || image.data.len() != image.channels * image.plane() {
-            return Err(CpuError::BadImageSize { height: image.height, width: image.width, multiple: m });
+        if bad(image.height)
+            || bad(image.width)
+            || image.data.len() != image.channels * image.plane()
+        {
+            return Err(CpuError::BadImageSize {
+                height: image.height,
+                width: image.width,
+                multiple: m,
+            });
         }
         Ok(())
     }
@@ -151,7 +191,11 @@ impl CpuModel {
             if level > 0 {
                 z = self.derive_level(&z, level)?;
             }
-            out.push(ops::project(&z, self.t("quantizer.proj.weight"), self.t("quantizer.proj.bias"))?);
+            out.push(ops::project(
+                &z,
+                self.t("quantizer.proj.weight"),
+                self.t("quantizer.proj.bias"),
+            )?);
         }
         Ok(out)
     }
@@ -167,7 +211,11 @@ impl CpuModel {
                 h = self.res_block(&h, &format!("encoder.down.{i}.block.{j}"))?;
             }
             if i != last {
-                h = self.conv(&h, &format!("encoder.down.{i}.downsample.conv"), Conv2dParams::DOWNSAMPLE)?;
+                h = self.conv(
+                    &h,
+                    &format!("encoder.down.{i}.downsample.conv"),
+                    Conv2dParams::DOWNSAMPLE,
+                )?;
             }
         }
         h = self.mid(&h, "encoder.mid")?;
@@ -184,7 +232,10 @@ impl CpuModel {
             Strategy::Convpool => self.conv(z, &down, Conv2dParams::DOWNSAMPLE),
             Strategy::Pooling => {
                 let mut out = ops::avg_pool2(z);
-                let (w, b) = (self.t(&format!("{down}.weight")), self.t(&format!("{down}.bias")));
+                let (w, b) = (
+                    self.t(&format!("{down}.weight")),
+                    self.t(&format!("{down}.bias")),
+                );
                 ops::conv2d_accumulate(z, w, b, Conv2dParams::DOWNSAMPLE, &mut out)?;
                 Ok(out)
             }
@@ -231,17 +282,31 @@ impl CpuModel {
 
     fn norm(&self, x: &FeatureMap, prefix: &str, swish: bool) -> Result<FeatureMap, CpuError> {
         let a = self.affine(prefix);
-        let params = GroupNormParams { gamma: a.weight, beta: a.bias, groups: self.config().norm_groups, eps: NORM_EPS, swish };
+        let params = GroupNormParams {
+            gamma: a.weight,
+            beta: a.bias,
+            groups: self.config().norm_groups,
+            eps: NORM_EPS,
+            swish,
+        };
         ops::group_norm(x, params)
     }
 
-    fn conv(&self, x: &FeatureMap, prefix: &str, params: Conv2dParams) -> Result<FeatureMap, CpuError> {
+    fn conv(
+        &self,
+        x: &FeatureMap,
+        prefix: &str,
+        params: Conv2dParams,
+    ) -> Result<FeatureMap, CpuError> {
         let a = self.affine(prefix);
         ops::conv2d(x, a.weight, a.bias, params)
     }
 
     fn affine(&self, prefix: &str) -> Affine<'_> {
-        Affine { weight: self.t(&format!("{prefix}.weight")), bias: self.t(&format!("{prefix}.bias")) }
+        Affine {
+            weight: self.t(&format!("{prefix}.weight")),
+            bias: self.t(&format!("{prefix}.bias")),
+        }
     }
 
     /// A schema tensor; `Weights` guarantees every schema name is present.
@@ -266,6 +331,7 @@ fn denormalize(rgb: &mut FeatureMap, cfg: &ModelConfig) {
     let plane = rgb.plane();
     for (c, ch) in rgb.data.chunks_exact_mut(plane.max(1)).enumerate() {
         let (m, s) = (cfg.mean[c], cfg.std[c]);
-        ch.iter_mut().for_each(|v| *v = (*v * s + m).clamp(0.0, 1.0));
+        ch.iter_mut()
+            .for_each(|v| *v = (*v * s + m).clamp(0.0, 1.0));
     }
 }

@@ -11,7 +11,11 @@ use rand_chacha::ChaCha8Rng;
 fn main() {
     let n = 8192usize;
     let levels = 3u8;
-    for (name, p_copy, power) in [("uniform", 0.0, 1), ("zipf-like u^4", 0.0, 4), ("zipf-like u^4 + 60% copy parent", 0.6, 4)] {
+    for (name, p_copy, power) in [
+        ("uniform", 0.0, 1),
+        ("zipf-like u^4", 0.0, 4),
+        ("zipf-like u^4 + 60% copy parent", 0.6, 4),
+    ] {
         let make = |seed| grids(256, 256, levels, n, p_copy, power, seed);
         let mut counts = vec![vec![0u64; n]; levels as usize];
         for g in make(1) {
@@ -19,8 +23,21 @@ fn main() {
                 counts[g.level][t as usize] += 1;
             }
         }
-        for (pname, priors) in [("uniform priors", Priors::uniform(levels as usize, n).unwrap()), ("trained priors", Priors::from_counts(counts).unwrap())] {
-            let hd = Header { width: 256, height: 256, fingerprint: [0; 32], model_levels: levels, coarsest_stride: 16, priors_hash: priors.hash() };
+        for (pname, priors) in [
+            (
+                "uniform priors",
+                Priors::uniform(levels as usize, n).unwrap(),
+            ),
+            ("trained priors", Priors::from_counts(counts).unwrap()),
+        ] {
+            let hd = Header {
+                width: 256,
+                height: 256,
+                fingerprint: [0; 32],
+                model_levels: levels,
+                coarsest_stride: 16,
+                priors_hash: priors.hash(),
+            };
             let gs = make(2);
             let bytes = write_file(&hd, &gs, &priors).unwrap();
             let tokens: usize = gs.iter().map(|g| g.tokens.len()).sum();
@@ -35,7 +52,15 @@ fn main() {
     }
 }
 
-fn grids(w: usize, h: usize, levels: u8, n: usize, p_copy: f64, power: i32, seed: u64) -> Vec<TokenGrid> {
+fn grids(
+    w: usize,
+    h: usize,
+    levels: u8,
+    n: usize,
+    p_copy: f64,
+    power: i32,
+    seed: u64,
+) -> Vec<TokenGrid> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out: Vec<TokenGrid> = Vec::new();
     for level in (0..levels as usize).rev() {
@@ -46,7 +71,12 @@ fn grids(w: usize, h: usize, levels: u8, n: usize, p_copy: f64, power: i32, seed
                 _ => ((rng.gen_range(0.0f64..1.0).powi(power) * n as f64) as u32).min(n as u32 - 1),
             })
             .collect();
-        out.push(TokenGrid { level, height: gh, width: gw, tokens });
+        out.push(TokenGrid {
+            level,
+            height: gh,
+            width: gw,
+            tokens,
+        });
     }
     out
 }

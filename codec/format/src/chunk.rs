@@ -13,21 +13,51 @@ pub const CHUNK_TRAILER_LEN: usize = 4;
 
 /// Encodes one grid as a complete chunk, choosing the cheaper of plain and parent coding.
 /// The grid was validated by the writer.
-pub(crate) fn write_chunk(out: &mut Vec<u8>, grid: &TokenGrid, parent: Option<&TokenGrid>, priors: &Priors) -> Result<(), FormatError> {
-    let fail = || FormatError::InvalidCoding { offset: out.len() as u64, level: grid.level, coding: CODING_PLAIN, param: 0 };
+pub(crate) fn write_chunk(
+    out: &mut Vec<u8>,
+    grid: &TokenGrid,
+    parent: Option<&TokenGrid>,
+    priors: &Priors,
+) -> Result<(), FormatError> {
+    let fail = || FormatError::InvalidCoding {
+        offset: out.len() as u64,
+        level: grid.level,
+        coding: CODING_PLAIN,
+        param: 0,
+    };
     let model = priors.model(grid.level).ok_or_else(fail)?;
-    let mut best = (CODING_PLAIN, 0u16, coding::encode(&grid.tokens, grid.width, model, Coding::Plain).ok_or_else(fail)?);
+    let mut best = (
+        CODING_PLAIN,
+        0u16,
+        coding::encode(&grid.tokens, grid.width, model, Coding::Plain).ok_or_else(fail)?,
+    );
     if let Some(p) = parent {
-        let parent = ParentGrid { height: p.height, width: p.width, tokens: &p.tokens };
+        let parent = ParentGrid {
+            height: p.height,
+            width: p.width,
+            tokens: &p.tokens,
+        };
         let p_same = coding::p_same_of(&grid.tokens, grid.width, &parent);
-        let words = coding::encode(&grid.tokens, grid.width, model, Coding::Parent { parent: &parent, p_same }).ok_or_else(fail)?;
+        let words = coding::encode(
+            &grid.tokens,
+            grid.width,
+            model,
+            Coding::Parent {
+                parent: &parent,
+                p_same,
+            },
+        )
+        .ok_or_else(fail)?;
         if words.len() < best.2.len() {
             best = (CODING_PARENT, p_same, words);
         }
     }
     let (coding, param, words) = best;
-    let payload_len = u32::try_from(words.len() * 4)
-        .map_err(|_| FormatError::OverLimit { what: LimitKind::FileBytes, limit: u32::MAX.into(), got: words.len() as u64 * 4 })?;
+    let payload_len = u32::try_from(words.len() * 4).map_err(|_| FormatError::OverLimit {
+        what: LimitKind::FileBytes,
+        limit: u32::MAX.into(),
+        got: words.len() as u64 * 4,
+    })?;
     let start = out.len();
     out.push(grid.level as u8);
     out.push(coding);
@@ -86,12 +116,22 @@ struct ChunkFields {
 /// Parses the chunk at the start of `bytes`. `Ok(None)`: the chunk is not complete yet, with the total
 /// chunk length if the chunk header was already readable. Every field is checked before the payload is
 /// awaited, so a bad chunk fails as soon as its 20 header bytes arrive.
-pub(crate) fn read_chunk(bytes: &[u8], cx: &ChunkContext<'_>) -> Result<Result<(TokenGrid, ChunkInfo), Option<usize>>, FormatError> {
-    let Some(head) = bytes.get(..CHUNK_HEADER_LEN) else { return Ok(Err(None)) };
+pub(crate) fn read_chunk(
+    bytes: &[u8],
+    cx: &ChunkContext<'_>,
+) -> Result<Result<(TokenGrid, ChunkInfo), Option<usize>>, FormatError> {
+    let Some(head) = bytes.get(..CHUNK_HEADER_LEN) else {
+        return Ok(Err(None));
+    };
     let stored = le_u32(head, 16);
     let computed = crc32fast::hash(&head[..16]);
     if stored != computed && !cfg!(fuzzing) {
-        return Err(FormatError::ChunkHeaderChecksum { chunk: cx.index, offset: cx.offset, expected: stored, got: computed });
+        return Err(FormatError::ChunkHeaderChecksum {
+            chunk: cx.index,
+            offset: cx.offset,
+            expected: stored,
+            got: computed,
+        });
     }
     let f = ChunkFields {
         level: usize::from(head[0]),
@@ -102,14 +142,27 @@ pub(crate) fn read_chunk(bytes: &[u8], cx: &ChunkContext<'_>) -> Result<Result<(
         payload_len: le_u32(head, 12).into(),
     };
     let total = check_fields(&f, cx)?;
-    let Some(chunk) = bytes.get(..total) else { return Ok(Err(Some(total))) };
+    let Some(chunk) = bytes.get(..total) else {
+        return Ok(Err(Some(total)));
+    };
     let stored = le_u32(chunk, total - CHUNK_TRAILER_LEN);
     let computed = crc32fast::hash(&chunk[..total - CHUNK_TRAILER_LEN]);
     if stored != computed && !cfg!(fuzzing) {
-        return Err(FormatError::ChunkChecksum { chunk: cx.index, level: f.level, offset: cx.offset, expected: stored, got: computed });
+        return Err(FormatError::ChunkChecksum {
+            chunk: cx.index,
+            level: f.level,
+            offset: cx.offset,
+            expected: stored,
+            got: computed,
+        });
     }
     let grid = decode_payload(&chunk[CHUNK_HEADER_LEN..total - CHUNK_TRAILER_LEN], &f, cx)?;
-    let info = ChunkInfo { level: f.level, offset: cx.offset, len: total, parent_coded: f.coding == CODING_PARENT };
+    let info = ChunkInfo {
+        level: f.level,
+        offset: cx.offset,
+        len: total,
+        parent_coded: f.coding == CODING_PARENT,
+    };
     Ok(Ok((grid, info)))
 }
 
@@ -117,14 +170,29 @@ pub(crate) fn read_chunk(bytes: &[u8], cx: &ChunkContext<'_>) -> Result<Result<(
 /// Returns the chunk's total length.
 fn check_fields(f: &ChunkFields, cx: &ChunkContext<'_>) -> Result<usize, FormatError> {
     let model_levels = usize::from(cx.header.model_levels);
-    let expected = cx.header.grid_dims(f.level).ok_or(FormatError::LevelOutOfRange { offset: cx.offset, level: f.level, model_levels })?;
+    let expected = cx
+        .header
+        .grid_dims(f.level)
+        .ok_or(FormatError::LevelOutOfRange {
+            offset: cx.offset,
+            level: f.level,
+            model_levels,
+        })?;
     if let Some(prev) = cx.previous
         && f.level >= prev.level
     {
-        return Err(FormatError::LevelOrder { offset: cx.offset, previous: prev.level, level: f.level });
+        return Err(FormatError::LevelOrder {
+            offset: cx.offset,
+            previous: prev.level,
+            level: f.level,
+        });
     }
     if (f.height, f.width) != expected {
-        return Err(FormatError::GridSize { level: f.level, expected, got: (f.height, f.width) });
+        return Err(FormatError::GridSize {
+            level: f.level,
+            expected,
+            got: (f.height, f.width),
+        });
     }
     let parent_ok = cx.previous.is_some_and(|p| p.level == f.level + 1);
     let coding_ok = match f.coding {
@@ -133,48 +201,101 @@ fn check_fields(f: &ChunkFields, cx: &ChunkContext<'_>) -> Result<usize, FormatE
         _ => false,
     };
     if !coding_ok {
-        return Err(FormatError::InvalidCoding { offset: cx.offset, level: f.level, coding: f.coding, param: f.param });
+        return Err(FormatError::InvalidCoding {
+            offset: cx.offset,
+            level: f.level,
+            coding: f.coding,
+            param: f.param,
+        });
     }
     // An empty payload is valid: ANS codes a run of the most-likely-at-cdf-0 symbol in zero words.
     if !f.payload_len.is_multiple_of(4) {
-        return Err(FormatError::CorruptPayload { offset: cx.offset, level: f.level, fault: PayloadFault::Length });
+        return Err(FormatError::CorruptPayload {
+            offset: cx.offset,
+            level: f.level,
+            fault: PayloadFault::Length,
+        });
     }
     // u64 arithmetic, then a checked conversion: on wasm32 `usize` is 32 bits.
     let total = (CHUNK_HEADER_LEN + CHUNK_TRAILER_LEN) as u64 + f.payload_len;
     let end = cx.offset + total;
-    let total = usize::try_from(total).ok().filter(|_| end <= cx.limits.max_file_bytes);
+    let total = usize::try_from(total)
+        .ok()
+        .filter(|_| end <= cx.limits.max_file_bytes);
     let Some(total) = total else {
-        return Err(FormatError::OverLimit { what: LimitKind::FileBytes, limit: cx.limits.max_file_bytes, got: end });
+        return Err(FormatError::OverLimit {
+            what: LimitKind::FileBytes,
+            limit: cx.limits.max_file_bytes,
+            got: end,
+        });
     };
     let tokens = cx.tokens_so_far + f.height * f.width;
     if tokens > cx.limits.max_tokens || usize::try_from(f.height * f.width).is_err() {
-        return Err(FormatError::OverLimit { what: LimitKind::Tokens, limit: cx.limits.max_tokens, got: tokens });
+        return Err(FormatError::OverLimit {
+            what: LimitKind::Tokens,
+            limit: cx.limits.max_tokens,
+            got: tokens,
+        });
     }
     Ok(total)
 }
 
-fn decode_payload(payload: &[u8], f: &ChunkFields, cx: &ChunkContext<'_>) -> Result<TokenGrid, FormatError> {
-    let corrupt = |fault| FormatError::CorruptPayload { offset: cx.offset, level: f.level, fault };
+fn decode_payload(
+    payload: &[u8],
+    f: &ChunkFields,
+    cx: &ChunkContext<'_>,
+) -> Result<TokenGrid, FormatError> {
+    let corrupt = |fault| FormatError::CorruptPayload {
+        offset: cx.offset,
+        level: f.level,
+        fault,
+    };
     let words: Vec<u32> = payload.chunks_exact(4).map(|w| le_u32(w, 0)).collect();
     let (height, width) = (f.height as usize, f.width as usize);
-    let model = cx.priors.model(f.level).ok_or(FormatError::PriorsLevels { priors_levels: cx.priors.levels(), model_levels: cx.header.model_levels.into() })?;
+    let model = cx.priors.model(f.level).ok_or(FormatError::PriorsLevels {
+        priors_levels: cx.priors.levels(),
+        model_levels: cx.header.model_levels.into(),
+    })?;
     let parent;
     let coding = match (f.coding, cx.previous) {
         (CODING_PARENT, Some(p)) => {
-            parent = ParentGrid { height: p.height, width: p.width, tokens: &p.tokens };
-            Coding::Parent { parent: &parent, p_same: f.param }
+            parent = ParentGrid {
+                height: p.height,
+                width: p.width,
+                tokens: &p.tokens,
+            };
+            Coding::Parent {
+                parent: &parent,
+                p_same: f.param,
+            }
         }
         _ => Coding::Plain,
     };
-    let tokens = coding::decode(words, height * width, width, model, coding).map_err(|e| match e {
-        DecodeFault::TrailingZeroWord => corrupt(PayloadFault::TrailingZeroWord),
-        DecodeFault::TrailingData => corrupt(PayloadFault::TrailingData),
-        DecodeFault::BadParameter => FormatError::InvalidCoding { offset: cx.offset, level: f.level, coding: f.coding, param: f.param },
-    })?;
+    let tokens =
+        coding::decode(words, height * width, width, model, coding).map_err(|e| match e {
+            DecodeFault::TrailingZeroWord => corrupt(PayloadFault::TrailingZeroWord),
+            DecodeFault::TrailingData => corrupt(PayloadFault::TrailingData),
+            DecodeFault::BadParameter => FormatError::InvalidCoding {
+                offset: cx.offset,
+                level: f.level,
+                coding: f.coding,
+                param: f.param,
+            },
+        })?;
     // The models only emit symbols below the codebook size; this keeps the promise even if that changed.
     let n = cx.priors.codebook_size();
     if let Some((index, &token)) = tokens.iter().enumerate().find(|&(_, &t)| t as usize >= n) {
-        return Err(FormatError::TokenOutOfRange { level: f.level, index, token, codebook_size: n });
+        return Err(FormatError::TokenOutOfRange {
+            level: f.level,
+            index,
+            token,
+            codebook_size: n,
+        });
     }
-    Ok(TokenGrid { level: f.level, height, width, tokens })
+    Ok(TokenGrid {
+        level: f.level,
+        height,
+        width,
+        tokens,
+    })
 }

@@ -18,7 +18,10 @@ pub(crate) const CODING_PARENT: u8 = 1;
 pub(crate) enum Coding<'a> {
     Plain,
     /// `p_same` is the probability of the "same" flag in units of 2^-16 (1..=65535).
-    Parent { parent: &'a ParentGrid<'a>, p_same: u16 },
+    Parent {
+        parent: &'a ParentGrid<'a>,
+        p_same: u16,
+    },
 }
 
 /// The co-located coarser grid (level + 1) used by [`Coding::Parent`].
@@ -34,7 +37,10 @@ impl ParentGrid<'_> {
     fn at(&self, y: usize, x: usize) -> u32 {
         let py = (y / 2).min(self.height.saturating_sub(1));
         let px = (x / 2).min(self.width.saturating_sub(1));
-        self.tokens.get(py * self.width + px).copied().unwrap_or(u32::MAX)
+        self.tokens
+            .get(py * self.width + px)
+            .copied()
+            .unwrap_or(u32::MAX)
     }
 }
 
@@ -46,18 +52,28 @@ fn flag_model(p_same: u16) -> Option<Model> {
 
 /// The `p_same` parameter a writer stores: the grid's own share of same-as-parent tokens, kept in 1..=65535.
 pub(crate) fn p_same_of(tokens: &[u32], width: usize, parent: &ParentGrid<'_>) -> u16 {
-    let same = tokens.iter().enumerate().filter(|&(i, &t)| t == parent.at(i / width, i % width)).count() as u64;
+    let same = tokens
+        .iter()
+        .enumerate()
+        .filter(|&(i, &t)| t == parent.at(i / width, i % width))
+        .count() as u64;
     let p = (same * 65536 + tokens.len() as u64 / 2) / (tokens.len().max(1) as u64);
     p.clamp(1, 65535) as u16
 }
 
 /// Encodes `tokens` (already checked `< codebook size`) into ANS words. `None` only if a model cannot be
 /// built, which valid priors and parameters rule out.
-pub(crate) fn encode(tokens: &[u32], width: usize, model: &Model, coding: Coding<'_>) -> Option<Vec<u32>> {
+pub(crate) fn encode(
+    tokens: &[u32],
+    width: usize,
+    model: &Model,
+    coding: Coding<'_>,
+) -> Option<Vec<u32>> {
     let mut ans = DefaultAnsCoder::new();
     match coding {
         Coding::Plain => {
-            ans.encode_iid_symbols_reverse(tokens.iter().map(|&t| t as usize), model).ok()?;
+            ans.encode_iid_symbols_reverse(tokens.iter().map(|&t| t as usize), model)
+                .ok()?;
         }
         Coding::Parent { parent, p_same } => {
             let flags = flag_model(p_same)?;
@@ -82,8 +98,15 @@ pub(crate) enum DecodeFault {
 }
 
 /// Decodes `count` tokens of a grid `width` wide from ANS words.
-pub(crate) fn decode(words: Vec<u32>, count: usize, width: usize, model: &Model, coding: Coding<'_>) -> Result<Vec<u32>, DecodeFault> {
-    let mut ans = DefaultAnsCoder::from_compressed(words).map_err(|_| DecodeFault::TrailingZeroWord)?;
+pub(crate) fn decode(
+    words: Vec<u32>,
+    count: usize,
+    width: usize,
+    model: &Model,
+    coding: Coding<'_>,
+) -> Result<Vec<u32>, DecodeFault> {
+    let mut ans =
+        DefaultAnsCoder::from_compressed(words).map_err(|_| DecodeFault::TrailingZeroWord)?;
     let mut tokens = Vec::with_capacity(count);
     match coding {
         Coding::Plain => {
@@ -95,8 +118,16 @@ pub(crate) fn decode(words: Vec<u32>, count: usize, width: usize, model: &Model,
         Coding::Parent { parent, p_same } => {
             let flags = flag_model(p_same).ok_or(DecodeFault::BadParameter)?;
             for i in 0..count {
-                let same = ans.decode_symbol(&flags).map_err(|_| DecodeFault::TrailingData)? == 0;
-                let t = if same { parent.at(i / width, i % width) } else { ans.decode_symbol(model).map_err(|_| DecodeFault::TrailingData)? as u32 };
+                let same = ans
+                    .decode_symbol(&flags)
+                    .map_err(|_| DecodeFault::TrailingData)?
+                    == 0;
+                let t = if same {
+                    parent.at(i / width, i % width)
+                } else {
+                    ans.decode_symbol(model)
+                        .map_err(|_| DecodeFault::TrailingData)? as u32
+                };
                 tokens.push(t);
             }
         }

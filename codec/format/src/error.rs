@@ -156,7 +156,9 @@ pub enum FormatError {
         model_levels: usize,
     },
     /// Chunks are not strictly coarsest first (each level must be smaller than the one before).
-    #[error("chunk at offset {offset}: level {level} after level {previous}; chunks go coarsest first")]
+    #[error(
+        "chunk at offset {offset}: level {level} after level {previous}; chunks go coarsest first"
+    )]
     LevelOrder {
         /// Offset of the chunk (0 when writing).
         offset: u64,
@@ -199,7 +201,9 @@ pub enum FormatError {
     },
     /// A chunk's coding byte or its parameter is unknown, or parent coding is used without the parent level
     /// directly before.
-    #[error("chunk at offset {offset} (level {level}): invalid coding {coding} (parameter {param})")]
+    #[error(
+        "chunk at offset {offset} (level {level}): invalid coding {coding} (parameter {param})"
+    )]
     InvalidCoding {
         /// Offset of the chunk.
         offset: u64,
@@ -232,7 +236,9 @@ pub enum FormatError {
     },
     /// The file ends inside a chunk; only [`read_file_strict`](crate::read_file_strict) returns this
     /// (the progressive readers report `truncated_tail` instead).
-    #[error("file truncated inside the chunk at offset {offset}: need at least {needed_at_least} bytes")]
+    #[error(
+        "file truncated inside the chunk at offset {offset}: need at least {needed_at_least} bytes"
+    )]
     Truncated {
         /// Offset of the incomplete chunk.
         offset: u64,

@@ -34,7 +34,13 @@ pub struct Header {
 
 impl Header {
     /// A header for an image of `width × height` coded by the model `cfg` with `priors`.
-    pub fn new(width: u32, height: u32, fingerprint: [u8; 32], cfg: &hvq_spec::ModelConfig, priors: &Priors) -> Self {
+    pub fn new(
+        width: u32,
+        height: u32,
+        fingerprint: [u8; 32],
+        cfg: &hvq_spec::ModelConfig,
+        priors: &Priors,
+    ) -> Self {
         Header {
             width,
             height,
@@ -55,7 +61,10 @@ impl Header {
         }
         let scale = 1u64 << (levels - 1 - level);
         let stride = u64::from(self.coarsest_stride);
-        Some((u64::from(self.height).div_ceil(stride) * scale, u64::from(self.width).div_ceil(stride) * scale))
+        Some((
+            u64::from(self.height).div_ceil(stride) * scale,
+            u64::from(self.width).div_ceil(stride) * scale,
+        ))
     }
 
     /// The 68 header bytes, checksum included.
@@ -95,7 +104,11 @@ impl Header {
         }
         let pixels = u64::from(self.width) * u64::from(self.height);
         if pixels > limits.max_pixels {
-            return Err(FormatError::OverLimit { what: crate::LimitKind::Pixels, limit: limits.max_pixels, got: pixels });
+            return Err(FormatError::OverLimit {
+                what: crate::LimitKind::Pixels,
+                limit: limits.max_pixels,
+                got: pixels,
+            });
         }
         Ok(())
     }
@@ -110,7 +123,10 @@ pub fn read_header(bytes: &[u8]) -> Result<(Header, usize), FormatError> {
     read_header_with(bytes, &Limits::default())
 }
 
-pub(crate) fn read_header_with(bytes: &[u8], limits: &Limits) -> Result<(Header, usize), FormatError> {
+pub(crate) fn read_header_with(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(Header, usize), FormatError> {
     let have = bytes.len().min(MAGIC.len());
     if bytes[..have] != MAGIC[..have] {
         let mut got = [0u8; 8];
@@ -120,19 +136,30 @@ pub(crate) fn read_header_with(bytes: &[u8], limits: &Limits) -> Result<(Header,
     if let Some(&version) = bytes.get(8)
         && version != VERSION
     {
-        return Err(FormatError::UnsupportedVersion { got: version, supported: VERSION });
+        return Err(FormatError::UnsupportedVersion {
+            got: version,
+            supported: VERSION,
+        });
     }
     let Some(b) = bytes.get(..HEADER_LEN) else {
-        return Err(FormatError::NeedMoreData { needed_at_least: HEADER_LEN });
+        return Err(FormatError::NeedMoreData {
+            needed_at_least: HEADER_LEN,
+        });
     };
     let stored = le_u32(b, 64);
     let computed = crc32fast::hash(&b[..64]);
     if stored != computed && !cfg!(fuzzing) {
-        return Err(FormatError::HeaderChecksum { expected: stored, got: computed });
+        return Err(FormatError::HeaderChecksum {
+            expected: stored,
+            got: computed,
+        });
     }
     let reserved = u16::from_le_bytes([b[10], b[11]]);
     if reserved != 0 {
-        return Err(FormatError::InvalidHeader { field: "reserved", got: reserved.into() });
+        return Err(FormatError::InvalidHeader {
+            field: "reserved",
+            got: reserved.into(),
+        });
     }
     let mut fingerprint = [0u8; 32];
     fingerprint.copy_from_slice(&b[24..56]);
@@ -153,7 +180,10 @@ pub fn check_fingerprint(header: &Header, expected: &[u8; 32]) -> Result<(), For
     if &header.fingerprint == expected {
         Ok(())
     } else {
-        Err(FormatError::FingerprintMismatch { expected: *expected, got: header.fingerprint })
+        Err(FormatError::FingerprintMismatch {
+            expected: *expected,
+            got: header.fingerprint,
+        })
     }
 }
 

@@ -45,7 +45,9 @@ impl Priors {
     pub fn from_counts(levels: Vec<Vec<u64>>) -> Result<Priors, FormatError> {
         let n = check_shape(levels.len(), levels.first().map_or(0, Vec::len))?;
         if levels.iter().any(|l| l.len() != n) {
-            return Err(FormatError::InvalidPriors { fault: PriorsFault::CodebookSize });
+            return Err(FormatError::InvalidPriors {
+                fault: PriorsFault::CodebookSize,
+            });
         }
         Self::from_freqs(levels.iter().map(|c| quantize(c)).collect())
     }
@@ -99,8 +101,13 @@ impl Priors {
         if body.len() > MAX_METADATA_LEN {
             return Err(bad(PriorsFault::Base64));
         }
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| bad(PriorsFault::Base64))?;
-        let mut r = VarintReader { bytes: &bytes, at: 0 };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| bad(PriorsFault::Base64))?;
+        let mut r = VarintReader {
+            bytes: &bytes,
+            at: 0,
+        };
         let levels = usize::try_from(r.next()?).map_err(|_| bad(PriorsFault::LevelCount))?;
         let n = usize::try_from(r.next()?).map_err(|_| bad(PriorsFault::CodebookSize))?;
         check_shape(levels, n)?;
@@ -110,7 +117,9 @@ impl Priors {
         }
         let mut freqs = Vec::with_capacity(levels);
         for _ in 0..levels {
-            let level = (0..n).map(|_| r.next_freq()).collect::<Result<Vec<u32>, _>>()?;
+            let level = (0..n)
+                .map(|_| r.next_freq())
+                .collect::<Result<Vec<u32>, _>>()?;
             freqs.push(level);
         }
         if r.at != bytes.len() {
@@ -125,7 +134,9 @@ impl Priors {
     }
 
     fn from_freqs(freqs: Vec<Vec<u32>>) -> Result<Priors, FormatError> {
-        let bad = FormatError::InvalidPriors { fault: PriorsFault::Frequencies };
+        let bad = FormatError::InvalidPriors {
+            fault: PriorsFault::Frequencies,
+        };
         let n = check_shape(freqs.len(), freqs.first().map_or(0, Vec::len))?;
         let mut models = Vec::with_capacity(freqs.len());
         for level in &freqs {
@@ -133,9 +144,17 @@ impl Priors {
             if level.len() != n || level.contains(&0) || sum != 1 << PRECISION {
                 return Err(bad);
             }
-            models.push(Model::from_nonzero_fixed_point_probabilities(level, false).map_err(|()| bad.clone())?);
+            models.push(
+                Model::from_nonzero_fixed_point_probabilities(level, false)
+                    .map_err(|()| bad.clone())?,
+            );
         }
-        let mut priors = Priors { codebook_size: n, freqs, models, hash: 0 };
+        let mut priors = Priors {
+            codebook_size: n,
+            freqs,
+            models,
+            hash: 0,
+        };
         let digest = sha2::Sha256::digest(priors.table_bytes());
         priors.hash = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default());
         Ok(priors)
@@ -166,10 +185,14 @@ impl std::fmt::Debug for Priors {
 /// Checks a table shape; returns the codebook size.
 fn check_shape(levels: usize, n: usize) -> Result<usize, FormatError> {
     if levels == 0 || levels > MAX_LEVELS {
-        return Err(FormatError::InvalidPriors { fault: PriorsFault::LevelCount });
+        return Err(FormatError::InvalidPriors {
+            fault: PriorsFault::LevelCount,
+        });
     }
     if !(2..=MAX_CODEBOOK_SIZE).contains(&n) {
-        return Err(FormatError::InvalidPriors { fault: PriorsFault::CodebookSize });
+        return Err(FormatError::InvalidPriors {
+            fault: PriorsFault::CodebookSize,
+        });
     }
     Ok(n)
 }
@@ -181,7 +204,15 @@ fn quantize(counts: &[u64]) -> Vec<u32> {
     let total: u128 = counts.iter().map(|&c| u128::from(c) + 1).sum();
     // Every token gets one slot up front; the rest is shared in proportion to the smoothed counts.
     let budget = (1u128 << PRECISION) - n;
-    let shares: Vec<(u128, u128)> = counts.iter().map(|&c| ((budget * (u128::from(c) + 1)) / total, (budget * (u128::from(c) + 1)) % total)).collect();
+    let shares: Vec<(u128, u128)> = counts
+        .iter()
+        .map(|&c| {
+            (
+                (budget * (u128::from(c) + 1)) / total,
+                (budget * (u128::from(c) + 1)) % total,
+            )
+        })
+        .collect();
     let mut freqs: Vec<u32> = shares.iter().map(|&(q, _)| 1 + q as u32).collect();
     let used: u64 = freqs.iter().map(|&f| u64::from(f)).sum();
     // Each floor loses less than one slot, so fewer than `n` slots are left to hand out.
@@ -210,7 +241,9 @@ struct VarintReader<'a> {
 impl VarintReader<'_> {
     /// LEB128, at most 10 bytes.
     fn next(&mut self) -> Result<u64, FormatError> {
-        let bad = FormatError::InvalidPriors { fault: PriorsFault::Varint };
+        let bad = FormatError::InvalidPriors {
+            fault: PriorsFault::Varint,
+        };
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let &b = self.bytes.get(self.at).ok_or(bad.clone())?;
@@ -227,7 +260,9 @@ impl VarintReader<'_> {
     fn next_freq(&mut self) -> Result<u32, FormatError> {
         let v = self.next()?;
         if v >= 1 << PRECISION {
-            return Err(FormatError::InvalidPriors { fault: PriorsFault::Frequencies });
+            return Err(FormatError::InvalidPriors {
+                fault: PriorsFault::Frequencies,
+            });
         }
         Ok(v as u32 + 1)
     }

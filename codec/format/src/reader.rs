@@ -19,7 +19,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_pixels: 1 << 28, max_file_bytes: 1 << 30, max_tokens: 1 << 26 }
+        Limits {
+            max_pixels: 1 << 28,
+            max_file_bytes: 1 << 30,
+            max_tokens: 1 << 26,
+        }
     }
 }
 
@@ -82,7 +86,18 @@ pub struct Reader<'p> {
 impl<'p> Reader<'p> {
     /// A reader that decodes with `priors` and enforces `limits`.
     pub fn new(priors: &'p Priors, limits: Limits) -> Self {
-        Reader { priors, limits, buf: Vec::new(), offset: 0, header: None, grids: Vec::new(), chunks: Vec::new(), tokens: 0, pending_len: None, failed: None }
+        Reader {
+            priors,
+            limits,
+            buf: Vec::new(),
+            offset: 0,
+            header: None,
+            grids: Vec::new(),
+            chunks: Vec::new(),
+            tokens: 0,
+            pending_len: None,
+            failed: None,
+        }
     }
 
     /// Appends `bytes` and decodes whatever became complete.
@@ -130,15 +145,27 @@ impl<'p> Reader<'p> {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        let header = self.header.ok_or(FormatError::NeedMoreData { needed_at_least: HEADER_LEN })?;
-        Ok(HvqFile { header, grids: self.grids, chunks: self.chunks, truncated_tail: !self.buf.is_empty() })
+        let header = self.header.ok_or(FormatError::NeedMoreData {
+            needed_at_least: HEADER_LEN,
+        })?;
+        Ok(HvqFile {
+            header,
+            grids: self.grids,
+            chunks: self.chunks,
+            truncated_tail: !self.buf.is_empty(),
+        })
     }
 
     /// Like [`finish`](Self::finish), but a partial trailing chunk is [`FormatError::Truncated`].
     pub fn finish_strict(self) -> Result<HvqFile, FormatError> {
         if self.failed.is_none() && self.header.is_some() && !self.buf.is_empty() {
-            let needed = self.pending_len.unwrap_or(chunk::CHUNK_HEADER_LEN + 4 + chunk::CHUNK_TRAILER_LEN);
-            return Err(FormatError::Truncated { offset: self.offset, needed_at_least: self.offset + needed as u64 });
+            let needed = self
+                .pending_len
+                .unwrap_or(chunk::CHUNK_HEADER_LEN + 4 + chunk::CHUNK_TRAILER_LEN);
+            return Err(FormatError::Truncated {
+                offset: self.offset,
+                needed_at_least: self.offset + needed as u64,
+            });
         }
         self.finish()
     }
@@ -146,7 +173,11 @@ impl<'p> Reader<'p> {
     fn push_inner(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
         let total = self.offset + (self.buf.len() + bytes.len()) as u64;
         if total > self.limits.max_file_bytes {
-            return Err(FormatError::OverLimit { what: LimitKind::FileBytes, limit: self.limits.max_file_bytes, got: total });
+            return Err(FormatError::OverLimit {
+                what: LimitKind::FileBytes,
+                limit: self.limits.max_file_bytes,
+                got: total,
+            });
         }
         self.buf.extend_from_slice(bytes);
         if self.header.is_none() && !self.read_header()? {
@@ -164,10 +195,16 @@ impl<'p> Reader<'p> {
             Err(e) => return Err(e),
         };
         if header.priors_hash != self.priors.hash() {
-            return Err(FormatError::PriorsMismatch { expected: self.priors.hash(), got: header.priors_hash });
+            return Err(FormatError::PriorsMismatch {
+                expected: self.priors.hash(),
+                got: header.priors_hash,
+            });
         }
         if usize::from(header.model_levels) != self.priors.levels() {
-            return Err(FormatError::PriorsLevels { priors_levels: self.priors.levels(), model_levels: header.model_levels.into() });
+            return Err(FormatError::PriorsLevels {
+                priors_levels: self.priors.levels(),
+                model_levels: header.model_levels.into(),
+            });
         }
         self.consume(len);
         self.header = Some(header);
@@ -176,7 +213,9 @@ impl<'p> Reader<'p> {
 
     /// Tries to read one chunk; `Ok(false)` if more bytes are needed.
     fn read_chunk(&mut self) -> Result<bool, FormatError> {
-        let Some(header) = &self.header else { return Ok(false) };
+        let Some(header) = &self.header else {
+            return Ok(false);
+        };
         let cx = ChunkContext {
             header,
             priors: self.priors,
@@ -218,7 +257,11 @@ pub fn read_file(bytes: &[u8], priors: &Priors, limits: &Limits) -> Result<HvqFi
 }
 
 /// Like [`read_file`], but a file that ends inside a chunk is [`FormatError::Truncated`].
-pub fn read_file_strict(bytes: &[u8], priors: &Priors, limits: &Limits) -> Result<HvqFile, FormatError> {
+pub fn read_file_strict(
+    bytes: &[u8],
+    priors: &Priors,
+    limits: &Limits,
+) -> Result<HvqFile, FormatError> {
     let mut reader = Reader::new(priors, limits.clone());
     reader.push(bytes)?;
     reader.finish_strict()

@@ -10,14 +10,28 @@ use crate::{FormatError, Header, Limits, Priors, chunk};
 /// decreasing level). Each grid must have the size [`Header::grid_dims`] gives, `height * width` tokens,
 /// and every token below the priors' codebook size. `header.priors_hash` must be `priors.hash()`.
 /// A chunk is parent-coded when its parent level is the chunk before and that makes it smaller.
-pub fn write_file(header: &Header, grids: &[TokenGrid], priors: &Priors) -> Result<Vec<u8>, FormatError> {
-    let no_limits = Limits { max_pixels: u64::MAX, max_file_bytes: u64::MAX, max_tokens: u64::MAX };
+pub fn write_file(
+    header: &Header,
+    grids: &[TokenGrid],
+    priors: &Priors,
+) -> Result<Vec<u8>, FormatError> {
+    let no_limits = Limits {
+        max_pixels: u64::MAX,
+        max_file_bytes: u64::MAX,
+        max_tokens: u64::MAX,
+    };
     header.validate(&no_limits)?;
     if header.priors_hash != priors.hash() {
-        return Err(FormatError::PriorsMismatch { expected: priors.hash(), got: header.priors_hash });
+        return Err(FormatError::PriorsMismatch {
+            expected: priors.hash(),
+            got: header.priors_hash,
+        });
     }
     if usize::from(header.model_levels) != priors.levels() {
-        return Err(FormatError::PriorsLevels { priors_levels: priors.levels(), model_levels: header.model_levels.into() });
+        return Err(FormatError::PriorsLevels {
+            priors_levels: priors.levels(),
+            model_levels: header.model_levels.into(),
+        });
     }
     let mut out = header.to_bytes().to_vec();
     let mut previous: Option<&TokenGrid> = None;
@@ -30,26 +44,59 @@ pub fn write_file(header: &Header, grids: &[TokenGrid], priors: &Priors) -> Resu
     Ok(out)
 }
 
-fn check_grid(header: &Header, grid: &TokenGrid, previous: Option<&TokenGrid>, priors: &Priors) -> Result<(), FormatError> {
+fn check_grid(
+    header: &Header,
+    grid: &TokenGrid,
+    previous: Option<&TokenGrid>,
+    priors: &Priors,
+) -> Result<(), FormatError> {
     let level = grid.level;
     let model_levels = usize::from(header.model_levels);
-    let expected = header.grid_dims(level).ok_or(FormatError::LevelOutOfRange { offset: 0, level, model_levels })?;
+    let expected = header
+        .grid_dims(level)
+        .ok_or(FormatError::LevelOutOfRange {
+            offset: 0,
+            level,
+            model_levels,
+        })?;
     if let Some(p) = previous
         && level >= p.level
     {
-        return Err(FormatError::LevelOrder { offset: 0, previous: p.level, level });
+        return Err(FormatError::LevelOrder {
+            offset: 0,
+            previous: p.level,
+            level,
+        });
     }
     let got = (grid.height as u64, grid.width as u64);
     // Chunk headers store the sizes as u32.
     if got != expected || got.0 > u32::MAX.into() || got.1 > u32::MAX.into() {
-        return Err(FormatError::GridSize { level, expected, got });
+        return Err(FormatError::GridSize {
+            level,
+            expected,
+            got,
+        });
     }
     if grid.tokens.len() as u64 != got.0 * got.1 {
-        return Err(FormatError::TokenCount { level, expected: got.0 * got.1, got: grid.tokens.len() as u64 });
+        return Err(FormatError::TokenCount {
+            level,
+            expected: got.0 * got.1,
+            got: grid.tokens.len() as u64,
+        });
     }
     let n = priors.codebook_size();
-    if let Some((index, &token)) = grid.tokens.iter().enumerate().find(|&(_, &t)| t as usize >= n) {
-        return Err(FormatError::TokenOutOfRange { level, index, token, codebook_size: n });
+    if let Some((index, &token)) = grid
+        .tokens
+        .iter()
+        .enumerate()
+        .find(|&(_, &t)| t as usize >= n)
+    {
+        return Err(FormatError::TokenOutOfRange {
+            level,
+            index,
+            token,
+            codebook_size: n,
+        });
     }
     Ok(())
 }

@@ -3,14 +3,20 @@
 //! The fuzz targets (`fuzz/`) run with CRC checks off and the priors hash stamped in; this test makes the
 //! same input reach the same code with checks on, by stamping the hash and recomputing every checksum.
 
-use hvq_format::{CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, HEADER_LEN, Limits, Priors, Reader, read_file};
+use hvq_format::{
+    CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, HEADER_LEN, Limits, Priors, Reader, read_file,
+};
 
 fn fuzz_priors() -> Priors {
     Priors::uniform(3, 64).unwrap()
 }
 
 fn fuzz_limits() -> Limits {
-    Limits { max_pixels: 1 << 20, max_file_bytes: 1 << 20, max_tokens: 1 << 18 }
+    Limits {
+        max_pixels: 1 << 20,
+        max_file_bytes: 1 << 20,
+        max_tokens: 1 << 18,
+    }
 }
 
 /// Stamps the priors hash and rewrites the header and chunk CRCs as far as the bytes go.
@@ -26,7 +32,12 @@ fn reseal(data: &mut [u8], priors: &Priors) {
         let crc = crc32fast::hash(&data[at..at + 16]);
         data[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
         let len = u32::from_le_bytes(data[at + 12..at + 16].try_into().unwrap()) as usize;
-        let Some(end) = (at + CHUNK_HEADER_LEN).checked_add(len).filter(|&e| e + CHUNK_TRAILER_LEN <= data.len()) else { break };
+        let Some(end) = (at + CHUNK_HEADER_LEN)
+            .checked_add(len)
+            .filter(|&e| e + CHUNK_TRAILER_LEN <= data.len())
+        else {
+            break;
+        };
         let crc = crc32fast::hash(&data[at..end]);
         data[end..end + 4].copy_from_slice(&crc.to_le_bytes());
         at = end + CHUNK_TRAILER_LEN;
@@ -36,10 +47,16 @@ fn reseal(data: &mut [u8], priors: &Priors) {
 #[test]
 fn regression_inputs_give_results_or_typed_errors_never_panics() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("tests/regressions must exist").map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/regressions must exist")
+        .map(|e| e.unwrap().path())
+        .collect();
     files.retain(|p| p.extension().is_none_or(|e| e != "md"));
     files.sort();
-    assert!(!files.is_empty(), "tests/regressions holds at least the seed file");
+    assert!(
+        !files.is_empty(),
+        "tests/regressions holds at least the seed file"
+    );
     let priors = fuzz_priors();
     for path in files {
         let mut data = std::fs::read(&path).unwrap();

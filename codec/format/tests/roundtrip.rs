@@ -20,7 +20,10 @@ const CASES: &[(u32, u32, u8, usize, Dist)] = &[
 #[test]
 fn round_trip_equals_tokens_for_sizes_levels_and_distributions() {
     for (i, &(w, h, levels, n, dist)) in CASES.iter().enumerate() {
-        for priors in [Priors::uniform(levels as usize, n).unwrap(), trained_priors(levels, n, dist, 100 + i as u64)] {
+        for priors in [
+            Priors::uniform(levels as usize, n).unwrap(),
+            trained_priors(levels, n, dist, 100 + i as u64),
+        ] {
             let hd = header(w, h, levels, &priors);
             let gs = grids(&hd, n, dist, i as u64);
             let bytes = write_file(&hd, &gs, &priors).unwrap();
@@ -38,9 +41,19 @@ fn any_subset_of_levels_round_trips() {
     let hd = header(96, 64, 4, &priors);
     let all = grids(&hd, 64, Dist::Skewed, 2);
     for mask in 0u32..16 {
-        let subset: Vec<_> = all.iter().filter(|g| mask & (1 << g.level) != 0).cloned().collect();
+        let subset: Vec<_> = all
+            .iter()
+            .filter(|g| mask & (1 << g.level) != 0)
+            .cloned()
+            .collect();
         let bytes = write_file(&hd, &subset, &priors).unwrap();
-        assert_eq!(read_file(&bytes, &priors, &Limits::default()).unwrap().grids, subset, "mask {mask:04b}");
+        assert_eq!(
+            read_file(&bytes, &priors, &Limits::default())
+                .unwrap()
+                .grids,
+            subset,
+            "mask {mask:04b}"
+        );
     }
 }
 
@@ -68,17 +81,26 @@ fn every_truncation_is_a_clean_error_or_fewer_levels() {
     let bytes = write_file(&hd, &gs, &priors).unwrap();
     let bounds = chunk_boundaries(&bytes);
     for len in 0..bytes.len() {
-        let complete = bounds.iter().filter(|&&b| b <= len).count().saturating_sub(1);
+        let complete = bounds
+            .iter()
+            .filter(|&&b| b <= len)
+            .count()
+            .saturating_sub(1);
         match read_file(&bytes[..len], &priors, &Limits::default()) {
             Ok(file) => {
                 assert_eq!(file.grids, gs[..complete], "len {len}");
                 assert_eq!(file.truncated_tail, !bounds.contains(&len), "len {len}");
             }
-            Err(FormatError::NeedMoreData { needed_at_least }) => assert!(len < needed_at_least, "len {len}"),
+            Err(FormatError::NeedMoreData { needed_at_least }) => {
+                assert!(len < needed_at_least, "len {len}")
+            }
             Err(e) => panic!("len {len}: unexpected {e:?}"),
         }
         if !bounds.contains(&len) {
-            assert!(read_file_strict(&bytes[..len], &priors, &Limits::default()).is_err(), "strict, len {len}");
+            assert!(
+                read_file_strict(&bytes[..len], &priors, &Limits::default()).is_err(),
+                "strict, len {len}"
+            );
         }
     }
 }
@@ -95,8 +117,15 @@ fn reader_fed_byte_by_byte_reports_levels_as_they_complete() {
         let p = reader.push(std::slice::from_ref(b)).unwrap();
         let len = i + 1;
         assert_eq!(p.header.is_some(), len >= hvq_format::HEADER_LEN);
-        let complete = bounds.iter().filter(|&&e| e <= len).count().saturating_sub(1);
-        assert_eq!(p.complete_levels, gs[..complete].iter().map(|g| g.level).collect::<Vec<_>>());
+        let complete = bounds
+            .iter()
+            .filter(|&&e| e <= len)
+            .count()
+            .saturating_sub(1);
+        assert_eq!(
+            p.complete_levels,
+            gs[..complete].iter().map(|g| g.level).collect::<Vec<_>>()
+        );
         assert_eq!(p.need_more, len < bytes.len());
     }
     assert_eq!(reader.finish_strict().unwrap().grids, gs);
@@ -109,7 +138,11 @@ fn every_single_bit_flip_is_detected() {
     let hd = header(20, 12, 3, &priors);
     let gs = grids(&hd, 64, Dist::Skewed, 10);
     let bytes = write_file(&hd, &gs, &priors).unwrap();
-    assert!(bytes.len() < 400, "keep the exhaustive test small: {} bytes", bytes.len());
+    assert!(
+        bytes.len() < 400,
+        "keep the exhaustive test small: {} bytes",
+        bytes.len()
+    );
     let mut damaged = bytes.clone();
     for bit in 0..bytes.len() * 8 {
         damaged[bit / 8] ^= 1 << (bit % 8);
@@ -130,14 +163,22 @@ fn skewed_tokens_code_below_raw_bits() {
     let tokens: usize = gs.iter().map(|g| g.tokens.len()).sum();
     let raw_bits = tokens as f64 * (n as f64).log2();
     let coded_bits = (bytes.len() * 8) as f64;
-    assert!(coded_bits < 0.8 * raw_bits, "coded {coded_bits} vs raw {raw_bits}");
+    assert!(
+        coded_bits < 0.8 * raw_bits,
+        "coded {coded_bits} vs raw {raw_bits}"
+    );
 }
 
 /// Uniform tokens with uniform priors: each chunk's payload is at most `count · log2 N · (1 + 1e-6)` bits
 /// plus 64 bits (the ANS coder's final state), and framing adds 24 bytes per chunk and 68 for the header.
 #[test]
 fn uniform_tokens_code_at_most_raw_bits_plus_stated_overhead() {
-    for &(w, h, levels, n) in &[(256u32, 256u32, 3u8, 1024usize), (64, 48, 2, 20000), (8, 8, 1, 2), (4, 4, 1, 3)] {
+    for &(w, h, levels, n) in &[
+        (256u32, 256u32, 3u8, 1024usize),
+        (64, 48, 2, 20000),
+        (8, 8, 1, 2),
+        (4, 4, 1, 3),
+    ] {
         let priors = Priors::uniform(levels as usize, n).unwrap();
         let hd = header(w, h, levels, &priors);
         let gs = grids(&hd, n, Dist::Uniform, 13);
@@ -146,7 +187,11 @@ fn uniform_tokens_code_at_most_raw_bits_plus_stated_overhead() {
         for (g, pair) in gs.iter().zip(bounds.windows(2)) {
             let payload_bits = ((pair[1] - pair[0] - 24) * 8) as f64;
             let bound = g.tokens.len() as f64 * (n as f64).log2() * (1.0 + 1e-6) + 64.0;
-            assert!(payload_bits <= bound, "N {n}, level {}: {payload_bits} > {bound}", g.level);
+            assert!(
+                payload_bits <= bound,
+                "N {n}, level {}: {payload_bits} > {bound}",
+                g.level
+            );
         }
     }
 }
@@ -163,8 +208,15 @@ fn parent_coding_shrinks_correlated_levels() {
     let coarse_only = write_file(&hd, &gs[..1], &priors).unwrap();
     let fine_with = with_parent.len() - coarse_only.len();
     let fine_alone = alone.len() - hvq_format::HEADER_LEN;
-    assert_eq!(with_parent[coarse_only.len() + 1], 1, "coding byte of the fine chunk");
-    assert!(fine_with * 10 < fine_alone * 8, "with parent {fine_with} B, alone {fine_alone} B");
+    assert_eq!(
+        with_parent[coarse_only.len() + 1],
+        1,
+        "coding byte of the fine chunk"
+    );
+    assert!(
+        fine_with * 10 < fine_alone * 8,
+        "with parent {fine_with} B, alone {fine_alone} B"
+    );
 }
 
 #[test]
@@ -174,11 +226,23 @@ fn reader_with_other_priors_is_refused() {
     let hd = header(16, 16, 2, &priors);
     let bytes = write_file(&hd, &grids(&hd, 64, Dist::Skewed, 17), &priors).unwrap();
     let err = read_file(&bytes, &other, &Limits::default()).unwrap_err();
-    assert_eq!(err, FormatError::PriorsMismatch { expected: other.hash(), got: priors.hash() });
+    assert_eq!(
+        err,
+        FormatError::PriorsMismatch {
+            expected: other.hash(),
+            got: priors.hash()
+        }
+    );
     let three = Priors::uniform(3, 64).unwrap();
     let mut hd3 = hd.clone();
     hd3.priors_hash = three.hash();
-    assert!(matches!(write_file(&hd3, &[], &three), Err(FormatError::PriorsLevels { priors_levels: 3, model_levels: 2 })));
+    assert!(matches!(
+        write_file(&hd3, &[], &three),
+        Err(FormatError::PriorsLevels {
+            priors_levels: 3,
+            model_levels: 2
+        })
+    ));
 }
 
 #[test]
@@ -190,10 +254,16 @@ fn chunk_info_gives_offsets_lengths_and_coding() {
     let file = read_file(&bytes, &priors, &Limits::default()).unwrap();
     let bounds = chunk_boundaries(&bytes);
     for (i, c) in file.chunks.iter().enumerate() {
-        assert_eq!((c.level, c.offset as usize, c.offset as usize + c.len), (gs[i].level, bounds[i], bounds[i + 1]));
+        assert_eq!(
+            (c.level, c.offset as usize, c.offset as usize + c.len),
+            (gs[i].level, bounds[i], bounds[i + 1])
+        );
         assert_eq!(c.parent_coded, bytes[bounds[i] + 1] == 1);
     }
-    assert!(!file.chunks[0].parent_coded, "the first chunk has no parent");
+    assert!(
+        !file.chunks[0].parent_coded,
+        "the first chunk has no parent"
+    );
 }
 
 /// The DESIGN.md example: a 256×256 image gives 16×16, 32×32 and 64×64 grids with the `paper` preset.

@@ -47,14 +47,42 @@ fn generate() -> Vec<(&'static str, Vec<u8>, Expected)> {
     let mut out = Vec::new();
     // 1. One level, uniform priors over 16 tokens, a 10×7 image at stride 4: a 2×3 grid.
     let p1 = Priors::uniform(1, 16).unwrap();
-    let h1 = Header { width: 10, height: 7, fingerprint: [0x11; 32], model_levels: 1, coarsest_stride: 4, priors_hash: p1.hash() };
-    let g1 = vec![TokenGrid { level: 0, height: 2, width: 3, tokens: vec![0, 15, 7, 3, 3, 9] }];
-    out.push(("uniform-1level", write_file(&h1, &g1, &p1).unwrap(), expected(&h1, &p1, &g1, false)));
+    let h1 = Header {
+        width: 10,
+        height: 7,
+        fingerprint: [0x11; 32],
+        model_levels: 1,
+        coarsest_stride: 4,
+        priors_hash: p1.hash(),
+    };
+    let g1 = vec![TokenGrid {
+        level: 0,
+        height: 2,
+        width: 3,
+        tokens: vec![0, 15, 7, 3, 3, 9],
+    }];
+    out.push((
+        "uniform-1level",
+        write_file(&h1, &g1, &p1).unwrap(),
+        expected(&h1, &p1, &g1, false),
+    ));
 
     // 2. Three levels, priors from counts 64 - t over 64 tokens, a 40×24 image at strides 4/8/16;
     //    finer tokens copy their parent 70% of the time, so levels 1 and 0 are parent-coded.
-    let p2 = Priors::from_counts((0..3).map(|_| (0..64u64).map(|t| 64 - t).collect()).collect()).unwrap();
-    let h2 = Header { width: 40, height: 24, fingerprint: hvq_spec_like_fingerprint(), model_levels: 3, coarsest_stride: 16, priors_hash: p2.hash() };
+    let p2 = Priors::from_counts(
+        (0..3)
+            .map(|_| (0..64u64).map(|t| 64 - t).collect())
+            .collect(),
+    )
+    .unwrap();
+    let h2 = Header {
+        width: 40,
+        height: 24,
+        fingerprint: hvq_spec_like_fingerprint(),
+        model_levels: 3,
+        coarsest_stride: 16,
+        priors_hash: p2.hash(),
+    };
     let mut rng = common::rng(2024);
     let mut g2: Vec<TokenGrid> = Vec::new();
     for level in (0..3).rev() {
@@ -66,7 +94,12 @@ fn generate() -> Vec<(&'static str, Vec<u8>, Expected)> {
                 _ => (rng.gen_range(0.0f64..1.0).powi(2) * 64.0) as u32,
             })
             .collect();
-        g2.push(TokenGrid { level, height: h, width: w, tokens });
+        g2.push(TokenGrid {
+            level,
+            height: h,
+            width: w,
+            tokens,
+        });
     }
     let b2 = write_file(&h2, &g2, &p2).unwrap();
     out.push(("skewed-3level", b2.clone(), expected(&h2, &p2, &g2, false)));
@@ -74,7 +107,11 @@ fn generate() -> Vec<(&'static str, Vec<u8>, Expected)> {
     // 3. A progressive prefix of vector 2: its first two chunks and half of the third.
     let bounds = common::chunk_boundaries(&b2);
     let cut = (bounds[2] + bounds[3]) / 2;
-    out.push(("skewed-3level-prefix", b2[..cut].to_vec(), expected(&h2, &p2, &g2[..2], true)));
+    out.push((
+        "skewed-3level-prefix",
+        b2[..cut].to_vec(),
+        expected(&h2, &p2, &g2[..2], true),
+    ));
     out
 }
 
@@ -92,7 +129,15 @@ fn expected(h: &Header, p: &Priors, grids: &[TokenGrid], truncated_tail: bool) -
         priors_hash_hex: format!("{:016x}", h.priors_hash),
         priors: p.to_metadata_string(),
         truncated_tail,
-        grids: grids.iter().map(|g| Grid { level: g.level, height: g.height, width: g.width, tokens: g.tokens.clone() }).collect(),
+        grids: grids
+            .iter()
+            .map(|g| Grid {
+                level: g.level,
+                height: g.height,
+                width: g.width,
+                tokens: g.tokens.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -102,18 +147,32 @@ fn committed_vectors_decode_to_their_expected_tokens() {
     if std::env::var_os("HVQ_REGENERATE_VECTORS").is_some() {
         for (name, bytes, exp) in &vectors {
             std::fs::write(dir().join(format!("{name}.hvq")), bytes).unwrap();
-            std::fs::write(dir().join(format!("{name}.json")), serde_json::to_string_pretty(exp).unwrap() + "\n").unwrap();
+            std::fs::write(
+                dir().join(format!("{name}.json")),
+                serde_json::to_string_pretty(exp).unwrap() + "\n",
+            )
+            .unwrap();
         }
     }
     for (name, generated, _) in &vectors {
         // A missing file fails: the vectors must be committed.
-        let bytes = std::fs::read(dir().join(format!("{name}.hvq"))).unwrap_or_else(|e| panic!("{name}.hvq: {e}"));
-        let json = std::fs::read_to_string(dir().join(format!("{name}.json"))).unwrap_or_else(|e| panic!("{name}.json: {e}"));
+        let bytes = std::fs::read(dir().join(format!("{name}.hvq")))
+            .unwrap_or_else(|e| panic!("{name}.hvq: {e}"));
+        let json = std::fs::read_to_string(dir().join(format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("{name}.json: {e}"));
         let exp: Expected = serde_json::from_str(&json).unwrap();
         let priors = Priors::from_metadata_string(&exp.priors).unwrap();
-        assert_eq!(format!("{:016x}", priors.hash()), exp.priors_hash_hex, "{name}: priors hash");
+        assert_eq!(
+            format!("{:016x}", priors.hash()),
+            exp.priors_hash_hex,
+            "{name}: priors hash"
+        );
         let file = read_file(&bytes, &priors, &Limits::default()).unwrap();
-        assert_eq!(expected(&file.header, &priors, &file.grids, file.truncated_tail), exp, "{name}: decoded");
+        assert_eq!(
+            expected(&file.header, &priors, &file.grids, file.truncated_tail),
+            exp,
+            "{name}: decoded"
+        );
         // The writer is deterministic and still produces the committed bytes.
         assert_eq!(&bytes, generated, "{name}: writer output changed");
     }

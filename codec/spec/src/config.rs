@@ -161,18 +161,28 @@ impl ModelConfig {
 
     /// Checks every field and the relations between them.
     pub fn validate(&self) -> Result<(), SpecError> {
-        let bad = |field: &'static str, reason: String| Err(SpecError::InvalidConfig { field, reason });
+        let bad =
+            |field: &'static str, reason: String| Err(SpecError::InvalidConfig { field, reason });
         if self.in_channels != 3 {
-            return bad("in_channels", format!("must be 3 (RGB), got {}", self.in_channels));
+            return bad(
+                "in_channels",
+                format!("must be 3 (RGB), got {}", self.in_channels),
+            );
         }
         if self.channel_mult.is_empty() || self.channel_mult.len() > 6 {
-            return bad("channel_mult", format!("needs 1 to 6 entries, got {}", self.channel_mult.len()));
+            return bad(
+                "channel_mult",
+                format!("needs 1 to 6 entries, got {}", self.channel_mult.len()),
+            );
         }
         if !(1..=6).contains(&self.levels) {
             return bad("levels", format!("must be in 1..=6, got {}", self.levels));
         }
         if self.num_res_blocks == 0 || self.decoder_res_blocks == 0 {
-            return bad("num_res_blocks", "encoder and decoder need at least one ResBlock per stage".into());
+            return bad(
+                "num_res_blocks",
+                "encoder and decoder need at least one ResBlock per stage".into(),
+            );
         }
         if self.norm_groups == 0 {
             return bad("norm_groups", "must be positive".into());
@@ -189,17 +199,30 @@ impl ModelConfig {
         }
         for &m in &self.channel_mult {
             if m == 0 || m > 16 {
-                return bad("channel_mult", format!("multipliers must be in 1..=16, got {m}"));
+                return bad(
+                    "channel_mult",
+                    format!("multipliers must be in 1..=16, got {m}"),
+                );
             }
             if (self.channels * m) % self.norm_groups != 0 {
                 return bad(
                     "norm_groups",
-                    format!("{} channels are not divisible into {} groups", self.channels * m, self.norm_groups),
+                    format!(
+                        "{} channels are not divisible into {} groups",
+                        self.channels * m,
+                        self.norm_groups
+                    ),
                 );
             }
         }
         if self.channels % self.norm_groups != 0 {
-            return bad("norm_groups", format!("{} channels not divisible by {}", self.channels, self.norm_groups));
+            return bad(
+                "norm_groups",
+                format!(
+                    "{} channels not divisible by {}",
+                    self.channels, self.norm_groups
+                ),
+            );
         }
         for (field, v) in [("mean", self.mean), ("std", self.std)] {
             if v.iter().any(|x| !x.is_finite()) {

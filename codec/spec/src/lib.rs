@@ -72,7 +72,9 @@ pub enum SpecError {
         key: &'static str,
     },
     /// The weight-file format version is not one this build reads.
-    #[error("weight file format version `{got}` is not supported (this build reads version {supported})")]
+    #[error(
+        "weight file format version `{got}` is not supported (this build reads version {supported})"
+    )]
     UnsupportedVersion {
         /// The version found.
         got: String,
@@ -195,7 +197,11 @@ mod tests {
     fn schema_names_are_unique() {
         for strategy in Strategy::ALL {
             for levels in 1..=3 {
-                let cfg = ModelConfig { strategy, levels, ..ModelConfig::tiny() };
+                let cfg = ModelConfig {
+                    strategy,
+                    levels,
+                    ..ModelConfig::tiny()
+                };
                 let t = schema::tensors(&cfg);
                 let set: std::collections::HashSet<_> = t.iter().map(|t| &t.name).collect();
                 assert_eq!(set.len(), t.len());
@@ -206,8 +212,14 @@ mod tests {
     #[test]
     fn only_learned_strategies_own_downconvs() {
         for strategy in Strategy::ALL {
-            let cfg = ModelConfig { strategy, ..ModelConfig::tiny() };
-            let n = schema::tensors(&cfg).iter().filter(|t| t.name.starts_with("levels.")).count();
+            let cfg = ModelConfig {
+                strategy,
+                ..ModelConfig::tiny()
+            };
+            let n = schema::tensors(&cfg)
+                .iter()
+                .filter(|t| t.name.starts_with("levels."))
+                .count();
             assert_eq!(n > 0, strategy.has_downconv(), "{strategy:?}");
         }
     }
@@ -216,18 +228,51 @@ mod tests {
     fn coarser_decoders_have_one_more_stage_per_level() {
         let cfg = ModelConfig::small();
         for level in 0..cfg.levels {
-            assert_eq!(cfg.decoder_stage_mults(level).len(), cfg.channel_mult.len() + level);
+            assert_eq!(
+                cfg.decoder_stage_mults(level).len(),
+                cfg.channel_mult.len() + level
+            );
         }
     }
 
     #[test]
     fn bad_configs_name_their_field() {
         let cases: Vec<(ModelConfig, &str)> = vec![
-            (ModelConfig { levels: 0, ..ModelConfig::tiny() }, "levels"),
-            (ModelConfig { norm_groups: 3, ..ModelConfig::tiny() }, "norm_groups"),
-            (ModelConfig { codebook_size: 0, ..ModelConfig::tiny() }, "codebook_size"),
-            (ModelConfig { std: [0.5, 0.0, 0.5], ..ModelConfig::tiny() }, "std"),
-            (ModelConfig { channel_mult: vec![], ..ModelConfig::tiny() }, "channel_mult"),
+            (
+                ModelConfig {
+                    levels: 0,
+                    ..ModelConfig::tiny()
+                },
+                "levels",
+            ),
+            (
+                ModelConfig {
+                    norm_groups: 3,
+                    ..ModelConfig::tiny()
+                },
+                "norm_groups",
+            ),
+            (
+                ModelConfig {
+                    codebook_size: 0,
+                    ..ModelConfig::tiny()
+                },
+                "codebook_size",
+            ),
+            (
+                ModelConfig {
+                    std: [0.5, 0.0, 0.5],
+                    ..ModelConfig::tiny()
+                },
+                "std",
+            ),
+            (
+                ModelConfig {
+                    channel_mult: vec![],
+                    ..ModelConfig::tiny()
+                },
+                "channel_mult",
+            ),
         ];
         for (cfg, field) in cases {
             match cfg.validate() {
@@ -235,8 +280,14 @@ mod tests {
                 other => panic!("expected InvalidConfig({field}), got {other:?}"),
             }
         }
-        assert!(matches!(ModelConfig::from_json("{}"), Err(SpecError::ConfigJson(_))));
-        assert!(matches!(ModelConfig::preset("huge"), Err(SpecError::UnknownName { .. })));
+        assert!(matches!(
+            ModelConfig::from_json("{}"),
+            Err(SpecError::ConfigJson(_))
+        ));
+        assert!(matches!(
+            ModelConfig::preset("huge"),
+            Err(SpecError::UnknownName { .. })
+        ));
     }
 
     #[test]
@@ -247,7 +298,10 @@ mod tests {
         let mut cb2 = cb.clone();
         cb2[7] = 0.5;
         assert_ne!(a, fingerprint(&cfg, &cb2));
-        let cfg2 = ModelConfig { strategy: Strategy::Sampling, ..cfg.clone() };
+        let cfg2 = ModelConfig {
+            strategy: Strategy::Sampling,
+            ..cfg.clone()
+        };
         assert_ne!(a, fingerprint(&cfg2, &cb));
         assert_eq!(fingerprint_hex(&a).len(), 64);
     }

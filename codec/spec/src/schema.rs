@@ -67,11 +67,19 @@ pub fn tensors(cfg: &ModelConfig) -> Vec<TensorSpec> {
     encoder(&mut c, cfg);
     for level in 1..cfg.levels {
         if cfg.strategy.has_downconv() {
-            c.conv(&format!("levels.{level}.down.conv"), cfg.z_channels, cfg.z_channels, 3);
+            c.conv(
+                &format!("levels.{level}.down.conv"),
+                cfg.z_channels,
+                cfg.z_channels,
+                3,
+            );
         }
     }
     c.conv("quantizer.proj", cfg.z_channels, cfg.codebook_dim, 1);
-    c.push("quantizer.codebook".into(), vec![cfg.codebook_size, cfg.codebook_dim]);
+    c.push(
+        "quantizer.codebook".into(),
+        vec![cfg.codebook_size, cfg.codebook_dim],
+    );
     for level in 0..cfg.levels {
         decoder(&mut c, cfg, level);
     }
@@ -90,7 +98,12 @@ fn encoder(c: &mut Collector, cfg: &ModelConfig) {
             block_in = block_out;
         }
         if i != last {
-            c.conv(&format!("encoder.down.{i}.downsample.conv"), block_in, block_in, 3);
+            c.conv(
+                &format!("encoder.down.{i}.downsample.conv"),
+                block_in,
+                block_in,
+                3,
+            );
         }
     }
     c.mid("encoder.mid", block_in, cfg.mid_attention);
@@ -121,5 +134,8 @@ fn decoder(c: &mut Collector, cfg: &ModelConfig, level: usize) {
 
 /// Total parameter count of a model with configuration `cfg`.
 pub fn parameter_count(cfg: &ModelConfig) -> usize {
-    tensors(cfg).iter().map(|t| t.shape.iter().product::<usize>()).sum()
+    tensors(cfg)
+        .iter()
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum()
 }

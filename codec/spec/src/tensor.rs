@@ -16,7 +16,12 @@ pub struct FeatureMap {
 impl FeatureMap {
     /// A zero-filled map.
     pub fn zeros(channels: usize, height: usize, width: usize) -> Self {
-        FeatureMap { channels, height, width, data: vec![0.0; channels * height * width] }
+        FeatureMap {
+            channels,
+            height,
+            width,
+            data: vec![0.0; channels * height * width],
+        }
     }
 
     /// Values per channel plane.

@@ -37,7 +37,10 @@ pub struct WeightLimits {
 impl Default for WeightLimits {
     fn default() -> Self {
         // The paper preset is 116 M parameters (465 MB in f32); leave headroom for bigger configs.
-        WeightLimits { max_file_bytes: 2 << 30, max_parameters: 400_000_000 }
+        WeightLimits {
+            max_file_bytes: 2 << 30,
+            max_parameters: 400_000_000,
+        }
     }
 }
 
@@ -68,7 +71,9 @@ impl Weights {
         for spec in &expected {
             let t = tensors
                 .get(&spec.name)
-                .ok_or_else(|| SpecError::MissingTensor { tensor: spec.name.clone() })?;
+                .ok_or_else(|| SpecError::MissingTensor {
+                    tensor: spec.name.clone(),
+                })?;
             if t.shape != spec.shape {
                 return Err(SpecError::ShapeMismatch {
                     tensor: spec.name.clone(),
@@ -84,37 +89,70 @@ impl Weights {
                 });
             }
             if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                return Err(SpecError::NonFinite { tensor: spec.name.clone(), index: i });
+                return Err(SpecError::NonFinite {
+                    tensor: spec.name.clone(),
+                    index: i,
+                });
             }
         }
         if tensors.len() != expected.len() {
-            let known: std::collections::HashSet<&str> = expected.iter().map(|s| s.name.as_str()).collect();
-            let mut extra: Vec<&String> = tensors.keys().filter(|k| !known.contains(k.as_str())).collect();
+            let known: std::collections::HashSet<&str> =
+                expected.iter().map(|s| s.name.as_str()).collect();
+            let mut extra: Vec<&String> = tensors
+                .keys()
+                .filter(|k| !known.contains(k.as_str()))
+                .collect();
             extra.sort();
-            return Err(SpecError::UnexpectedTensor { tensor: extra[0].clone() });
+            return Err(SpecError::UnexpectedTensor {
+                tensor: extra[0].clone(),
+            });
         }
         tensors.shrink_to_fit();
         let fp = fingerprint(&config, &tensors["quantizer.codebook"].data);
-        Ok(Weights { config, tensors, metadata, fingerprint: fp })
+        Ok(Weights {
+            config,
+            tensors,
+            metadata,
+            fingerprint: fp,
+        })
     }
 
     /// Parses and validates a safetensors weight file.
     pub fn from_safetensors(bytes: &[u8], limits: &WeightLimits) -> Result<Self, SpecError> {
         if bytes.len() > limits.max_file_bytes {
-            return Err(SpecError::TooLarge { what: "file bytes", limit: limits.max_file_bytes, got: bytes.len() });
+            return Err(SpecError::TooLarge {
+                what: "file bytes",
+                limit: limits.max_file_bytes,
+                got: bytes.len(),
+            });
         }
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(SpecError::Safetensors)?;
-        let metadata: BTreeMap<String, String> =
-            header.metadata().clone().unwrap_or_default().into_iter().collect();
-        let version = metadata.get(meta::FORMAT).ok_or(SpecError::MissingMetadata { key: meta::FORMAT })?;
+        let metadata: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let version = metadata
+            .get(meta::FORMAT)
+            .ok_or(SpecError::MissingMetadata { key: meta::FORMAT })?;
         if version.parse::<u32>().ok() != Some(WEIGHT_FORMAT_VERSION) {
-            return Err(SpecError::UnsupportedVersion { got: version.clone(), supported: WEIGHT_FORMAT_VERSION });
+            return Err(SpecError::UnsupportedVersion {
+                got: version.clone(),
+                supported: WEIGHT_FORMAT_VERSION,
+            });
         }
-        let json = metadata.get(meta::CONFIG).ok_or(SpecError::MissingMetadata { key: meta::CONFIG })?;
+        let json = metadata
+            .get(meta::CONFIG)
+            .ok_or(SpecError::MissingMetadata { key: meta::CONFIG })?;
         let config = ModelConfig::from_json(json)?;
         let params = schema::parameter_count(&config);
         if params > limits.max_parameters {
-            return Err(SpecError::TooLarge { what: "parameters", limit: limits.max_parameters, got: params });
+            return Err(SpecError::TooLarge {
+                what: "parameters",
+                limit: limits.max_parameters,
+                got: params,
+            });
         }
         let st = SafeTensors::deserialize(bytes).map_err(SpecError::Safetensors)?;
         let mut tensors = HashMap::new();
@@ -122,7 +160,9 @@ impl Weights {
         for spec in schema::tensors(&config) {
             let view = st
                 .tensor(&spec.name)
-                .map_err(|_| SpecError::MissingTensor { tensor: spec.name.clone() })?;
+                .map_err(|_| SpecError::MissingTensor {
+                    tensor: spec.name.clone(),
+                })?;
             if view.shape() != spec.shape.as_slice() {
                 return Err(SpecError::ShapeMismatch {
                     tensor: spec.name.clone(),
@@ -131,12 +171,25 @@ impl Weights {
                 });
             }
             let data = decode_view(&spec.name, &view)?;
-            tensors.insert(spec.name, Tensor { shape: view.shape().to_vec(), data });
+            tensors.insert(
+                spec.name,
+                Tensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
         }
         if st.len() != tensors.len() {
-            let mut extra: Vec<String> = st.names().into_iter().filter(|n| !tensors.contains_key(*n)).map(str::to_string).collect();
+            let mut extra: Vec<String> = st
+                .names()
+                .into_iter()
+                .filter(|n| !tensors.contains_key(*n))
+                .map(str::to_string)
+                .collect();
             extra.sort();
-            return Err(SpecError::UnexpectedTensor { tensor: extra.remove(0) });
+            return Err(SpecError::UnexpectedTensor {
+                tensor: extra.remove(0),
+            });
         }
         Self::from_tensors(config, tensors, metadata)
     }
@@ -146,7 +199,10 @@ impl Weights {
         let mut metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
         metadata.insert(meta::FORMAT.into(), WEIGHT_FORMAT_VERSION.to_string());
         metadata.insert(meta::CONFIG.into(), self.config.to_json());
-        metadata.insert(meta::FINGERPRINT.into(), crate::fingerprint_hex(&self.fingerprint));
+        metadata.insert(
+            meta::FINGERPRINT.into(),
+            crate::fingerprint_hex(&self.fingerprint),
+        );
         let specs = schema::tensors(&self.config);
         let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = specs
             .into_iter()
@@ -154,7 +210,11 @@ impl Weights {
                 let t = &self.tensors[&s.name];
                 let bytes: Vec<u8> = match dtype {
                     StoreDtype::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    StoreDtype::F16 => t.data.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+                    StoreDtype::F16 => t
+                        .data
+                        .iter()
+                        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                        .collect(),
                 };
                 (s.name, t.shape.clone(), bytes)
             })
@@ -165,7 +225,13 @@ impl Weights {
         };
         let views: Vec<(String, TensorView<'_>)> = buffers
             .iter()
-            .map(|(n, shape, b)| (n.clone(), TensorView::new(st_dtype, shape.clone(), b).expect("sizes match by construction")))
+            .map(|(n, shape, b)| {
+                (
+                    n.clone(),
+                    TensorView::new(st_dtype, shape.clone(), b)
+                        .expect("sizes match by construction"),
+                )
+            })
             .collect();
         safetensors::serialize(views, Some(metadata)).expect("in-memory serialization cannot fail")
     }
@@ -210,9 +276,18 @@ impl Weights {
 fn decode_view(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>, SpecError> {
     let raw = view.data();
     match view.dtype() {
-        Dtype::F32 => Ok(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        Dtype::F16 => Ok(raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
-        other => Err(SpecError::UnsupportedDtype { tensor: name.to_string(), got: format!("{other:?}") }),
+        Dtype::F32 => Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()),
+        Dtype::F16 => Ok(raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()),
+        other => Err(SpecError::UnsupportedDtype {
+            tensor: name.to_string(),
+            got: format!("{other:?}"),
+        }),
     }
 }
 
@@ -246,7 +321,13 @@ pub fn random_weights(config: &ModelConfig, seed: u64) -> Result<Weights, SpecEr
             let scale = (3.0 / fan_in as f32).sqrt();
             (0..n).map(|_| scale * next()).collect()
         };
-        tensors.insert(spec.name, Tensor { shape: spec.shape, data });
+        tensors.insert(
+            spec.name,
+            Tensor {
+                shape: spec.shape,
+                data,
+            },
+        );
     }
     Weights::from_tensors(config.clone(), tensors, BTreeMap::new())
 }
@@ -262,7 +343,9 @@ mod tests {
     #[test]
     fn f32_round_trip_is_exact() {
         let w = tiny();
-        let back = Weights::from_safetensors(&w.to_safetensors(StoreDtype::F32), &WeightLimits::default()).unwrap();
+        let back =
+            Weights::from_safetensors(&w.to_safetensors(StoreDtype::F32), &WeightLimits::default())
+                .unwrap();
         assert_eq!(back.fingerprint(), w.fingerprint());
         for (name, t) in w.iter() {
             assert_eq!(back.tensor(name), t);
@@ -272,11 +355,16 @@ mod tests {
     #[test]
     fn f16_round_trip_is_close() {
         let w = tiny();
-        let back = Weights::from_safetensors(&w.to_safetensors(StoreDtype::F16), &WeightLimits::default()).unwrap();
+        let back =
+            Weights::from_safetensors(&w.to_safetensors(StoreDtype::F16), &WeightLimits::default())
+                .unwrap();
         for (name, t) in w.iter() {
             for (a, b) in t.data.iter().zip(&back.tensor(name).data) {
                 // f16 keeps 11 significant bits: relative error ≤ 2^-11.
-                assert!((a - b).abs() <= a.abs() * 4.9e-4 + 1e-7, "{name}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= a.abs() * 4.9e-4 + 1e-7,
+                    "{name}: {a} vs {b}"
+                );
             }
         }
     }
@@ -285,22 +373,42 @@ mod tests {
     fn truncated_files_are_refused_at_every_length() {
         let bytes = tiny().to_safetensors(StoreDtype::F32);
         for cut in (0..bytes.len()).step_by(97) {
-            assert!(Weights::from_safetensors(&bytes[..cut], &WeightLimits::default()).is_err(), "cut {cut}");
+            assert!(
+                Weights::from_safetensors(&bytes[..cut], &WeightLimits::default()).is_err(),
+                "cut {cut}"
+            );
         }
     }
 
-    fn rewrite(w: &Weights, edit: impl FnOnce(&mut HashMap<String, Tensor>, &mut BTreeMap<String, String>)) -> Vec<u8> {
-        let mut t: HashMap<String, Tensor> = w.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    fn rewrite(
+        w: &Weights,
+        edit: impl FnOnce(&mut HashMap<String, Tensor>, &mut BTreeMap<String, String>),
+    ) -> Vec<u8> {
+        let mut t: HashMap<String, Tensor> =
+            w.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut m = BTreeMap::new();
         m.insert(meta::FORMAT.to_string(), "1".to_string());
         m.insert(meta::CONFIG.to_string(), w.config().to_json());
         edit(&mut t, &mut m);
         let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = t
             .into_iter()
-            .map(|(k, v)| (k, v.shape, v.data.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.shape,
+                    v.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
+            })
             .collect();
-        let views: Vec<(String, TensorView<'_>)> =
-            bufs.iter().map(|(k, s, b)| (k.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+        let views: Vec<(String, TensorView<'_>)> = bufs
+            .iter()
+            .map(|(k, s, b)| {
+                (
+                    k.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
         safetensors::serialize(views, Some(m.into_iter().collect())).unwrap()
     }
 
@@ -314,25 +422,52 @@ mod tests {
         assert!(matches!(Weights::from_safetensors(&missing, &lim),
             Err(SpecError::MissingTensor { tensor }) if tensor == "quantizer.proj.bias"));
         let shape = rewrite(&w, |t, _| {
-            t.insert("quantizer.codebook".into(), Tensor { shape: vec![2, 2], data: vec![0.0; 4] });
+            t.insert(
+                "quantizer.codebook".into(),
+                Tensor {
+                    shape: vec![2, 2],
+                    data: vec![0.0; 4],
+                },
+            );
         });
         assert!(matches!(Weights::from_safetensors(&shape, &lim),
             Err(SpecError::ShapeMismatch { tensor, .. }) if tensor == "quantizer.codebook"));
         let extra = rewrite(&w, |t, _| {
-            t.insert("zzz.extra".into(), Tensor { shape: vec![1], data: vec![0.0] });
+            t.insert(
+                "zzz.extra".into(),
+                Tensor {
+                    shape: vec![1],
+                    data: vec![0.0],
+                },
+            );
         });
         assert!(matches!(Weights::from_safetensors(&extra, &lim),
             Err(SpecError::UnexpectedTensor { tensor }) if tensor == "zzz.extra"));
         let version = rewrite(&w, |_, m| {
             m.insert(meta::FORMAT.into(), "99".into());
         });
-        assert!(matches!(Weights::from_safetensors(&version, &lim), Err(SpecError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            Weights::from_safetensors(&version, &lim),
+            Err(SpecError::UnsupportedVersion { .. })
+        ));
         let nan = rewrite(&w, |t, _| {
             t.get_mut("encoder.conv_in.bias").unwrap().data[1] = f32::NAN;
         });
-        assert!(matches!(Weights::from_safetensors(&nan, &lim), Err(SpecError::NonFinite { index: 1, .. })));
-        let small = WeightLimits { max_file_bytes: 100, ..lim };
-        assert!(matches!(Weights::from_safetensors(&missing, &small), Err(SpecError::TooLarge { .. })));
-        assert!(matches!(Weights::from_safetensors(b"garbage", &lim), Err(SpecError::Safetensors(_))));
+        assert!(matches!(
+            Weights::from_safetensors(&nan, &lim),
+            Err(SpecError::NonFinite { index: 1, .. })
+        ));
+        let small = WeightLimits {
+            max_file_bytes: 100,
+            ..lim
+        };
+        assert!(matches!(
+            Weights::from_safetensors(&missing, &small),
+            Err(SpecError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            Weights::from_safetensors(b"garbage", &lim),
+            Err(SpecError::Safetensors(_))
+        ));
     }
 }

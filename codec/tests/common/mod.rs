@@ -11,7 +11,10 @@ pub fn tiny_weights(seed: u64) -> Weights {
 
 /// A codec on the CPU backend for `tiny_weights(seed)`.
 pub fn tiny_codec(seed: u64) -> Codec {
-    Codec::builder(tiny_weights(seed)).backend(Backend::Cpu).build().expect("tiny codec builds")
+    Codec::builder(tiny_weights(seed))
+        .backend(Backend::Cpu)
+        .build()
+        .expect("tiny codec builds")
 }
 
 /// A smooth colour pattern with some texture, the same on every run.

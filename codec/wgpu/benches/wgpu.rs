@@ -34,8 +34,15 @@ fn main() {
         }
     };
     let info = ctx.adapter_info();
-    println!("adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
-    let runs: usize = std::env::var("HVQ_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
+    println!(
+        "adapter: {} ({:?}, {:?})",
+        info.name, info.backend, info.device_type
+    );
+    let runs: usize = std::env::var("HVQ_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+        .max(1);
     conv_case(&ctx, runs);
     if std::env::var_os("HVQ_BENCH_CONV_ONLY").is_some() {
         return;
@@ -51,19 +58,35 @@ fn main() {
         let sizes: Vec<(usize, usize)> = std::env::var("HVQ_BENCH_SIZES")
             .unwrap_or_else(|_| "256x256,768x512".into())
             .split(',')
-            .filter_map(|s| s.split_once('x').and_then(|(w, h)| Some((h.parse().ok()?, w.parse().ok()?))))
+            .filter_map(|s| {
+                s.split_once('x')
+                    .and_then(|(w, h)| Some((h.parse().ok()?, w.parse().ok()?)))
+            })
             .collect();
         for (h, w) in sizes {
-            let image = FeatureMap { channels: 3, height: h, width: w, data: vec![0.5; 3 * h * w] };
+            let image = FeatureMap {
+                channels: 3,
+                height: h,
+                width: w,
+                data: vec![0.5; 3 * h * w],
+            };
             let levels: Vec<usize> = (0..cfg.levels).collect();
             let mut grids = Vec::new();
-            let enc = median_ms(runs, || grids = pollster::block_on(model.encode(&image, &levels)).expect("encode"));
-            println!("{preset} {w}x{h} encode (all {} levels): median {enc:.1} ms over {runs} runs", cfg.levels);
+            let enc = median_ms(runs, || {
+                grids = pollster::block_on(model.encode(&image, &levels)).expect("encode")
+            });
+            println!(
+                "{preset} {w}x{h} encode (all {} levels): median {enc:.1} ms over {runs} runs",
+                cfg.levels
+            );
             for grid in &grids {
                 let dec = median_ms(runs, || {
                     pollster::block_on(model.decode(grid)).expect("decode");
                 });
-                println!("{preset} {w}x{h} decode level {} ({}x{} tokens): median {dec:.1} ms", grid.level, grid.width, grid.height);
+                println!(
+                    "{preset} {w}x{h} decode level {} ({}x{} tokens): median {dec:.1} ms",
+                    grid.level, grid.width, grid.height
+                );
             }
         }
     }
@@ -78,12 +101,27 @@ fn conv_case(ctx: &GpuContext, runs: usize) {
         .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
         .unwrap_or_else(|_| vec![64, 128, 128]);
     let (c, h, w) = (size[0], size[1], size[2]);
-    let x = FeatureMap { channels: c, height: h, width: w, data: (0..c * h * w).map(|i| (i % 17) as f32 * 0.1).collect() };
-    let weight = Tensor { shape: vec![c, c, 3, 3], data: (0..c * c * 9).map(|i| (i % 13) as f32 * 0.01).collect() };
-    let bias = Tensor { shape: vec![c], data: vec![0.1; c] };
+    let x = FeatureMap {
+        channels: c,
+        height: h,
+        width: w,
+        data: (0..c * h * w).map(|i| (i % 17) as f32 * 0.1).collect(),
+    };
+    let weight = Tensor {
+        shape: vec![c, c, 3, 3],
+        data: (0..c * c * 9).map(|i| (i % 13) as f32 * 0.01).collect(),
+    };
+    let bias = Tensor {
+        shape: vec![c],
+        data: vec![0.1; c],
+    };
     let ms = median_ms(runs, || {
-        pollster::block_on(conv2d(ctx, &x, &weight, &bias, Conv2dParams::SAME, None)).expect("conv");
+        pollster::block_on(conv2d(ctx, &x, &weight, &bias, Conv2dParams::SAME, None))
+            .expect("conv");
     });
     let gflop = 2.0 * (c * c * 9 * h * w) as f64 / 1e9;
-    println!("conv3x3 {c}->{c} {w}x{h}: median {ms:.1} ms ({:.2} GFLOP/s incl. transfers)", gflop / (ms / 1e3));
+    println!(
+        "conv3x3 {c}->{c} {w}x{h}: median {ms:.1} ms ({:.2} GFLOP/s incl. transfers)",
+        gflop / (ms / 1e3)
+    );
 }

@@ -29,7 +29,10 @@ type PipelineCache = HashMap<(Kernel, Overrides), Arc<Pipeline>>;
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuContext").field("adapter", &self.info.name).field("backend", &self.info.backend).finish()
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish()
     }
 }
 
@@ -44,14 +47,18 @@ impl GpuContext {
     /// [`GpuError::NoAdapter`] when no adapter exists, [`GpuError::RequestDevice`] when the
     /// adapter refuses the device.
     pub async fn new() -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let options = wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             force_fallback_adapter: false,
             compatible_surface: None,
             apply_limit_buckets: false,
         };
-        let adapter = instance.request_adapter(&options).await.map_err(GpuError::NoAdapter)?;
+        let adapter = instance
+            .request_adapter(&options)
+            .await
+            .map_err(GpuError::NoAdapter)?;
         let available = adapter.limits();
         let required_limits = wgpu::Limits {
             max_storage_buffer_binding_size: available.max_storage_buffer_binding_size,
@@ -64,8 +71,16 @@ impl GpuContext {
             required_limits,
             ..Default::default()
         };
-        let (device, queue) = adapter.request_device(&descriptor).await.map_err(GpuError::RequestDevice)?;
-        Ok(GpuContext { device, queue, info: adapter.get_info(), pipelines: Arc::new(Mutex::new(HashMap::new())) })
+        let (device, queue) = adapter
+            .request_device(&descriptor)
+            .await
+            .map_err(GpuError::RequestDevice)?;
+        Ok(GpuContext {
+            device,
+            queue,
+            info: adapter.get_info(),
+            pipelines: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     /// Blocking [`GpuContext::new`] for native callers.
@@ -98,15 +113,25 @@ impl GpuContext {
     /// Fails when a buffer of `bytes` bytes could not be created or bound as storage.
     pub(crate) fn check_buffer_size(&self, bytes: u64) -> Result<()> {
         let limits = self.device.limits();
-        let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         if bytes > limit {
-            return Err(GpuError::LimitExceeded { what: "storage buffer bytes", got: bytes, limit });
+            return Err(GpuError::LimitExceeded {
+                what: "storage buffer bytes",
+                got: bytes,
+                limit,
+            });
         }
         Ok(())
     }
 
     /// The pipeline of `kernel` specialised by `overrides`, compiled on first use.
-    pub(crate) async fn pipeline(&self, kernel: Kernel, overrides: Overrides) -> Result<Arc<Pipeline>> {
+    pub(crate) async fn pipeline(
+        &self,
+        kernel: Kernel,
+        overrides: Overrides,
+    ) -> Result<Arc<Pipeline>> {
         let key = (kernel, overrides);
         if let Some(p) = self.lock_pipelines().get(&key) {
             return Ok(p.clone());
@@ -114,7 +139,10 @@ impl GpuContext {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let built = self.build_pipeline(kernel, overrides);
         if let Some(source) = scope.pop().await {
-            return Err(GpuError::Shader { kernel: kernel.name(), source });
+            return Err(GpuError::Shader {
+                kernel: kernel.name(),
+                source,
+            });
         }
         let built = Arc::new(built);
         self.lock_pipelines().insert(key, built.clone());
@@ -123,14 +151,18 @@ impl GpuContext {
 
     fn lock_pipelines(&self) -> std::sync::MutexGuard<'_, PipelineCache> {
         // The map is only ever inserted into whole entries; a panic elsewhere cannot corrupt it.
-        self.pipelines.lock().unwrap_or_else(PoisonError::into_inner)
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn build_pipeline(&self, kernel: Kernel, overrides: Overrides) -> Pipeline {
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(kernel.name()),
-            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
             .slots()
             .iter()
@@ -152,25 +184,36 @@ impl GpuContext {
             .collect();
         let layout = self
             .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(kernel.name()), entries: &entries });
-        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(kernel.name()),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(kernel.name()),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(kernel.name()),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
         let constants = overrides.constants(kernel);
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.name()),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
-        Pipeline { pipeline, layout, kernel }
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.name()),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        Pipeline {
+            pipeline,
+            layout,
+            kernel,
+        }
     }
 
     /// Submits `encoder` after appending copies of `sources` (each `(buffer, bytes)`) one after
@@ -198,14 +241,24 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         if let Some(source) = validation.pop().await {
-            return Err(GpuError::Device { during: "kernel submission", source });
+            return Err(GpuError::Device {
+                during: "kernel submission",
+                source,
+            });
         }
         if let Some(source) = oom.pop().await {
-            return Err(GpuError::Device { during: "kernel submission", source });
+            return Err(GpuError::Device {
+                during: "kernel submission",
+                source,
+            });
         }
         #[cfg(not(target_arch = "wasm32"))]
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(GpuError::Poll)?;
-        rx.await.map_err(|_| GpuError::ReadbackCancelled)?.map_err(GpuError::Readback)?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(GpuError::Poll)?;
+        rx.await
+            .map_err(|_| GpuError::ReadbackCancelled)?
+            .map_err(GpuError::Readback)?;
         let mut out = Vec::with_capacity(sources.len());
         {
             let view = slice.get_mapped_range().map_err(GpuError::MappedRange)?;

@@ -68,8 +68,13 @@ pub(crate) struct ConvOptions {
 }
 
 impl ConvOptions {
-    pub(crate) const SAME: ConvOptions =
-        ConvOptions { stride: 1, pad: Pad::Same, upsample: false, norm: None, residual: None };
+    pub(crate) const SAME: ConvOptions = ConvOptions {
+        stride: 1,
+        pad: Pad::Same,
+        upsample: false,
+        norm: None,
+        residual: None,
+    };
 }
 
 /// The three spatial re-samplings of `resample.wgsl`.
@@ -105,7 +110,14 @@ impl Graph {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        Graph { ctx: ctx.clone(), buffers: Vec::new(), free: Vec::new(), steps: Vec::new(), dummy, staging: None }
+        Graph {
+            ctx: ctx.clone(),
+            buffers: Vec::new(),
+            free: Vec::new(),
+            steps: Vec::new(),
+            dummy,
+            staging: None,
+        }
     }
 
     /// A fresh tensor, reusing a released buffer that is large enough (smallest fit first).
@@ -122,16 +134,24 @@ impl Graph {
         let id = match fit {
             Some(slot) => self.free.swap_remove(slot),
             None => {
-                self.buffers.push(self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("activation"),
-                    size: bytes.next_multiple_of(16),
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                }));
+                self.buffers
+                    .push(self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("activation"),
+                        size: bytes.next_multiple_of(16),
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_SRC
+                            | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    }));
                 self.buffers.len() - 1
             }
         };
-        Ok(Tensor { id, channels, height, width })
+        Ok(Tensor {
+            id,
+            channels,
+            height,
+            width,
+        })
     }
 
     /// Returns a tensor's buffer to the free list; later steps may overwrite it.
@@ -143,31 +163,57 @@ impl Graph {
     fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
         let mut padded = words.to_vec();
         padded.resize(words.len().next_multiple_of(4), 0);
-        self.ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::cast_slice(&padded),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+        self.ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::cast_slice(&padded),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
     }
 
-    fn push(&mut self, kernel: Kernel, overrides: Overrides, words: &[u32], bindings: &[&wgpu::Buffer], groups: (u32, u32)) -> Result<()> {
+    fn push(
+        &mut self,
+        kernel: Kernel,
+        overrides: Overrides,
+        words: &[u32],
+        bindings: &[&wgpu::Buffer],
+        groups: (u32, u32),
+    ) -> Result<()> {
         let limit = self.ctx.limits().max_compute_workgroups_per_dimension;
         let most = groups.0.max(groups.1);
         if most > limit {
-            return Err(GpuError::LimitExceeded { what: "workgroups per dispatch dimension", got: u64::from(most), limit: u64::from(limit) });
+            return Err(GpuError::LimitExceeded {
+                what: "workgroups per dispatch dimension",
+                got: u64::from(most),
+                limit: u64::from(limit),
+            });
         }
         let pipeline = self.ctx.pipeline_now(kernel, overrides);
         let params = self.uniform(words);
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: params.as_entire_binding(),
+        }];
         for (i, b) in bindings.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
         }
-        let bind_group = self.ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.name()),
-            layout: &pipeline.layout,
-            entries: &entries,
+        let bind_group = self
+            .ctx
+            .device()
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(kernel.name()),
+                layout: &pipeline.layout,
+                entries: &entries,
+            });
+        self.steps.push(Step {
+            pipeline,
+            bind_group,
+            groups,
         });
-        self.steps.push(Step { pipeline, bind_group, groups });
         Ok(())
     }
 
@@ -181,12 +227,23 @@ impl Graph {
 
     /// A convolution; output size follows PyTorch's formula for the padding and stride.
     pub(crate) fn conv(&mut self, x: Tensor, w: &ConvWeights, o: ConvOptions) -> Result<Tensor> {
-        let bad = |reason: String| Err(GpuError::BadInput { op: "conv2d", reason });
+        let bad = |reason: String| {
+            Err(GpuError::BadInput {
+                op: "conv2d",
+                reason,
+            })
+        };
         if x.channels != w.cin {
-            return bad(format!("input has {} channels, weights expect {}", x.channels, w.cin));
+            return bad(format!(
+                "input has {} channels, weights expect {}",
+                x.channels, w.cin
+            ));
         }
         if w.ks % 2 == 0 || !(1..=2).contains(&o.stride) {
-            return bad(format!("kernel size {} / stride {} unsupported (odd sizes, stride 1 or 2)", w.ks, o.stride));
+            return bad(format!(
+                "kernel size {} / stride {} unsupported (odd sizes, stride 1 or 2)",
+                w.ks, o.stride
+            ));
         }
         let scale = if o.upsample { 2 } else { 1 };
         let (h, wd) = (x.height * scale, x.width * scale);
@@ -195,7 +252,10 @@ impl Graph {
             Pad::RightBottom => (0, 0, 1),
         };
         if h + extra < w.ks || wd + extra < w.ks {
-            return bad(format!("input {h}x{wd} is smaller than the {0}x{0} kernel", w.ks));
+            return bad(format!(
+                "input {h}x{wd} is smaller than the {0}x{0} kernel",
+                w.ks
+            ));
         }
         let h_out = (h + extra - w.ks) / o.stride + 1;
         let w_out = (wd + extra - w.ks) / o.stride + 1;
@@ -205,31 +265,89 @@ impl Graph {
             }
         }
         let norm_mode = match o.norm {
-            Some(n) if n.coef.len() != 3 * x.channels => return bad("norm coefficients do not match the input".into()),
-            Some(n) => if n.swish { 2 } else { 1 },
+            Some(n) if n.coef.len() != 3 * x.channels => {
+                return bad("norm coefficients do not match the input".into());
+            }
+            Some(n) => {
+                if n.swish {
+                    2
+                } else {
+                    1
+                }
+            }
             None => 0,
         };
         let out = self.alloc(w.cout, h_out, w_out)?;
-        let words = [x.channels, x.height, x.width, w.cout, h_out, w_out, o.stride, top, left].map(|v| v as u32);
-        let overrides = Overrides { ks: w.ks as u32, norm: norm_mode, upsample: o.upsample, residual: o.residual.is_some(), ..Default::default() };
+        let words = [
+            x.channels, x.height, x.width, w.cout, h_out, w_out, o.stride, top, left,
+        ]
+        .map(|v| v as u32);
+        let overrides = Overrides {
+            ks: w.ks as u32,
+            norm: norm_mode,
+            upsample: o.upsample,
+            residual: o.residual.is_some(),
+            ..Default::default()
+        };
         let residual = o.residual.map_or(&self.dummy, |r| &self.buffers[r.id]);
         let norm = o.norm.map_or(&self.dummy, |n| &self.buffers[n.coef.id]);
-        let bindings = [&self.buffers[x.id], &w.weight, &w.bias, residual, norm, &self.buffers[out.id]].map(Clone::clone);
-        let groups = ((h_out * w_out).div_ceil(64) as u32, w.cout.div_ceil(64) as u32);
-        self.push(Kernel::Conv2d, overrides, &words, &bindings.iter().collect::<Vec<_>>(), groups)?;
+        let bindings = [
+            &self.buffers[x.id],
+            &w.weight,
+            &w.bias,
+            residual,
+            norm,
+            &self.buffers[out.id],
+        ]
+        .map(Clone::clone);
+        let groups = (
+            (h_out * w_out).div_ceil(64) as u32,
+            w.cout.div_ceil(64) as u32,
+        );
+        self.push(
+            Kernel::Conv2d,
+            overrides,
+            &words,
+            &bindings.iter().collect::<Vec<_>>(),
+            groups,
+        )?;
         Ok(out)
     }
 
     /// GroupNorm statistics as per-channel coefficients (mean, gamma/std, beta: a `3C` tensor).
-    pub(crate) fn group_norm_stats(&mut self, x: Tensor, affine: &wgpu::Buffer, groups: usize, eps: f32) -> Result<Tensor> {
+    pub(crate) fn group_norm_stats(
+        &mut self,
+        x: Tensor,
+        affine: &wgpu::Buffer,
+        groups: usize,
+        eps: f32,
+    ) -> Result<Tensor> {
         if groups == 0 || x.channels % groups != 0 {
-            return Err(GpuError::BadInput { op: "group_norm", reason: format!("{groups} groups do not divide {} channels", x.channels) });
+            return Err(GpuError::BadInput {
+                op: "group_norm",
+                reason: format!("{groups} groups do not divide {} channels", x.channels),
+            });
         }
         let coef = self.alloc(3, 1, x.channels)?;
         let per_group = x.channels / groups;
-        let words = [(per_group * x.plane()) as u32, eps.to_bits(), x.channels as u32, per_group as u32];
-        let b = [self.buffers[x.id].clone(), affine.clone(), self.buffers[coef.id].clone()];
-        self.push(Kernel::GroupNormStats, Overrides::default(), &words, &[&b[0], &b[1], &b[2]], (groups as u32, 1))?;
+        let words = [
+            (per_group * x.plane()) as u32,
+            eps.to_bits(),
+            x.channels as u32,
+            per_group as u32,
+        ];
+        let b = [
+            self.buffers[x.id].clone(),
+            affine.clone(),
+            self.buffers[coef.id].clone(),
+        ];
+        self.push(
+            Kernel::GroupNormStats,
+            Overrides::default(),
+            &words,
+            &[&b[0], &b[1], &b[2]],
+            (groups as u32, 1),
+        )?;
         Ok(coef)
     }
 
@@ -237,21 +355,47 @@ impl Graph {
     pub(crate) fn group_norm_apply(&mut self, x: Tensor, norm: FusedNorm) -> Result<Tensor> {
         let out = self.alloc(x.channels, x.height, x.width)?;
         let words = [x.channels, x.plane()].map(|v| v as u32);
-        let b = [self.buffers[x.id].clone(), self.buffers[norm.coef.id].clone(), self.buffers[out.id].clone()];
+        let b = [
+            self.buffers[x.id].clone(),
+            self.buffers[norm.coef.id].clone(),
+            self.buffers[out.id].clone(),
+        ];
         let grid = self.grid(x.len(), ELEMENTWISE_WG);
-        self.push(Kernel::GroupNormApply, Overrides { swish: norm.swish, ..Default::default() }, &words, &[&b[0], &b[1], &b[2]], grid)?;
+        self.push(
+            Kernel::GroupNormApply,
+            Overrides {
+                swish: norm.swish,
+                ..Default::default()
+            },
+            &words,
+            &[&b[0], &b[1], &b[2]],
+            grid,
+        )?;
         Ok(out)
     }
 
     /// Element-wise `a + b`.
     pub(crate) fn add(&mut self, a: Tensor, b: Tensor) -> Result<Tensor> {
         if (a.channels, a.height, a.width) != (b.channels, b.height, b.width) {
-            return Err(GpuError::BadInput { op: "add", reason: "operands differ in shape".into() });
+            return Err(GpuError::BadInput {
+                op: "add",
+                reason: "operands differ in shape".into(),
+            });
         }
         let out = self.alloc(a.channels, a.height, a.width)?;
-        let bufs = [self.buffers[a.id].clone(), self.buffers[b.id].clone(), self.buffers[out.id].clone()];
+        let bufs = [
+            self.buffers[a.id].clone(),
+            self.buffers[b.id].clone(),
+            self.buffers[out.id].clone(),
+        ];
         let grid = self.grid(a.len(), ELEMENTWISE_WG);
-        self.push(Kernel::Add, Overrides::default(), &[a.len() as u32], &[&bufs[0], &bufs[1], &bufs[2]], grid)?;
+        self.push(
+            Kernel::Add,
+            Overrides::default(),
+            &[a.len() as u32],
+            &[&bufs[0], &bufs[1], &bufs[2]],
+            grid,
+        )?;
         Ok(out)
     }
 
@@ -266,24 +410,54 @@ impl Graph {
         let words = [x.channels, x.height, x.width, h, w].map(|v| v as u32);
         let bufs = [self.buffers[x.id].clone(), self.buffers[out.id].clone()];
         let grid = self.grid(out.len(), ELEMENTWISE_WG);
-        self.push(Kernel::Resample, Overrides { mode: mode as u32, ..Default::default() }, &words, &[&bufs[0], &bufs[1]], grid)?;
+        self.push(
+            Kernel::Resample,
+            Overrides {
+                mode: mode as u32,
+                ..Default::default()
+            },
+            &words,
+            &[&bufs[0], &bufs[1]],
+            grid,
+        )?;
         Ok(out)
     }
 
     /// `x * coef[c] + coef[C + c]` per channel, optionally clamped to [0, 1].
-    pub(crate) fn channel_affine(&mut self, x: Tensor, coef: &wgpu::Buffer, clamp: bool) -> Result<Tensor> {
+    pub(crate) fn channel_affine(
+        &mut self,
+        x: Tensor,
+        coef: &wgpu::Buffer,
+        clamp: bool,
+    ) -> Result<Tensor> {
         let out = self.alloc(x.channels, x.height, x.width)?;
         let words = [x.channels, x.plane()].map(|v| v as u32);
-        let bufs = [self.buffers[x.id].clone(), coef.clone(), self.buffers[out.id].clone()];
+        let bufs = [
+            self.buffers[x.id].clone(),
+            coef.clone(),
+            self.buffers[out.id].clone(),
+        ];
         let grid = self.grid(x.len(), ELEMENTWISE_WG);
-        self.push(Kernel::ChannelAffine, Overrides { clamp, ..Default::default() }, &words, &[&bufs[0], &bufs[1], &bufs[2]], grid)?;
+        self.push(
+            Kernel::ChannelAffine,
+            Overrides {
+                clamp,
+                ..Default::default()
+            },
+            &words,
+            &[&bufs[0], &bufs[1], &bufs[2]],
+            grid,
+        )?;
         Ok(out)
     }
 
     /// Single-head attention from a `[3C, H, W]` map holding q, k and v.
     pub(crate) fn attention(&mut self, qkv: Tensor) -> Result<Tensor> {
         if qkv.channels % 3 != 0 || qkv.channels == 0 {
-            return Err(GpuError::BadInput { op: "attention", reason: "q/k/v map needs 3·C channels".into() });
+            return Err(GpuError::BadInput {
+                op: "attention",
+                reason: "q/k/v map needs 3·C channels".into(),
+            });
         }
         let c = qkv.channels / 3;
         let out = self.alloc(c, qkv.height, qkv.width)?;
@@ -291,28 +465,65 @@ impl Graph {
         let words = [c as u32, qkv.plane() as u32, scale.to_bits()];
         let bufs = [self.buffers[qkv.id].clone(), self.buffers[out.id].clone()];
         let groups = (qkv.plane().div_ceil(64) as u32, 1);
-        self.push(Kernel::Attention, Overrides::default(), &words, &[&bufs[0], &bufs[1]], groups)?;
+        self.push(
+            Kernel::Attention,
+            Overrides::default(),
+            &words,
+            &[&bufs[0], &bufs[1]],
+            groups,
+        )?;
         Ok(out)
     }
 
     /// Nearest codebook entry per position of `p` (`[D, H, W]`): a `[1, H, W]` u32 tensor.
-    pub(crate) fn codebook_search(&mut self, p: Tensor, codebook: &wgpu::Buffer, entries: usize) -> Result<Tensor> {
+    pub(crate) fn codebook_search(
+        &mut self,
+        p: Tensor,
+        codebook: &wgpu::Buffer,
+        entries: usize,
+    ) -> Result<Tensor> {
         let out = self.alloc(1, p.height, p.width)?;
         let words = [p.channels, p.plane(), entries].map(|v| v as u32);
-        let bufs = [self.buffers[p.id].clone(), codebook.clone(), self.buffers[out.id].clone()];
+        let bufs = [
+            self.buffers[p.id].clone(),
+            codebook.clone(),
+            self.buffers[out.id].clone(),
+        ];
         // 64 invocations of 4 positions each per workgroup.
         let grid = self.grid(p.plane(), 256);
-        self.push(Kernel::CodebookSearch, Overrides::default(), &words, &[&bufs[0], &bufs[1], &bufs[2]], grid)?;
+        self.push(
+            Kernel::CodebookSearch,
+            Overrides::default(),
+            &words,
+            &[&bufs[0], &bufs[1], &bufs[2]],
+            grid,
+        )?;
         Ok(out)
     }
 
     /// Codebook rows named by a `[1, H, W]` token tensor: a `[D, H, W]` map.
-    pub(crate) fn codebook_gather(&mut self, tokens: Tensor, codebook: &wgpu::Buffer, entries: usize, dim: usize) -> Result<Tensor> {
+    pub(crate) fn codebook_gather(
+        &mut self,
+        tokens: Tensor,
+        codebook: &wgpu::Buffer,
+        entries: usize,
+        dim: usize,
+    ) -> Result<Tensor> {
         let out = self.alloc(dim, tokens.height, tokens.width)?;
         let words = [dim, tokens.plane(), entries].map(|v| v as u32);
-        let bufs = [self.buffers[tokens.id].clone(), codebook.clone(), self.buffers[out.id].clone()];
+        let bufs = [
+            self.buffers[tokens.id].clone(),
+            codebook.clone(),
+            self.buffers[out.id].clone(),
+        ];
         let grid = self.grid(out.len(), ELEMENTWISE_WG);
-        self.push(Kernel::CodebookGather, Overrides::default(), &words, &[&bufs[0], &bufs[1], &bufs[2]], grid)?;
+        self.push(
+            Kernel::CodebookGather,
+            Overrides::default(),
+            &words,
+            &[&bufs[0], &bufs[1], &bufs[2]],
+            grid,
+        )?;
         Ok(out)
     }
 
@@ -332,7 +543,11 @@ impl Graph {
 
 impl Graph {
     /// Uploads `inputs`, runs every step, and reads `outputs` back (as raw bytes).
-    pub(crate) async fn run(&mut self, inputs: &[(Tensor, &[u8])], outputs: &[Tensor]) -> Result<Vec<Vec<u8>>> {
+    pub(crate) async fn run(
+        &mut self,
+        inputs: &[(Tensor, &[u8])],
+        outputs: &[Tensor],
+    ) -> Result<Vec<Vec<u8>>> {
         for (t, bytes) in inputs {
             self.ctx.queue().write_buffer(&self.buffers[t.id], 0, bytes);
         }
@@ -346,9 +561,15 @@ impl Graph {
                 mapped_at_creation: false,
             }));
         }
-        let mut encoder = self.ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hvq") });
+        let mut encoder = self
+            .ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hvq") });
         self.record(&mut encoder);
-        let sources: Vec<(&wgpu::Buffer, u64)> = outputs.iter().map(|t| (&self.buffers[t.id], t.len() as u64 * 4)).collect();
+        let sources: Vec<(&wgpu::Buffer, u64)> = outputs
+            .iter()
+            .map(|t| (&self.buffers[t.id], t.len() as u64 * 4))
+            .collect();
         let staging = self.staging.as_ref().expect("staging buffer created above");
         self.ctx.submit_and_read(encoder, &sources, staging).await
     }

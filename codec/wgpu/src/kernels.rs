@@ -32,11 +32,23 @@ pub struct Conv2dParams {
 
 impl Conv2dParams {
     /// Stride 1, `Same` padding.
-    pub const SAME: Conv2dParams = Conv2dParams { stride: 1, padding: Padding::Same, upsample: false };
+    pub const SAME: Conv2dParams = Conv2dParams {
+        stride: 1,
+        padding: Padding::Same,
+        upsample: false,
+    };
     /// Stride 2 after a right/bottom zero pad: the encoder's down-sampler.
-    pub const DOWNSAMPLE: Conv2dParams = Conv2dParams { stride: 2, padding: Padding::DownsampleRightBottom, upsample: false };
+    pub const DOWNSAMPLE: Conv2dParams = Conv2dParams {
+        stride: 2,
+        padding: Padding::DownsampleRightBottom,
+        upsample: false,
+    };
     /// Nearest ×2 then a `Same` convolution: the decoder's up-sampler.
-    pub const UPSAMPLE: Conv2dParams = Conv2dParams { stride: 1, padding: Padding::Same, upsample: true };
+    pub const UPSAMPLE: Conv2dParams = Conv2dParams {
+        stride: 1,
+        padding: Padding::Same,
+        upsample: true,
+    };
 }
 
 /// Parameters of a [`group_norm`].
@@ -83,12 +95,24 @@ pub struct AttnWeights<'a> {
 }
 
 fn bad(op: &'static str, reason: impl Into<String>) -> GpuError {
-    GpuError::BadInput { op, reason: reason.into() }
+    GpuError::BadInput {
+        op,
+        reason: reason.into(),
+    }
 }
 
 fn check_map(op: &'static str, x: &FeatureMap) -> Result<()> {
     if x.channels == 0 || x.height == 0 || x.width == 0 || x.data.len() != x.channels * x.plane() {
-        return Err(bad(op, format!("map {}x{}x{} with {} values", x.channels, x.height, x.width, x.data.len())));
+        return Err(bad(
+            op,
+            format!(
+                "map {}x{}x{} with {} values",
+                x.channels,
+                x.height,
+                x.width,
+                x.data.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -96,8 +120,18 @@ fn check_map(op: &'static str, x: &FeatureMap) -> Result<()> {
 fn check_conv(op: &'static str, x: &FeatureMap, weight: &Tensor, bias: &Tensor) -> Result<()> {
     check_map(op, x)?;
     match weight.shape.as_slice() {
-        [o, i, kh, kw] if *i == x.channels && kh == kw && kh % 2 == 1 && bias.shape == [*o] && *o > 0 => Ok(()),
-        s => Err(bad(op, format!("weight {s:?} / bias {:?} do not fit a {}-channel input", bias.shape, x.channels))),
+        [o, i, kh, kw]
+            if *i == x.channels && kh == kw && kh % 2 == 1 && bias.shape == [*o] && *o > 0 =>
+        {
+            Ok(())
+        }
+        s => Err(bad(
+            op,
+            format!(
+                "weight {s:?} / bias {:?} do not fit a {}-channel input",
+                bias.shape, x.channels
+            ),
+        )),
     }
 }
 
@@ -109,7 +143,10 @@ struct OneShot<'a> {
 
 impl<'a> OneShot<'a> {
     fn new(ctx: &GpuContext) -> Self {
-        OneShot { g: Graph::new(ctx), inputs: Vec::new() }
+        OneShot {
+            g: Graph::new(ctx),
+            inputs: Vec::new(),
+        }
     }
 
     fn map(&mut self, x: &'a FeatureMap) -> Result<graph::Tensor> {
@@ -125,7 +162,12 @@ impl<'a> OneShot<'a> {
 
     async fn read_map(self, out: graph::Tensor) -> Result<FeatureMap> {
         let bytes = self.read(out).await?;
-        Ok(FeatureMap { channels: out.channels, height: out.height, width: out.width, data: bytemuck::pod_collect_to_vec(&bytes) })
+        Ok(FeatureMap {
+            channels: out.channels,
+            height: out.height,
+            width: out.width,
+            data: bytemuck::pod_collect_to_vec(&bytes),
+        })
     }
 }
 
@@ -134,7 +176,10 @@ async fn built<T>(ctx: &GpuContext, f: impl FnOnce() -> Result<T>) -> Result<T> 
     let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
     let out = f();
     if let Some(source) = scope.pop().await {
-        return Err(GpuError::Device { during: "building kernels", source });
+        return Err(GpuError::Device {
+            during: "building kernels",
+            source,
+        });
     }
     out
 }
@@ -162,7 +207,13 @@ pub async fn conv2d(
             Padding::Same => Pad::Same,
             Padding::DownsampleRightBottom => Pad::RightBottom,
         };
-        let o = ConvOptions { stride: params.stride, pad, upsample: params.upsample, norm: None, residual: r };
+        let o = ConvOptions {
+            stride: params.stride,
+            pad,
+            upsample: params.upsample,
+            norm: None,
+            residual: r,
+        };
         s.g.conv(xt, &w, o)
     })
     .await?;
@@ -173,7 +224,12 @@ pub async fn conv2d(
 ///
 /// # Errors
 /// As [`conv2d`].
-pub async fn project(ctx: &GpuContext, x: &FeatureMap, weight: &Tensor, bias: &Tensor) -> Result<FeatureMap> {
+pub async fn project(
+    ctx: &GpuContext,
+    x: &FeatureMap,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Result<FeatureMap> {
     conv2d(ctx, x, weight, bias, Conv2dParams::SAME, None).await
 }
 
@@ -182,18 +238,38 @@ pub async fn project(ctx: &GpuContext, x: &FeatureMap, weight: &Tensor, bias: &T
 /// # Errors
 /// [`GpuError::BadInput`] when `groups` does not divide the channels or gamma/beta do not
 /// match them; limits; device errors.
-pub async fn group_norm(ctx: &GpuContext, x: &FeatureMap, params: GroupNormParams<'_>) -> Result<FeatureMap> {
+pub async fn group_norm(
+    ctx: &GpuContext,
+    x: &FeatureMap,
+    params: GroupNormParams<'_>,
+) -> Result<FeatureMap> {
     check_map("group_norm", x)?;
     if params.gamma.shape != [x.channels] || params.beta.shape != [x.channels] {
-        return Err(bad("group_norm", "gamma and beta need one value per channel"));
+        return Err(bad(
+            "group_norm",
+            "gamma and beta need one value per channel",
+        ));
     }
-    let affine_data: Vec<f32> = params.gamma.data.iter().chain(&params.beta.data).copied().collect();
+    let affine_data: Vec<f32> = params
+        .gamma
+        .data
+        .iter()
+        .chain(&params.beta.data)
+        .copied()
+        .collect();
     let affine = storage(ctx, "norm", &affine_data)?;
     let mut s = OneShot::new(ctx);
     let out = built(ctx, || {
         let xt = s.map(x)?;
-        let coef = s.g.group_norm_stats(xt, &affine, params.groups, params.eps)?;
-        s.g.group_norm_apply(xt, FusedNorm { coef, swish: params.swish })
+        let coef =
+            s.g.group_norm_stats(xt, &affine, params.groups, params.eps)?;
+        s.g.group_norm_apply(
+            xt,
+            FusedNorm {
+                coef,
+                swish: params.swish,
+            },
+        )
     })
     .await?;
     s.read_map(out).await
@@ -262,26 +338,67 @@ pub async fn attention(ctx: &GpuContext, x: &FeatureMap, w: AttnWeights<'_>) -> 
     for a in [w.q, w.k, w.v, w.proj_out] {
         check_conv("attention", x, a.weight, a.bias)?;
         if a.weight.shape != [c, c, 1, 1] {
-            return Err(bad("attention", format!("projection weight {:?}, expected [{c}, {c}, 1, 1]", a.weight.shape)));
+            return Err(bad(
+                "attention",
+                format!(
+                    "projection weight {:?}, expected [{c}, {c}, 1, 1]",
+                    a.weight.shape
+                ),
+            ));
         }
     }
     if w.norm.weight.shape != [c] || w.norm.bias.shape != [c] {
-        return Err(bad("attention", "norm gamma and beta need one value per channel"));
+        return Err(bad(
+            "attention",
+            "norm gamma and beta need one value per channel",
+        ));
     }
-    let qkv_w: Vec<f32> = [w.q, w.k, w.v].iter().flat_map(|a| a.weight.data.iter().copied()).collect();
-    let qkv_b: Vec<f32> = [w.q, w.k, w.v].iter().flat_map(|a| a.bias.data.iter().copied()).collect();
+    let qkv_w: Vec<f32> = [w.q, w.k, w.v]
+        .iter()
+        .flat_map(|a| a.weight.data.iter().copied())
+        .collect();
+    let qkv_b: Vec<f32> = [w.q, w.k, w.v]
+        .iter()
+        .flat_map(|a| a.bias.data.iter().copied())
+        .collect();
     let qkv = conv_weights(ctx, &qkv_w, &qkv_b, &[3 * c, c, 1, 1])?;
-    let proj = conv_weights(ctx, &w.proj_out.weight.data, &w.proj_out.bias.data, &w.proj_out.weight.shape)?;
-    let affine_data: Vec<f32> = w.norm.weight.data.iter().chain(&w.norm.bias.data).copied().collect();
+    let proj = conv_weights(
+        ctx,
+        &w.proj_out.weight.data,
+        &w.proj_out.bias.data,
+        &w.proj_out.weight.shape,
+    )?;
+    let affine_data: Vec<f32> = w
+        .norm
+        .weight
+        .data
+        .iter()
+        .chain(&w.norm.bias.data)
+        .copied()
+        .collect();
     let affine = storage(ctx, "norm", &affine_data)?;
     let mut s = OneShot::new(ctx);
     let out = built(ctx, || {
         let xt = s.map(x)?;
         let coef = s.g.group_norm_stats(xt, &affine, w.groups, w.eps)?;
         let norm = FusedNorm { coef, swish: false };
-        let qkv_t = s.g.conv(xt, &qkv, ConvOptions { norm: Some(norm), ..ConvOptions::SAME })?;
+        let qkv_t = s.g.conv(
+            xt,
+            &qkv,
+            ConvOptions {
+                norm: Some(norm),
+                ..ConvOptions::SAME
+            },
+        )?;
         let o = s.g.attention(qkv_t)?;
-        s.g.conv(o, &proj, ConvOptions { residual: Some(xt), ..ConvOptions::SAME })
+        s.g.conv(
+            o,
+            &proj,
+            ConvOptions {
+                residual: Some(xt),
+                ..ConvOptions::SAME
+            },
+        )
     })
     .await?;
     s.read_map(out).await
@@ -292,11 +409,20 @@ pub async fn attention(ctx: &GpuContext, x: &FeatureMap, w: AttnWeights<'_>) -> 
 ///
 /// # Errors
 /// [`GpuError::BadInput`] for a codebook whose width is not `p.channels`; limits; device errors.
-pub async fn nearest_codes(ctx: &GpuContext, p: &FeatureMap, codebook: &Tensor) -> Result<Vec<u32>> {
+pub async fn nearest_codes(
+    ctx: &GpuContext,
+    p: &FeatureMap,
+    codebook: &Tensor,
+) -> Result<Vec<u32>> {
     check_map("nearest_codes", p)?;
     let entries = match codebook.shape.as_slice() {
         [n, d] if *d == p.channels && *n > 0 && u32::try_from(*n).is_ok() => *n,
-        s => return Err(bad("nearest_codes", format!("codebook {s:?} for {} channels", p.channels))),
+        s => {
+            return Err(bad(
+                "nearest_codes",
+                format!("codebook {s:?} for {} channels", p.channels),
+            ));
+        }
     };
     let cb = storage(ctx, "codebook", &codebook.data)?;
     let mut s = OneShot::new(ctx);
@@ -313,7 +439,11 @@ pub async fn nearest_codes(ctx: &GpuContext, p: &FeatureMap, codebook: &Tensor) 
 /// # Errors
 /// [`GpuError::BadInput`] for a malformed grid or codebook, [`GpuError::TokenOutOfRange`];
 /// limits; device errors.
-pub async fn gather_codes(ctx: &GpuContext, grid: &TokenGrid, codebook: &Tensor) -> Result<FeatureMap> {
+pub async fn gather_codes(
+    ctx: &GpuContext,
+    grid: &TokenGrid,
+    codebook: &Tensor,
+) -> Result<FeatureMap> {
     let (entries, dim) = match codebook.shape.as_slice() {
         [n, d] if *n > 0 && *d > 0 && u32::try_from(*n).is_ok() => (*n, *d),
         s => return Err(bad("gather_codes", format!("codebook shape {s:?}"))),

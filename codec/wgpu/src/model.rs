@@ -29,9 +29,19 @@ struct DeviceWeights {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum PlanKey {
     /// Latents of levels `0..=top` of a padded `height × width` image, and tokens of `quantize`.
-    Encode { height: usize, width: usize, top: usize, quantize: Vec<usize>, latents: bool },
+    Encode {
+        height: usize,
+        width: usize,
+        top: usize,
+        quantize: Vec<usize>,
+        latents: bool,
+    },
     /// Decoder of `level` for a `height × width` grid.
-    Decode { level: usize, height: usize, width: usize },
+    Decode {
+        level: usize,
+        height: usize,
+        width: usize,
+    },
 }
 
 /// A built graph with its input and output tensors.
@@ -55,7 +65,10 @@ pub struct GpuModel {
 
 impl std::fmt::Debug for GpuModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuModel").field("ctx", &self.ctx).field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("GpuModel")
+            .field("ctx", &self.ctx)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,7 +80,12 @@ impl GpuModel {
     pub fn new(ctx: &GpuContext, weights: &Weights) -> Result<Self> {
         let config = weights.config().clone();
         let dev = DeviceWeights::upload(ctx, weights)?;
-        Ok(GpuModel { ctx: ctx.clone(), config, weights: dev, plans: Mutex::new(HashMap::new()) })
+        Ok(GpuModel {
+            ctx: ctx.clone(),
+            config,
+            weights: dev,
+            plans: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The model's configuration.
@@ -92,7 +110,10 @@ impl GpuModel {
             latents: true,
         };
         let out = self.run(key, bytemuck::cast_slice(&image.data)).await?;
-        Ok(out.into_iter().map(|(t, bytes)| to_map(t, &bytes)).collect())
+        Ok(out
+            .into_iter()
+            .map(|(t, bytes)| to_map(t, &bytes))
+            .collect())
     }
 
     /// Tokens of the requested `levels` (0 = finest) of `image`, in the order asked, running
@@ -104,14 +125,23 @@ impl GpuModel {
     /// [`GpuModel::encode_latents`].
     pub async fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>> {
         if let Some(&level) = levels.iter().find(|&&l| l >= self.config.levels) {
-            return Err(GpuError::NoSuchLevel { level, levels: self.config.levels });
+            return Err(GpuError::NoSuchLevel {
+                level,
+                levels: self.config.levels,
+            });
         }
         self.check_image(image)?;
         if levels.is_empty() {
             return Ok(Vec::new());
         }
         let top = levels.iter().copied().max().unwrap_or(0);
-        let key = PlanKey::Encode { height: image.height, width: image.width, top, quantize: levels.to_vec(), latents: false };
+        let key = PlanKey::Encode {
+            height: image.height,
+            width: image.width,
+            top,
+            quantize: levels.to_vec(),
+            latents: false,
+        };
         let out = self.run(key, bytemuck::cast_slice(&image.data)).await?;
         Ok(levels
             .iter()
@@ -134,10 +164,17 @@ impl GpuModel {
     pub async fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap> {
         let cfg = &self.config;
         if grid.level >= cfg.levels {
-            return Err(GpuError::NoSuchLevel { level: grid.level, levels: cfg.levels });
+            return Err(GpuError::NoSuchLevel {
+                level: grid.level,
+                levels: cfg.levels,
+            });
         }
         check_grid(grid, cfg.codebook_size)?;
-        let key = PlanKey::Decode { level: grid.level, height: grid.height, width: grid.width };
+        let key = PlanKey::Decode {
+            level: grid.level,
+            height: grid.height,
+            width: grid.width,
+        };
         let mut out = self.run(key, bytemuck::cast_slice(&grid.tokens)).await?;
         let (t, bytes) = out.pop().ok_or(GpuError::ReadbackCancelled)?;
         Ok(to_map(t, &bytes))
@@ -159,10 +196,14 @@ impl GpuModel {
             });
         }
         if image.data.len() != image.channels * image.plane() {
-            return Err(GpuError::BadInput { op: "encode", reason: "data length differs from channels × height × width".into() });
+            return Err(GpuError::BadInput {
+                op: "encode",
+                reason: "data length differs from channels × height × width".into(),
+            });
         }
         // The widest activation is the first ResBlock's at full resolution.
-        self.ctx.check_buffer_size((cfg.channels * image.plane()) as u64 * 4)
+        self.ctx
+            .check_buffer_size((cfg.channels * image.plane()) as u64 * 4)
     }
 
     /// Runs the plan for `key` (building it on first use) with `input` uploaded.
@@ -186,33 +227,66 @@ impl GpuModel {
     }
 
     async fn build(&self, key: &PlanKey) -> Result<Plan> {
-        let scope = self.ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = self
+            .ctx
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::Validation);
         let built = self.build_now(key);
         if let Some(source) = scope.pop().await {
-            return Err(GpuError::Device { during: "building kernels", source });
+            return Err(GpuError::Device {
+                during: "building kernels",
+                source,
+            });
         }
         built
     }
 
     fn build_now(&self, key: &PlanKey) -> Result<Plan> {
-        let mut b = Builder { g: Graph::new(&self.ctx), w: &self.weights, cfg: &self.config };
+        let mut b = Builder {
+            g: Graph::new(&self.ctx),
+            w: &self.weights,
+            cfg: &self.config,
+        };
         match key {
-            PlanKey::Encode { height, width, top, quantize, latents } => {
+            PlanKey::Encode {
+                height,
+                width,
+                top,
+                quantize,
+                latents,
+            } => {
                 let input = b.g.alloc(self.config.in_channels, *height, *width)?;
                 let outputs = b.encoder(input, *top, quantize, *latents)?;
-                Ok(Plan { graph: b.g, input, outputs })
+                Ok(Plan {
+                    graph: b.g,
+                    input,
+                    outputs,
+                })
             }
-            PlanKey::Decode { level, height, width } => {
+            PlanKey::Decode {
+                level,
+                height,
+                width,
+            } => {
                 let input = b.g.alloc(1, *height, *width)?;
                 let output = b.decoder(input, *level)?;
-                Ok(Plan { graph: b.g, input, outputs: vec![output] })
+                Ok(Plan {
+                    graph: b.g,
+                    input,
+                    outputs: vec![output],
+                })
             }
         }
     }
 }
 
 fn to_map(t: Tensor, bytes: &[u8]) -> FeatureMap {
-    FeatureMap { channels: t.channels, height: t.height, width: t.width, data: bytemuck::pod_collect_to_vec(bytes) }
+    FeatureMap {
+        channels: t.channels,
+        height: t.height,
+        width: t.width,
+        data: bytemuck::pod_collect_to_vec(bytes),
+    }
 }
 
 /// Checks a token grid's size and every index before anything touches the device.
@@ -220,11 +294,25 @@ pub(crate) fn check_grid(grid: &TokenGrid, entries: usize) -> Result<()> {
     if grid.height == 0 || grid.width == 0 || grid.tokens.len() != grid.height * grid.width {
         return Err(GpuError::BadInput {
             op: "decode",
-            reason: format!("{} tokens for a {}x{} grid", grid.tokens.len(), grid.height, grid.width),
+            reason: format!(
+                "{} tokens for a {}x{} grid",
+                grid.tokens.len(),
+                grid.height,
+                grid.width
+            ),
         });
     }
-    if let Some((position, &token)) = grid.tokens.iter().enumerate().find(|(_, t)| **t as usize >= entries) {
-        return Err(GpuError::TokenOutOfRange { position, token, entries });
+    if let Some((position, &token)) = grid
+        .tokens
+        .iter()
+        .enumerate()
+        .find(|(_, t)| **t as usize >= entries)
+    {
+        return Err(GpuError::TokenOutOfRange {
+            position,
+            token,
+            entries,
+        });
     }
     Ok(())
 }
@@ -235,8 +323,16 @@ pub(crate) fn check_grid(grid: &TokenGrid, entries: usize) -> Result<()> {
 /// # Errors
 /// [`GpuError::BadInput`] when `x` is empty, malformed, or larger than the target.
 pub fn pad_edge(x: &FeatureMap, height: usize, width: usize) -> Result<FeatureMap> {
-    if x.height == 0 || x.width == 0 || x.height > height || x.width > width || x.data.len() != x.channels * x.plane() {
-        return Err(GpuError::BadInput { op: "pad_edge", reason: format!("cannot pad {}x{} to {height}x{width}", x.height, x.width) });
+    if x.height == 0
+        || x.width == 0
+        || x.height > height
+        || x.width > width
+        || x.data.len() != x.channels * x.plane()
+    {
+        return Err(GpuError::BadInput {
+            op: "pad_edge",
+            reason: format!("cannot pad {}x{} to {height}x{width}", x.height, x.width),
+        });
     }
     let mut out = FeatureMap::zeros(x.channels, height, width);
     for c in 0..x.channels {
@@ -256,11 +352,16 @@ impl DeviceWeights {
         let mut convs = HashMap::new();
         let mut norms = HashMap::new();
         for spec in schema::tensors(cfg) {
-            let Some(prefix) = spec.name.strip_suffix(".weight") else { continue };
+            let Some(prefix) = spec.name.strip_suffix(".weight") else {
+                continue;
+            };
             let w = weights.tensor(&spec.name);
             let bias = weights.tensor(&format!("{prefix}.bias"));
             if w.shape.len() == 4 {
-                convs.insert(prefix.to_string(), conv_weights(ctx, &w.data, &bias.data, &w.shape)?);
+                convs.insert(
+                    prefix.to_string(),
+                    conv_weights(ctx, &w.data, &bias.data, &w.shape)?,
+                );
             } else if w.shape.len() == 1 {
                 let affine: Vec<f32> = w.data.iter().chain(&bias.data).copied().collect();
                 norms.insert(prefix.to_string(), storage(ctx, "norm", &affine)?);
@@ -269,15 +370,34 @@ impl DeviceWeights {
         for spec in schema::tensors(cfg) {
             // Fuse each attention block's q, k, v projections into one 1x1 convolution.
             if let Some(prefix) = spec.name.strip_suffix(".q.weight") {
-                let parts = ["q", "k", "v"].map(|p| (weights.tensor(&format!("{prefix}.{p}.weight")), weights.tensor(&format!("{prefix}.{p}.bias"))));
-                let w: Vec<f32> = parts.iter().flat_map(|(w, _)| w.data.iter().copied()).collect();
-                let b: Vec<f32> = parts.iter().flat_map(|(_, b)| b.data.iter().copied()).collect();
+                let parts = ["q", "k", "v"].map(|p| {
+                    (
+                        weights.tensor(&format!("{prefix}.{p}.weight")),
+                        weights.tensor(&format!("{prefix}.{p}.bias")),
+                    )
+                });
+                let w: Vec<f32> = parts
+                    .iter()
+                    .flat_map(|(w, _)| w.data.iter().copied())
+                    .collect();
+                let b: Vec<f32> = parts
+                    .iter()
+                    .flat_map(|(_, b)| b.data.iter().copied())
+                    .collect();
                 let c = parts[0].0.shape[1];
-                convs.insert(format!("{prefix}.qkv"), conv_weights(ctx, &w, &b, &[3 * c, c, 1, 1])?);
+                convs.insert(
+                    format!("{prefix}.qkv"),
+                    conv_weights(ctx, &w, &b, &[3 * c, c, 1, 1])?,
+                );
             }
         }
         let codebook = storage(ctx, "codebook", &weights.tensor("quantizer.codebook").data)?;
-        let normalize: Vec<f32> = cfg.std.iter().map(|s| 1.0 / s).chain(cfg.mean.iter().zip(&cfg.std).map(|(m, s)| -m / s)).collect();
+        let normalize: Vec<f32> = cfg
+            .std
+            .iter()
+            .map(|s| 1.0 / s)
+            .chain(cfg.mean.iter().zip(&cfg.std).map(|(m, s)| -m / s))
+            .collect();
         let denormalize: Vec<f32> = cfg.std.iter().chain(&cfg.mean).copied().collect();
         Ok(DeviceWeights {
             convs,
@@ -293,14 +413,21 @@ pub(crate) fn storage(ctx: &GpuContext, label: &str, data: &[f32]) -> Result<wgp
     ctx.check_buffer_size(data.len() as u64 * 4)?;
     // Empty bindings are invalid; a lone zero stands in.
     let contents: &[f32] = if data.is_empty() { &[0.0] } else { data };
-    Ok(ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::cast_slice(contents),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-    }))
+    Ok(ctx
+        .device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(contents),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        }))
 }
 
-pub(crate) fn conv_weights(ctx: &GpuContext, w: &[f32], b: &[f32], shape: &[usize]) -> Result<ConvWeights> {
+pub(crate) fn conv_weights(
+    ctx: &GpuContext,
+    w: &[f32],
+    b: &[f32],
+    shape: &[usize],
+) -> Result<ConvWeights> {
     Ok(ConvWeights {
         weight: storage(ctx, "conv weight", w)?,
         bias: storage(ctx, "conv bias", b)?,
@@ -319,28 +446,72 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     /// `conv(act(norm(x)))` with the norm fused into the convolution's input.
-    fn norm_conv(&mut self, x: Tensor, norm: &str, conv: &str, swish: bool, o: ConvOptions) -> Result<Tensor> {
+    fn norm_conv(
+        &mut self,
+        x: Tensor,
+        norm: &str,
+        conv: &str,
+        swish: bool,
+        o: ConvOptions,
+    ) -> Result<Tensor> {
         let w = self.w;
-        let affine = w.norms.get(norm).unwrap_or_else(|| panic!("no norm `{norm}` in the schema"));
-        let coef = self.g.group_norm_stats(x, affine, self.cfg.norm_groups, NORM_EPS)?;
-        let conv_w = w.convs.get(conv).unwrap_or_else(|| panic!("no convolution `{conv}` in the schema"));
-        let out = self.g.conv(x, conv_w, ConvOptions { norm: Some(FusedNorm { coef, swish }), ..o });
+        let affine = w
+            .norms
+            .get(norm)
+            .unwrap_or_else(|| panic!("no norm `{norm}` in the schema"));
+        let coef = self
+            .g
+            .group_norm_stats(x, affine, self.cfg.norm_groups, NORM_EPS)?;
+        let conv_w = w
+            .convs
+            .get(conv)
+            .unwrap_or_else(|| panic!("no convolution `{conv}` in the schema"));
+        let out = self.g.conv(
+            x,
+            conv_w,
+            ConvOptions {
+                norm: Some(FusedNorm { coef, swish }),
+                ..o
+            },
+        );
         self.g.release(coef);
         out
     }
 
     fn conv(&mut self, x: Tensor, name: &str, o: ConvOptions) -> Result<Tensor> {
         let w = self.w;
-        let conv_w = w.convs.get(name).unwrap_or_else(|| panic!("no convolution `{name}` in the schema"));
+        let conv_w = w
+            .convs
+            .get(name)
+            .unwrap_or_else(|| panic!("no convolution `{name}` in the schema"));
         self.g.conv(x, conv_w, o)
     }
 
     /// A ResBlock; consumes `x`.
     fn res_block(&mut self, x: Tensor, p: &str) -> Result<Tensor> {
-        let h = self.norm_conv(x, &format!("{p}.norm1"), &format!("{p}.conv1"), true, ConvOptions::SAME)?;
+        let h = self.norm_conv(
+            x,
+            &format!("{p}.norm1"),
+            &format!("{p}.conv1"),
+            true,
+            ConvOptions::SAME,
+        )?;
         let shortcut = format!("{p}.nin_shortcut");
-        let skip = if self.w.convs.contains_key(&shortcut) { self.conv(x, &shortcut, ConvOptions::SAME)? } else { x };
-        let out = self.norm_conv(h, &format!("{p}.norm2"), &format!("{p}.conv2"), true, ConvOptions { residual: Some(skip), ..ConvOptions::SAME })?;
+        let skip = if self.w.convs.contains_key(&shortcut) {
+            self.conv(x, &shortcut, ConvOptions::SAME)?
+        } else {
+            x
+        };
+        let out = self.norm_conv(
+            h,
+            &format!("{p}.norm2"),
+            &format!("{p}.conv2"),
+            true,
+            ConvOptions {
+                residual: Some(skip),
+                ..ConvOptions::SAME
+            },
+        )?;
         self.g.release(h);
         self.g.release(skip);
         if skip != x {
@@ -351,10 +522,23 @@ impl Builder<'_> {
 
     /// Self-attention with residual; consumes `x`.
     fn attention(&mut self, x: Tensor, p: &str) -> Result<Tensor> {
-        let qkv = self.norm_conv(x, &format!("{p}.norm"), &format!("{p}.qkv"), false, ConvOptions::SAME)?;
+        let qkv = self.norm_conv(
+            x,
+            &format!("{p}.norm"),
+            &format!("{p}.qkv"),
+            false,
+            ConvOptions::SAME,
+        )?;
         let o = self.g.attention(qkv)?;
         self.g.release(qkv);
-        let out = self.conv(o, &format!("{p}.proj_out"), ConvOptions { residual: Some(x), ..ConvOptions::SAME })?;
+        let out = self.conv(
+            o,
+            &format!("{p}.proj_out"),
+            ConvOptions {
+                residual: Some(x),
+                ..ConvOptions::SAME
+            },
+        )?;
         self.g.release(o);
         self.g.release(x);
         Ok(out)
@@ -370,7 +554,13 @@ impl Builder<'_> {
 
     /// Encoder, level chain and quantizer projection. Outputs the projected latents `p_0..=p_top`
     /// when `latents`, then the tokens of each level of `quantize`.
-    fn encoder(&mut self, image: Tensor, top: usize, quantize: &[usize], latents: bool) -> Result<Vec<Tensor>> {
+    fn encoder(
+        &mut self,
+        image: Tensor,
+        top: usize,
+        quantize: &[usize],
+        latents: bool,
+    ) -> Result<Vec<Tensor>> {
         let cfg = self.cfg;
         let w = self.w;
         let x = self.g.channel_affine(image, &w.normalize, false)?;
@@ -382,14 +572,24 @@ impl Builder<'_> {
                 h = self.res_block(h, &format!("encoder.down.{i}.block.{j}"))?;
             }
             if i != last {
-                let down = ConvOptions { stride: 2, pad: Pad::RightBottom, ..ConvOptions::SAME };
+                let down = ConvOptions {
+                    stride: 2,
+                    pad: Pad::RightBottom,
+                    ..ConvOptions::SAME
+                };
                 let next = self.conv(h, &format!("encoder.down.{i}.downsample.conv"), down)?;
                 self.g.release(h);
                 h = next;
             }
         }
         h = self.mid(h, "encoder.mid")?;
-        let z0 = self.norm_conv(h, "encoder.norm_out", "encoder.conv_out", true, ConvOptions::SAME)?;
+        let z0 = self.norm_conv(
+            h,
+            "encoder.norm_out",
+            "encoder.conv_out",
+            true,
+            ConvOptions::SAME,
+        )?;
         self.g.release(h);
         let mut zs = vec![z0];
         for level in 1..=top {
@@ -401,9 +601,17 @@ impl Builder<'_> {
             projected.push(self.conv(z, "quantizer.proj", ConvOptions::SAME)?);
             self.g.release(z);
         }
-        let mut outputs = if latents { projected.clone() } else { Vec::new() };
+        let mut outputs = if latents {
+            projected.clone()
+        } else {
+            Vec::new()
+        };
         for &level in quantize {
-            outputs.push(self.g.codebook_search(projected[level], &w.codebook, cfg.codebook_size)?);
+            outputs.push(self.g.codebook_search(
+                projected[level],
+                &w.codebook,
+                cfg.codebook_size,
+            )?);
         }
         // Nothing is released after this point: outputs must not be overwritten by later steps.
         Ok(outputs)
@@ -411,12 +619,23 @@ impl Builder<'_> {
 
     /// `z_level` from `z_{level-1}` by the configured strategy.
     fn derive_level(&mut self, z: Tensor, level: usize) -> Result<Tensor> {
-        let down = ConvOptions { stride: 2, pad: Pad::RightBottom, ..ConvOptions::SAME };
+        let down = ConvOptions {
+            stride: 2,
+            pad: Pad::RightBottom,
+            ..ConvOptions::SAME
+        };
         let conv = format!("levels.{level}.down.conv");
         match self.cfg.strategy {
             Strategy::Pooling => {
                 let pooled = self.g.resample(z, Resample::AvgPool2)?;
-                let out = self.conv(z, &conv, ConvOptions { residual: Some(pooled), ..down })?;
+                let out = self.conv(
+                    z,
+                    &conv,
+                    ConvOptions {
+                        residual: Some(pooled),
+                        ..down
+                    },
+                )?;
                 self.g.release(pooled);
                 Ok(out)
             }
@@ -431,7 +650,9 @@ impl Builder<'_> {
         let cfg = self.cfg;
         let w = self.w;
         let p = format!("decoders.{level}");
-        let e = self.g.codebook_gather(tokens, &w.codebook, cfg.codebook_size, cfg.codebook_dim)?;
+        let e = self
+            .g
+            .codebook_gather(tokens, &w.codebook, cfg.codebook_size, cfg.codebook_dim)?;
         let mut h = self.conv(e, &format!("{p}.conv_in"), ConvOptions::SAME)?;
         self.g.release(e);
         h = self.mid(h, &format!("{p}.mid"))?;
@@ -441,13 +662,22 @@ impl Builder<'_> {
                 h = self.res_block(h, &format!("{p}.up.{s}.block.{j}"))?;
             }
             if s + 1 != stages {
-                let up = ConvOptions { upsample: true, ..ConvOptions::SAME };
+                let up = ConvOptions {
+                    upsample: true,
+                    ..ConvOptions::SAME
+                };
                 let next = self.conv(h, &format!("{p}.up.{s}.upsample.conv"), up)?;
                 self.g.release(h);
                 h = next;
             }
         }
-        let out = self.norm_conv(h, &format!("{p}.norm_out"), &format!("{p}.conv_out"), true, ConvOptions::SAME)?;
+        let out = self.norm_conv(
+            h,
+            &format!("{p}.norm_out"),
+            &format!("{p}.conv_out"),
+            true,
+            ConvOptions::SAME,
+        )?;
         self.g.release(h);
         let rgb = self.g.channel_affine(out, &w.denormalize, true)?;
         self.g.release(out);

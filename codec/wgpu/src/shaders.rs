@@ -132,21 +132,54 @@ impl Overrides {
             for norm in 0..3 {
                 for upsample in [false, true] {
                     for residual in [false, true] {
-                        out.push((Kernel::Conv2d, Overrides { ks, norm, upsample, residual, ..Default::default() }));
+                        out.push((
+                            Kernel::Conv2d,
+                            Overrides {
+                                ks,
+                                norm,
+                                upsample,
+                                residual,
+                                ..Default::default()
+                            },
+                        ));
                     }
                 }
             }
         }
         for swish in [false, true] {
-            out.push((Kernel::GroupNormApply, Overrides { swish, ..Default::default() }));
+            out.push((
+                Kernel::GroupNormApply,
+                Overrides {
+                    swish,
+                    ..Default::default()
+                },
+            ));
         }
         for clamp in [false, true] {
-            out.push((Kernel::ChannelAffine, Overrides { clamp, ..Default::default() }));
+            out.push((
+                Kernel::ChannelAffine,
+                Overrides {
+                    clamp,
+                    ..Default::default()
+                },
+            ));
         }
         for mode in 0..3 {
-            out.push((Kernel::Resample, Overrides { mode, ..Default::default() }));
+            out.push((
+                Kernel::Resample,
+                Overrides {
+                    mode,
+                    ..Default::default()
+                },
+            ));
         }
-        for kernel in [Kernel::GroupNormStats, Kernel::Add, Kernel::Attention, Kernel::CodebookSearch, Kernel::CodebookGather] {
+        for kernel in [
+            Kernel::GroupNormStats,
+            Kernel::Add,
+            Kernel::Attention,
+            Kernel::CodebookSearch,
+            Kernel::CodebookGather,
+        ] {
             out.push((kernel, Overrides::default()));
         }
         out

@@ -19,8 +19,14 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// (cin, cout, height, width, kernel size): 1×1 maps, odd sizes, channels off the tile grid.
-const CONV_SHAPES: [(usize, usize, usize, usize, usize); 6] =
-    [(1, 1, 1, 1, 3), (3, 5, 7, 5, 3), (8, 70, 9, 13, 3), (65, 3, 6, 4, 1), (4, 6, 11, 3, 5), (16, 16, 8, 8, 3)];
+const CONV_SHAPES: [(usize, usize, usize, usize, usize); 6] = [
+    (1, 1, 1, 1, 3),
+    (3, 5, 7, 5, 3),
+    (8, 70, 9, 13, 3),
+    (65, 3, 6, 4, 1),
+    (4, 6, 11, 3, 5),
+    (16, 16, 8, 8, 3),
+];
 
 #[test]
 fn conv_matches_cpu_reference() {
@@ -31,8 +37,22 @@ fn conv_matches_cpu_reference() {
         let weight = rng.tensor(&[cout, cin, k, k], 1.0 / ((cin * k * k) as f32).sqrt());
         let bias = rng.tensor(&[cout], 0.1);
         let want = cpu::conv2d(&x, &weight, &bias, cpu::Conv2dParams::SAME).unwrap();
-        let got = block_on(gpu::conv2d(&ctx, &x, &weight, &bias, Conv2dParams::SAME, None)).unwrap();
-        assert_close(&format!("conv {cin}->{cout} {h}x{w} k{k}"), &got, &want, CONV_ATOL, CONV_RTOL);
+        let got = block_on(gpu::conv2d(
+            &ctx,
+            &x,
+            &weight,
+            &bias,
+            Conv2dParams::SAME,
+            None,
+        ))
+        .unwrap();
+        assert_close(
+            &format!("conv {cin}->{cout} {h}x{w} k{k}"),
+            &got,
+            &want,
+            CONV_ATOL,
+            CONV_RTOL,
+        );
     }
 }
 
@@ -45,16 +65,45 @@ fn strided_downsample_conv_matches_cpu_reference() {
         let weight = rng.tensor(&[cout, cin, 3, 3], 0.3);
         let bias = rng.tensor(&[cout], 0.1);
         let want = cpu::conv2d(&x, &weight, &bias, cpu::Conv2dParams::DOWNSAMPLE).unwrap();
-        let got = block_on(gpu::conv2d(&ctx, &x, &weight, &bias, Conv2dParams::DOWNSAMPLE, None)).unwrap();
-        assert_close(&format!("down-conv {cin}->{cout} {h}x{w}"), &got, &want, CONV_ATOL, CONV_RTOL);
+        let got = block_on(gpu::conv2d(
+            &ctx,
+            &x,
+            &weight,
+            &bias,
+            Conv2dParams::DOWNSAMPLE,
+            None,
+        ))
+        .unwrap();
+        assert_close(
+            &format!("down-conv {cin}->{cout} {h}x{w}"),
+            &got,
+            &want,
+            CONV_ATOL,
+            CONV_RTOL,
+        );
     }
     // Stride 2 with "same" padding as well: the kernel takes any stride/padding pair.
     let x = rng.map(3, 7, 9);
     let weight = rng.tensor(&[4, 3, 3, 3], 0.3);
     let bias = rng.tensor(&[4], 0.1);
-    let params = cpu::Conv2dParams { stride: 2, padding: cpu::Padding::Same };
+    let params = cpu::Conv2dParams {
+        stride: 2,
+        padding: cpu::Padding::Same,
+    };
     let want = cpu::conv2d(&x, &weight, &bias, params).unwrap();
-    let got = block_on(gpu::conv2d(&ctx, &x, &weight, &bias, Conv2dParams { stride: 2, padding: Padding::Same, upsample: false }, None)).unwrap();
+    let got = block_on(gpu::conv2d(
+        &ctx,
+        &x,
+        &weight,
+        &bias,
+        Conv2dParams {
+            stride: 2,
+            padding: Padding::Same,
+            upsample: false,
+        },
+        None,
+    ))
+    .unwrap();
     assert_close("stride-2 same conv", &got, &want, CONV_ATOL, CONV_RTOL);
 }
 
@@ -67,8 +116,22 @@ fn fused_upsample_conv_matches_cpu_reference() {
         let weight = rng.tensor(&[cout, cin, 3, 3], 0.3);
         let bias = rng.tensor(&[cout], 0.1);
         let want = cpu::upsample_conv2d(&x, &weight, &bias).unwrap();
-        let got = block_on(gpu::conv2d(&ctx, &x, &weight, &bias, Conv2dParams::UPSAMPLE, None)).unwrap();
-        assert_close(&format!("upsample-conv {cin}->{cout} {h}x{w}"), &got, &want, CONV_ATOL, CONV_RTOL);
+        let got = block_on(gpu::conv2d(
+            &ctx,
+            &x,
+            &weight,
+            &bias,
+            Conv2dParams::UPSAMPLE,
+            None,
+        ))
+        .unwrap();
+        assert_close(
+            &format!("upsample-conv {cin}->{cout} {h}x{w}"),
+            &got,
+            &want,
+            CONV_ATOL,
+            CONV_RTOL,
+        );
     }
 }
 
@@ -82,7 +145,15 @@ fn fused_residual_conv_matches_conv_plus_add() {
     let bias = rng.tensor(&[10], 0.1);
     let conv = cpu::conv2d(&x, &weight, &bias, cpu::Conv2dParams::SAME).unwrap();
     let want = cpu::add(&conv, &r).unwrap();
-    let got = block_on(gpu::conv2d(&ctx, &x, &weight, &bias, Conv2dParams::SAME, Some(&r))).unwrap();
+    let got = block_on(gpu::conv2d(
+        &ctx,
+        &x,
+        &weight,
+        &bias,
+        Conv2dParams::SAME,
+        Some(&r),
+    ))
+    .unwrap();
     assert_close("conv + residual", &got, &want, CONV_ATOL, CONV_RTOL);
 }
 
@@ -110,12 +181,39 @@ fn group_norm_matches_cpu_reference() {
         let gamma = rng.tensor(&[c], 1.0);
         let beta = rng.tensor(&[c], 0.5);
         for swish in [false, true] {
-            let want = cpu::group_norm(&x, cpu::GroupNormParams { gamma: &gamma, beta: &beta, groups, eps: 1e-6, swish }).unwrap();
-            let got = block_on(gpu::group_norm(&ctx, &x, gpu::GroupNormParams { gamma: &gamma, beta: &beta, groups, eps: 1e-6, swish })).unwrap();
+            let want = cpu::group_norm(
+                &x,
+                cpu::GroupNormParams {
+                    gamma: &gamma,
+                    beta: &beta,
+                    groups,
+                    eps: 1e-6,
+                    swish,
+                },
+            )
+            .unwrap();
+            let got = block_on(gpu::group_norm(
+                &ctx,
+                &x,
+                gpu::GroupNormParams {
+                    gamma: &gamma,
+                    beta: &beta,
+                    groups,
+                    eps: 1e-6,
+                    swish,
+                },
+            ))
+            .unwrap();
             // Statistics are reduced in a different order (a 256-way tree vs. the CPU's
             // sequential sums), and the CPU swish uses a ~2-ulp polynomial exp: both give
             // errors of order 1e-6 relative on outputs of order 1.
-            assert_close(&format!("group_norm c{c} g{groups} {h}x{w} swish {swish}"), &got, &want, 2e-5, 1e-4);
+            assert_close(
+                &format!("group_norm c{c} g{groups} {h}x{w} swish {swish}"),
+                &got,
+                &want,
+                2e-5,
+                1e-4,
+            );
         }
     }
 }
@@ -128,12 +226,36 @@ fn elementwise_ops_match_cpu_reference() {
         let a = rng.map(c, h, w);
         let b = rng.map(c, h, w);
         // These ops move or add values without reordering sums: results are exact.
-        assert_close("add", &block_on(gpu::add(&ctx, &a, &b)).unwrap(), &cpu::add(&a, &b).unwrap(), 0.0, 0.0);
-        assert_close("subsample2", &block_on(gpu::subsample2(&ctx, &a)).unwrap(), &cpu::subsample2(&a), 0.0, 0.0);
-        assert_close("upsample2", &block_on(gpu::upsample_nearest2(&ctx, &a)).unwrap(), &cpu::upsample_nearest2(&a), 0.0, 0.0);
+        assert_close(
+            "add",
+            &block_on(gpu::add(&ctx, &a, &b)).unwrap(),
+            &cpu::add(&a, &b).unwrap(),
+            0.0,
+            0.0,
+        );
+        assert_close(
+            "subsample2",
+            &block_on(gpu::subsample2(&ctx, &a)).unwrap(),
+            &cpu::subsample2(&a),
+            0.0,
+            0.0,
+        );
+        assert_close(
+            "upsample2",
+            &block_on(gpu::upsample_nearest2(&ctx, &a)).unwrap(),
+            &cpu::upsample_nearest2(&a),
+            0.0,
+            0.0,
+        );
         if h >= 2 && w >= 2 {
             // (a+b)+(c+d) vs a+b+c+d: one rounding apart.
-            assert_close("avg_pool2", &block_on(gpu::avg_pool2(&ctx, &a)).unwrap(), &cpu::avg_pool2(&a), 1e-6, 1e-6);
+            assert_close(
+                "avg_pool2",
+                &block_on(gpu::avg_pool2(&ctx, &a)).unwrap(),
+                &cpu::avg_pool2(&a),
+                1e-6,
+                1e-6,
+            );
         }
     }
 }
@@ -149,22 +271,54 @@ fn attention_matches_cpu_reference() {
         let s = 1.0 / (c as f32).sqrt();
         let t = |rng: &mut Rng, shape: &[usize], scale: f32| rng.tensor(shape, scale);
         let (gamma, beta) = (t(&mut rng, &[c], 1.0), t(&mut rng, &[c], 0.3));
-        let ws: Vec<(Tensor, Tensor)> = (0..4).map(|_| (t(&mut rng, &[c, c, 1, 1], 2.0 * s), t(&mut rng, &[c], 0.1))).collect();
+        let ws: Vec<(Tensor, Tensor)> = (0..4)
+            .map(|_| (t(&mut rng, &[c, c, 1, 1], 2.0 * s), t(&mut rng, &[c], 0.1)))
+            .collect();
         let cpu_w = cpu::AttnWeights {
-            norm: cpu::Affine { weight: &gamma, bias: &beta },
-            q: cpu::Affine { weight: &ws[0].0, bias: &ws[0].1 },
-            k: cpu::Affine { weight: &ws[1].0, bias: &ws[1].1 },
-            v: cpu::Affine { weight: &ws[2].0, bias: &ws[2].1 },
-            proj_out: cpu::Affine { weight: &ws[3].0, bias: &ws[3].1 },
+            norm: cpu::Affine {
+                weight: &gamma,
+                bias: &beta,
+            },
+            q: cpu::Affine {
+                weight: &ws[0].0,
+                bias: &ws[0].1,
+            },
+            k: cpu::Affine {
+                weight: &ws[1].0,
+                bias: &ws[1].1,
+            },
+            v: cpu::Affine {
+                weight: &ws[2].0,
+                bias: &ws[2].1,
+            },
+            proj_out: cpu::Affine {
+                weight: &ws[3].0,
+                bias: &ws[3].1,
+            },
             groups,
             eps: 1e-6,
         };
         let gpu_w = gpu::AttnWeights {
-            norm: gpu::Affine { weight: &gamma, bias: &beta },
-            q: gpu::Affine { weight: &ws[0].0, bias: &ws[0].1 },
-            k: gpu::Affine { weight: &ws[1].0, bias: &ws[1].1 },
-            v: gpu::Affine { weight: &ws[2].0, bias: &ws[2].1 },
-            proj_out: gpu::Affine { weight: &ws[3].0, bias: &ws[3].1 },
+            norm: gpu::Affine {
+                weight: &gamma,
+                bias: &beta,
+            },
+            q: gpu::Affine {
+                weight: &ws[0].0,
+                bias: &ws[0].1,
+            },
+            k: gpu::Affine {
+                weight: &ws[1].0,
+                bias: &ws[1].1,
+            },
+            v: gpu::Affine {
+                weight: &ws[2].0,
+                bias: &ws[2].1,
+            },
+            proj_out: gpu::Affine {
+                weight: &ws[3].0,
+                bias: &ws[3].1,
+            },
             groups,
             eps: 1e-6,
         };
@@ -189,16 +343,31 @@ fn codebook_search_matches_cpu_reference_and_breaks_ties_low() {
             if g != c {
                 // Different formulas (sum of squared differences vs ‖e‖² − 2p·e) may only flip
                 // genuine near-ties.
-                let dist = |k: u32| (0..d).map(|ch| (p.data[ch * h * w + i] - codebook.data[k as usize * d + ch]).powi(2)).sum::<f32>();
-                assert!((dist(*g) - dist(*c)).abs() <= 1e-5 * (1.0 + dist(*c)), "position {i}: gpu {g}, cpu {c}");
+                let dist = |k: u32| {
+                    (0..d)
+                        .map(|ch| {
+                            (p.data[ch * h * w + i] - codebook.data[k as usize * d + ch]).powi(2)
+                        })
+                        .sum::<f32>()
+                };
+                assert!(
+                    (dist(*g) - dist(*c)).abs() <= 1e-5 * (1.0 + dist(*c)),
+                    "position {i}: gpu {g}, cpu {c}"
+                );
             }
         }
     }
     // Exact duplicates: the lowest index must win.
     let p = rng.map(3, 2, 2);
     let row: Vec<f32> = vec![0.25, -0.5, 0.75];
-    let codebook = Tensor { shape: vec![40, 3], data: (0..40).flat_map(|_| row.clone()).collect() };
-    assert_eq!(block_on(gpu::nearest_codes(&ctx, &p, &codebook)).unwrap(), vec![0; 4]);
+    let codebook = Tensor {
+        shape: vec![40, 3],
+        data: (0..40).flat_map(|_| row.clone()).collect(),
+    };
+    assert_eq!(
+        block_on(gpu::nearest_codes(&ctx, &p, &codebook)).unwrap(),
+        vec![0; 4]
+    );
 }
 
 #[test]
@@ -206,12 +375,23 @@ fn codebook_gather_matches_cpu_reference_and_rejects_bad_tokens() {
     let Some(ctx) = context() else { return };
     let mut rng = Rng::new(10);
     let codebook = rng.tensor(&[37, 5], 1.0);
-    let grid = TokenGrid { level: 0, height: 3, width: 7, tokens: (0..21).map(|i| (i * 7 % 37) as u32).collect() };
+    let grid = TokenGrid {
+        level: 0,
+        height: 3,
+        width: 7,
+        tokens: (0..21).map(|i| (i * 7 % 37) as u32).collect(),
+    };
     let want = cpu::gather_codes(&grid, &codebook).unwrap();
     let got = block_on(gpu::gather_codes(&ctx, &grid, &codebook)).unwrap();
     assert_close("gather", &got, &want, 0.0, 0.0);
-    let bad = TokenGrid { tokens: vec![37; 21], ..grid };
-    assert!(matches!(block_on(gpu::gather_codes(&ctx, &bad, &codebook)), Err(hvq_wgpu::GpuError::TokenOutOfRange { position: 0, .. })));
+    let bad = TokenGrid {
+        tokens: vec![37; 21],
+        ..grid
+    };
+    assert!(matches!(
+        block_on(gpu::gather_codes(&ctx, &bad, &codebook)),
+        Err(hvq_wgpu::GpuError::TokenOutOfRange { position: 0, .. })
+    ));
 }
 
 #[test]

@@ -16,14 +16,19 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// Squared distance from position `i` of `p` to codebook row `k`.
 fn dist(p: &FeatureMap, codebook: &[f32], i: usize, k: u32) -> f32 {
     let d = p.channels;
-    (0..d).map(|c| (p.data[c * p.plane() + i] - codebook[k as usize * d + c]).powi(2)).sum()
+    (0..d)
+        .map(|c| (p.data[c * p.plane() + i] - codebook[k as usize * d + c]).powi(2))
+        .sum()
 }
 
 #[test]
 fn model_matches_cpu_reference_for_every_strategy() {
     let Some(ctx) = context() else { return };
     for strategy in Strategy::ALL {
-        let cfg = ModelConfig { strategy, ..ModelConfig::tiny() };
+        let cfg = ModelConfig {
+            strategy,
+            ..ModelConfig::tiny()
+        };
         let weights = random_weights(&cfg, 11).unwrap();
         let cpu = CpuModel::new(weights.clone());
         let gpu = GpuModel::new(&ctx, &weights).unwrap();
@@ -54,16 +59,29 @@ fn model_matches_cpu_reference_for_every_strategy() {
                 // A flip is only acceptable between entries whose distances differ by less than
                 // the latents' own backend difference can move them.
                 let (dg, dw) = (dist(p, codebook, i, gt), dist(p, codebook, i, wt));
-                assert!((dg - dw).abs() <= 1e-3 * (1.0 + dw), "{strategy:?} level {} position {i}: gpu {gt} ({dg}) vs cpu {wt} ({dw})", g.level);
+                assert!(
+                    (dg - dw).abs() <= 1e-3 * (1.0 + dw),
+                    "{strategy:?} level {} position {i}: gpu {gt} ({dg}) vs cpu {wt} ({dw})",
+                    g.level
+                );
             }
         }
-        common::report(&format!("wgpu vs hvq-cpu, {strategy:?}: token agreement {same}/{total} = {:.2}%", 100.0 * same as f64 / total as f64));
+        common::report(&format!(
+            "wgpu vs hvq-cpu, {strategy:?}: token agreement {same}/{total} = {:.2}%",
+            100.0 * same as f64 / total as f64
+        ));
 
         for grid in &want {
             let want_rgb = cpu.decode(grid).unwrap();
             let got_rgb = block_on(gpu.decode(grid)).unwrap();
             // Pixels in [0, 1] after ~20 layers: 1e-4 absolute is ~1/40 of an 8-bit step.
-            assert_close(&format!("{strategy:?} decode level {}", grid.level), &got_rgb, &want_rgb, 1e-4, 0.0);
+            assert_close(
+                &format!("{strategy:?} decode level {}", grid.level),
+                &got_rgb,
+                &want_rgb,
+                1e-4,
+                0.0,
+            );
         }
     }
 }
@@ -89,17 +107,61 @@ fn bad_inputs_are_typed_errors() {
     let weights = random_weights(&ModelConfig::tiny(), 3).unwrap();
     let gpu = GpuModel::new(&ctx, &weights).unwrap();
     let img = |c, h, w| FeatureMap::zeros(c, h, w);
-    assert!(matches!(block_on(gpu.encode(&img(3, 12, 16), &[0])), Err(GpuError::BadInput { .. })));
-    assert!(matches!(block_on(gpu.encode(&img(1, 16, 16), &[0])), Err(GpuError::BadInput { .. })));
-    assert!(matches!(block_on(gpu.encode(&img(3, 0, 16), &[0])), Err(GpuError::BadInput { .. })));
-    assert!(matches!(block_on(gpu.encode(&img(3, 16, 16), &[3])), Err(GpuError::NoSuchLevel { level: 3, .. })));
-    let grid = TokenGrid { level: 0, height: 2, width: 2, tokens: vec![0, 1, 2, 32] };
-    assert!(matches!(block_on(gpu.decode(&grid)), Err(GpuError::TokenOutOfRange { position: 3, .. })));
-    let short = TokenGrid { level: 0, height: 2, width: 2, tokens: vec![0; 3] };
-    assert!(matches!(block_on(gpu.decode(&short)), Err(GpuError::BadInput { .. })));
-    let deep = TokenGrid { level: 5, height: 1, width: 1, tokens: vec![0] };
-    assert!(matches!(block_on(gpu.decode(&deep)), Err(GpuError::NoSuchLevel { .. })));
+    assert!(matches!(
+        block_on(gpu.encode(&img(3, 12, 16), &[0])),
+        Err(GpuError::BadInput { .. })
+    ));
+    assert!(matches!(
+        block_on(gpu.encode(&img(1, 16, 16), &[0])),
+        Err(GpuError::BadInput { .. })
+    ));
+    assert!(matches!(
+        block_on(gpu.encode(&img(3, 0, 16), &[0])),
+        Err(GpuError::BadInput { .. })
+    ));
+    assert!(matches!(
+        block_on(gpu.encode(&img(3, 16, 16), &[3])),
+        Err(GpuError::NoSuchLevel { level: 3, .. })
+    ));
+    let grid = TokenGrid {
+        level: 0,
+        height: 2,
+        width: 2,
+        tokens: vec![0, 1, 2, 32],
+    };
+    assert!(matches!(
+        block_on(gpu.decode(&grid)),
+        Err(GpuError::TokenOutOfRange { position: 3, .. })
+    ));
+    let short = TokenGrid {
+        level: 0,
+        height: 2,
+        width: 2,
+        tokens: vec![0; 3],
+    };
+    assert!(matches!(
+        block_on(gpu.decode(&short)),
+        Err(GpuError::BadInput { .. })
+    ));
+    let deep = TokenGrid {
+        level: 5,
+        height: 1,
+        width: 1,
+        tokens: vec![0],
+    };
+    assert!(matches!(
+        block_on(gpu.decode(&deep)),
+        Err(GpuError::NoSuchLevel { .. })
+    ));
     // A map far over the device's storage-binding limit is refused before any allocation.
-    let huge = FeatureMap { channels: 3, height: 1 << 16, width: 1 << 16, data: Vec::new() };
-    assert!(matches!(block_on(gpu.encode(&huge, &[0])), Err(GpuError::BadInput { .. } | GpuError::LimitExceeded { .. })));
+    let huge = FeatureMap {
+        channels: 3,
+        height: 1 << 16,
+        width: 1 << 16,
+        data: Vec::new(),
+    };
+    assert!(matches!(
+        block_on(gpu.encode(&huge, &[0])),
+        Err(GpuError::BadInput { .. } | GpuError::LimitExceeded { .. })
+    ));
 }

@@ -17,7 +17,10 @@ fn shader_files() -> Vec<PathBuf> {
 #[test]
 fn every_wgsl_kernel_parses_and_validates_with_naga() {
     let files = shader_files();
-    assert!(!files.is_empty(), "no .wgsl files found in src/shaders: the test would prove nothing");
+    assert!(
+        !files.is_empty(),
+        "no .wgsl files found in src/shaders: the test would prove nothing"
+    );
     let mut failures = Vec::new();
     for path in &files {
         let source = std::fs::read_to_string(path).expect("readable shader");
@@ -29,13 +32,20 @@ fn every_wgsl_kernel_parses_and_validates_with_naga() {
                 continue;
             }
         };
-        let mut validator =
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default());
+        let mut validator = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        );
         if let Err(e) = validator.validate(&module) {
             failures.push(e.emit_to_string_with_path(&source, &name));
         }
     }
-    assert!(failures.is_empty(), "{} shader(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} shader(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -43,7 +53,13 @@ fn every_wgsl_kernel_is_registered_in_the_crate() {
     // A shader file that no Rust code loads would be validated here but never tested on a device.
     let registered = hvq_wgpu::shader_names();
     for path in shader_files() {
-        let stem = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 file name");
-        assert!(registered.contains(&stem), "{stem}.wgsl is not loaded by hvq-wgpu");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("utf-8 file name");
+        assert!(
+            registered.contains(&stem),
+            "{stem}.wgsl is not loaded by hvq-wgpu"
+        );
     }
 }

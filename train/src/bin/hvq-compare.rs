@@ -44,7 +44,13 @@ fn main() -> Result<()> {
         let a = load(&reference)?;
         let b = load(&test)?;
         if a.size() != b.size() {
-            bail!("{} is {:?} but {} is {:?}", reference.display(), a.size(), test.display(), b.size());
+            bail!(
+                "{} is {:?} but {} is {:?}",
+                reference.display(),
+                a.size(),
+                test.display(),
+                b.size()
+            );
         }
         let lp = alex.f_forward(&a, &b)?.double_value(&[0]);
         let line = serde_json::json!({
@@ -59,17 +65,24 @@ fn main() -> Result<()> {
 }
 
 fn load(path: &Path) -> Result<Tensor> {
-    Ok(data::load_image_f32(path).with_context(|| format!("reading {}", path.display()))?.unsqueeze(0))
+    Ok(data::load_image_f32(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .unsqueeze(0))
 }
 
 fn read_pairs(list: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
-    let text = std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
+    let text =
+        std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| match l.split_once('\t') {
             Some((a, b)) => Ok((PathBuf::from(a), PathBuf::from(b))),
-            None => bail!("{} line {}: expected REFERENCE<TAB>TEST", list.display(), i + 1),
+            None => bail!(
+                "{} line {}: expected REFERENCE<TAB>TEST",
+                list.display(),
+                i + 1
+            ),
         })
         .collect()
 }

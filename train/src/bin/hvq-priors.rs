@@ -15,7 +15,9 @@ use hvq_train::{data, eval, export};
 use tch::{Device, Kind};
 
 #[derive(Parser)]
-#[command(about = "Count token frequencies per level on training images and store them as entropy-coding priors")]
+#[command(
+    about = "Count token frequencies per level on training images and store them as entropy-coding priors"
+)]
 struct Args {
     /// The weight file to read.
     #[arg(long)]
@@ -40,7 +42,11 @@ fn main() -> Result<()> {
     let cfg = weights.config().clone();
     let dataset = data::Dataset::open(&args.data, &data::DataConfig::default())?;
     let files = dataset.train();
-    let take = if args.images == 0 { files.len() } else { args.images.min(files.len()) };
+    let take = if args.images == 0 {
+        files.len()
+    } else {
+        args.images.min(files.len())
+    };
     if take == 0 {
         bail!("no training images in {}", args.data.display());
     }
@@ -68,22 +74,42 @@ fn main() -> Result<()> {
     for (level, c) in counts.iter().enumerate() {
         let used = c.iter().filter(|&&n| n > 0).count();
         let total: u64 = c.iter().sum();
-        let entropy: f64 = c.iter().filter(|&&n| n > 0).map(|&n| {
-            let p = n as f64 / total as f64;
-            -p * p.log2()
-        }).sum();
-        println!("level {level}: {total} tokens, {used} entries used, empirical entropy {entropy:.2} bits/token (raw {:.2})",
-            (cfg.codebook_size as f64).log2());
+        let entropy: f64 = c
+            .iter()
+            .filter(|&&n| n > 0)
+            .map(|&n| {
+                let p = n as f64 / total as f64;
+                -p * p.log2()
+            })
+            .sum();
+        println!(
+            "level {level}: {total} tokens, {used} entries used, empirical entropy {entropy:.2} bits/token (raw {:.2})",
+            (cfg.codebook_size as f64).log2()
+        );
     }
     let priors = hvq_format::Priors::from_counts(counts).context("building priors")?;
     let mut metadata = weights.metadata().clone();
     metadata.insert(meta::PRIORS.to_string(), priors.to_metadata_string());
-    metadata.insert("hvq.priors_source".to_string(), format!("{take} training images of {}", args.data.display()));
-    let tensors = weights.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    metadata.insert(
+        "hvq.priors_source".to_string(),
+        format!("{take} training images of {}", args.data.display()),
+    );
+    let tensors = weights
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let out = Weights::from_tensors(cfg, tensors, metadata)?;
-    let dtype = if args.f16 { StoreDtype::F16 } else { StoreDtype::F32 };
+    let dtype = if args.f16 {
+        StoreDtype::F16
+    } else {
+        StoreDtype::F32
+    };
     export::write_weights(&args.out, &out, dtype)?;
-    println!("wrote {} with priors (fingerprint {})", args.out.display(), hvq_spec::fingerprint_hex(&out.fingerprint()));
+    println!(
+        "wrote {} with priors (fingerprint {})",
+        args.out.display(),
+        hvq_spec::fingerprint_hex(&out.fingerprint())
+    );
     Ok(())
 }
 
@@ -93,6 +119,10 @@ fn encode_tokens(model: &hvq_train::model::Hvq, x01: &tch::Tensor) -> Vec<tch::T
         let (h, w) = (x01.size()[2], x01.size()[3]);
         let s = model.config().coarsest_stride() as i64;
         let xp = x01.replication_pad2d([0, (w + s - 1) / s * s - w, 0, (h + s - 1) / s * s - h]);
-        model.level_latents(&model.normalize(&xp)).iter().map(|z| model.nearest(&model.project(z))).collect()
+        model
+            .level_latents(&model.normalize(&xp))
+            .iter()
+            .map(|z| model.nearest(&model.project(z)))
+            .collect()
     })
 }

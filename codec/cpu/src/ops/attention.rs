@@ -43,7 +43,13 @@ pub struct AttnWeights<'a> {
 /// `x + proj_out(softmax_j(q_i · k_j / sqrt(C)) v_j)` with `q, k, v` 1×1 projections of
 /// `GroupNorm(x)`: the taming-style `AttnBlock`.
 pub fn attention(x: &FeatureMap, w: AttnWeights<'_>) -> Result<FeatureMap, CpuError> {
-    let norm = GroupNormParams { gamma: w.norm.weight, beta: w.norm.bias, groups: w.groups, eps: w.eps, swish: false };
+    let norm = GroupNormParams {
+        gamma: w.norm.weight,
+        beta: w.norm.bias,
+        groups: w.groups,
+        eps: w.eps,
+        swish: false,
+    };
     let h = group_norm(x, norm)?;
     let q = project(&h, w.q.weight, w.q.bias)?;
     let k = project(&h, w.k.weight, w.k.bias)?;
@@ -67,18 +73,56 @@ fn attend(q: &FeatureMap, k: &FeatureMap, v: &FeatureMap) -> FeatureMap {
             let (i0, i1) = (t * QUERY_BLOCK, ((t + 1) * QUERY_BLOCK).min(n));
             let nq = i1 - i0;
             // scores[i, j] = q_i · k_j: q read transposed (positions as rows).
-            let lhs = View { ptr: q.data[i0..].as_ptr(), rs: 1, cs: n as isize };
-            let rhs = View { ptr: k.data.as_ptr(), rs: n as isize, cs: 1 };
-            let s = ViewMut { ptr: scores.as_mut_ptr(), rs: n as isize, cs: 1 };
+            let lhs = View {
+                ptr: q.data[i0..].as_ptr(),
+                rs: 1,
+                cs: n as isize,
+            };
+            let rhs = View {
+                ptr: k.data.as_ptr(),
+                rs: n as isize,
+                cs: 1,
+            };
+            let s = ViewMut {
+                ptr: scores.as_mut_ptr(),
+                rs: n as isize,
+                cs: 1,
+            };
             // SAFETY: q/k are c × n, scores holds nq × n.
             unsafe { gemm(Dims { m: nq, n, k: c }, s, lhs, rhs, false) };
-            scores[..nq * n].chunks_exact_mut(n).for_each(|row| softmax(row, scale));
+            scores[..nq * n]
+                .chunks_exact_mut(n)
+                .for_each(|row| softmax(row, scale));
             // out[:, i0..i1] = v × scoresᵀ.
-            let lhs = View { ptr: v.data.as_ptr(), rs: n as isize, cs: 1 };
-            let rhs = View { ptr: scores.as_ptr(), rs: 1, cs: n as isize };
+            let lhs = View {
+                ptr: v.data.as_ptr(),
+                rs: n as isize,
+                cs: 1,
+            };
+            let rhs = View {
+                ptr: scores.as_ptr(),
+                rs: 1,
+                cs: n as isize,
+            };
             // SAFETY: this block owns columns i0..i1 of every output channel.
-            let o = ViewMut { ptr: unsafe { dst.ptr().add(i0) }, rs: n as isize, cs: 1 };
-            unsafe { gemm(Dims { m: v.channels, n: nq, k: n }, o, lhs, rhs, false) };
+            let o = ViewMut {
+                ptr: unsafe { dst.ptr().add(i0) },
+                rs: n as isize,
+                cs: 1,
+            };
+            unsafe {
+                gemm(
+                    Dims {
+                        m: v.channels,
+                        n: nq,
+                        k: n,
+                    },
+                    o,
+                    lhs,
+                    rhs,
+                    false,
+                )
+            };
         },
     );
     out

@@ -27,14 +27,25 @@ pub struct Conv2dParams {
 
 impl Conv2dParams {
     /// Stride 1, `Same` padding: the ordinary 3×3 (or 1×1) convolution.
-    pub const SAME: Conv2dParams = Conv2dParams { stride: 1, padding: Padding::Same };
+    pub const SAME: Conv2dParams = Conv2dParams {
+        stride: 1,
+        padding: Padding::Same,
+    };
     /// Stride 2 after a right/bottom zero pad: the encoder's and level chain's down-sampler.
-    pub const DOWNSAMPLE: Conv2dParams = Conv2dParams { stride: 2, padding: Padding::DownsampleRightBottom };
+    pub const DOWNSAMPLE: Conv2dParams = Conv2dParams {
+        stride: 2,
+        padding: Padding::DownsampleRightBottom,
+    };
 }
 
 /// The im2col path alone (tests compare it with the Winograd path on the same shapes).
 #[cfg(test)]
-pub(crate) fn conv2d_im2col(x: &FeatureMap, weight: &Tensor, bias: &Tensor, params: Conv2dParams) -> FeatureMap {
+pub(crate) fn conv2d_im2col(
+    x: &FeatureMap,
+    weight: &Tensor,
+    bias: &Tensor,
+    params: Conv2dParams,
+) -> FeatureMap {
     let g = ConvGeom::new(x, weight, bias, params).expect("test shapes are valid");
     let mut out = FeatureMap::zeros(g.cout, g.hout, g.wout);
     run_im2col(x, weight, bias, &g, &mut out, false);
@@ -61,32 +72,61 @@ pub(crate) struct ConvGeom {
 }
 
 impl ConvGeom {
-    fn new(x: &FeatureMap, weight: &Tensor, bias: &Tensor, params: Conv2dParams) -> Result<Self, CpuError> {
+    fn new(
+        x: &FeatureMap,
+        weight: &Tensor,
+        bias: &Tensor,
+        params: Conv2dParams,
+    ) -> Result<Self, CpuError> {
         let op = "conv2d";
         let s = &weight.shape;
         if s.len() != 4 || s[1] != x.channels || s[2] != s[3] {
             return Err(CpuError::ShapeMismatch {
                 op,
                 operand: "weight",
-                expected: vec![0, x.channels, s.get(2).copied().unwrap_or(0), s.get(2).copied().unwrap_or(0)],
+                expected: vec![
+                    0,
+                    x.channels,
+                    s.get(2).copied().unwrap_or(0),
+                    s.get(2).copied().unwrap_or(0),
+                ],
                 got: s.clone(),
             });
         }
         let (cout, k) = (s[0], s[2]);
         if bias.shape != [cout] {
-            return Err(CpuError::ShapeMismatch { op, operand: "bias", expected: vec![cout], got: bias.shape.clone() });
+            return Err(CpuError::ShapeMismatch {
+                op,
+                operand: "bias",
+                expected: vec![cout],
+                got: bias.shape.clone(),
+            });
         }
         if k % 2 == 0 {
-            return Err(CpuError::Unsupported { op, param: "kernel", got: k, reason: "kernel sizes must be odd" });
+            return Err(CpuError::Unsupported {
+                op,
+                param: "kernel",
+                got: k,
+                reason: "kernel sizes must be odd",
+            });
         }
         if !(1..=2).contains(&params.stride) {
-            return Err(CpuError::Unsupported { op, param: "stride", got: params.stride, reason: "stride must be 1 or 2" });
+            return Err(CpuError::Unsupported {
+                op,
+                param: "stride",
+                got: params.stride,
+                reason: "stride must be 1 or 2",
+            });
         }
         let (pad_lo, pad_hi) = match params.padding {
             Padding::Same => (k / 2, k / 2),
             Padding::DownsampleRightBottom => (0, 1),
         };
-        let out_len = |n: usize| (n + pad_lo + pad_hi).checked_sub(k).map(|span| span / params.stride + 1);
+        let out_len = |n: usize| {
+            (n + pad_lo + pad_hi)
+                .checked_sub(k)
+                .map(|span| span / params.stride + 1)
+        };
         let (hout, wout) = match (out_len(x.height), out_len(x.width)) {
             (Some(h), Some(w)) if x.height > 0 && x.width > 0 => (h, w),
             _ => {
@@ -169,7 +209,11 @@ fn fill_row(seg: &mut [f32], src: &[f32], offset: isize, stride: usize) {
     }
     for (x, v) in seg.iter_mut().enumerate() {
         let ix = (x * stride) as isize + offset;
-        *v = if ix >= 0 && ix < w { src[ix as usize] } else { 0.0 };
+        *v = if ix >= 0 && ix < w {
+            src[ix as usize]
+        } else {
+            0.0
+        };
     }
 }
 
@@ -179,7 +223,9 @@ fn seed_bias(out: SharedMut, g: &ConvGeom, bias: &[f32], rows: (usize, usize), a
     let len = (rows.1 - rows.0) * g.wout;
     for (c, &b) in bias.iter().enumerate() {
         // SAFETY: rows y0..y1 of every channel belong to this tile alone (see `conv2d_into`).
-        let seg = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(c * plane + rows.0 * g.wout), len) };
+        let seg = unsafe {
+            std::slice::from_raw_parts_mut(out.ptr().add(c * plane + rows.0 * g.wout), len)
+        };
         if accumulate {
             seg.iter_mut().for_each(|v| *v += b);
         } else {
@@ -192,7 +238,12 @@ fn seed_bias(out: SharedMut, g: &ConvGeom, bias: &[f32], rows: (usize, usize), a
 ///
 /// Matches PyTorch's `conv2d` (cross-correlation); with [`Padding::DownsampleRightBottom`]
 /// it matches `conv2d(F.pad(x, (0, 1, 0, 1)), w, b, stride)`.
-pub fn conv2d(x: &FeatureMap, weight: &Tensor, bias: &Tensor, params: Conv2dParams) -> Result<FeatureMap, CpuError> {
+pub fn conv2d(
+    x: &FeatureMap,
+    weight: &Tensor,
+    bias: &Tensor,
+    params: Conv2dParams,
+) -> Result<FeatureMap, CpuError> {
     let g = ConvGeom::new(x, weight, bias, params)?;
     let mut out = FeatureMap::zeros(g.cout, g.hout, g.wout);
     run_conv(x, weight, bias, &g, &mut out, false);
@@ -224,7 +275,14 @@ pub fn conv2d_accumulate(
 
 /// Picks the algorithm: Winograd F(2×2, 3×3) for 3×3 stride-1 `Same` convolutions with
 /// enough channels, tiled im2col + GEMM for everything else.
-fn run_conv(x: &FeatureMap, weight: &Tensor, bias: &Tensor, g: &ConvGeom, out: &mut FeatureMap, accumulate: bool) {
+fn run_conv(
+    x: &FeatureMap,
+    weight: &Tensor,
+    bias: &Tensor,
+    g: &ConvGeom,
+    out: &mut FeatureMap,
+    accumulate: bool,
+) {
     let winograd_shape = g.k == 3 && g.stride == 1 && g.pad_t == 1;
     if winograd_shape && super::winograd::worthwhile(g.cin, g.cout) {
         seed_all(out, &bias.data, accumulate);
@@ -247,12 +305,23 @@ fn seed_all(out: &mut FeatureMap, bias: &[f32], accumulate: bool) {
 }
 
 /// The tiled im2col convolution; shapes are already checked.
-fn run_im2col(x: &FeatureMap, weight: &Tensor, bias: &Tensor, g: &ConvGeom, out: &mut FeatureMap, accumulate: bool) {
+fn run_im2col(
+    x: &FeatureMap,
+    weight: &Tensor,
+    bias: &Tensor,
+    g: &ConvGeom,
+    out: &mut FeatureMap,
+    accumulate: bool,
+) {
     let rows = g.rows_per_tile();
     let tiles = g.hout.div_ceil(rows);
     let dst = SharedMut::new(&mut out.data);
     let taps = g.taps();
-    let scratch_len = if g.is_pointwise() { 0 } else { taps * rows * g.wout };
+    let scratch_len = if g.is_pointwise() {
+        0
+    } else {
+        taps * rows * g.wout
+    };
     par::for_each_init(
         tiles,
         || vec![0.0f32; scratch_len],
@@ -262,16 +331,44 @@ fn run_im2col(x: &FeatureMap, weight: &Tensor, bias: &Tensor, g: &ConvGeom, out:
             seed_bias(dst, g, &bias.data, (y0, y1), accumulate);
             let rhs = if g.is_pointwise() {
                 // The input rows are already the patch matrix: rows = channels, columns = positions.
-                View { ptr: x.data[y0 * g.w..].as_ptr(), rs: (g.h * g.w) as isize, cs: 1 }
+                View {
+                    ptr: x.data[y0 * g.w..].as_ptr(),
+                    rs: (g.h * g.w) as isize,
+                    cs: 1,
+                }
             } else {
                 im2col_rows(&x.data, g, y0, y1, col);
-                View { ptr: col.as_ptr(), rs: n as isize, cs: 1 }
+                View {
+                    ptr: col.as_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                }
             };
-            let lhs = View { ptr: weight.data.as_ptr(), rs: taps as isize, cs: 1 };
+            let lhs = View {
+                ptr: weight.data.as_ptr(),
+                rs: taps as isize,
+                cs: 1,
+            };
             // SAFETY: this tile owns output rows y0..y1 of every channel; `rhs` spans taps × n
             // valid values (a checked slice of `x` or of `col`), `lhs` is the cout × taps weight.
-            let out_view = ViewMut { ptr: unsafe { dst.ptr().add(y0 * g.wout) }, rs: (g.hout * g.wout) as isize, cs: 1 };
-            unsafe { gemm(Dims { m: g.cout, n, k: taps }, out_view, lhs, rhs, true) };
+            let out_view = ViewMut {
+                ptr: unsafe { dst.ptr().add(y0 * g.wout) },
+                rs: (g.hout * g.wout) as isize,
+                cs: 1,
+            };
+            unsafe {
+                gemm(
+                    Dims {
+                        m: g.cout,
+                        n,
+                        k: taps,
+                    },
+                    out_view,
+                    lhs,
+                    rhs,
+                    true,
+                )
+            };
         },
     );
 }
@@ -326,12 +423,23 @@ fn im2col_phase(x: &FeatureMap, phase: (usize, usize), rows: (usize, usize), col
 /// `conv2d(upsample_nearest2(x), weight, bias, Conv2dParams::SAME)` for a 3×3 kernel, without
 /// building the up-sampled map: each of the four output phases is a 2×2 convolution of `x`,
 /// 4/9 of the multiply-adds. Results equal the two-step form up to float summation order.
-pub fn upsample_conv2d(x: &FeatureMap, weight: &Tensor, bias: &Tensor) -> Result<FeatureMap, CpuError> {
+pub fn upsample_conv2d(
+    x: &FeatureMap,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Result<FeatureMap, CpuError> {
     let g = ConvGeom::new(x, weight, bias, Conv2dParams::SAME)?;
     if g.k != 3 {
-        return Err(CpuError::Unsupported { op: "upsample_conv2d", param: "kernel", got: g.k, reason: "only 3×3" });
+        return Err(CpuError::Unsupported {
+            op: "upsample_conv2d",
+            param: "kernel",
+            got: g.k,
+            reason: "only 3×3",
+        });
     }
-    let phases: Vec<Vec<f32>> = (0..4).map(|p| phase_weights(weight, p / 2, p % 2)).collect();
+    let phases: Vec<Vec<f32>> = (0..4)
+        .map(|p| phase_weights(weight, p / 2, p % 2))
+        .collect();
     let (h, w, cout) = (x.height, x.width, g.cout);
     let mut out = FeatureMap::zeros(cout, 2 * h, 2 * w);
     let rows = g.rows_per_tile();
@@ -346,12 +454,47 @@ pub fn upsample_conv2d(x: &FeatureMap, weight: &Tensor, bias: &Tensor) -> Result
             for (p, pw) in phases.iter().enumerate() {
                 let phase = (p / 2, p % 2);
                 im2col_phase(x, phase, (i0, i1), col);
-                let lhs = View { ptr: pw.as_ptr(), rs: taps as isize, cs: 1 };
-                let rhs = View { ptr: col.as_ptr(), rs: n as isize, cs: 1 };
-                let tile = ViewMut { ptr: buf.as_mut_ptr(), rs: n as isize, cs: 1 };
+                let lhs = View {
+                    ptr: pw.as_ptr(),
+                    rs: taps as isize,
+                    cs: 1,
+                };
+                let rhs = View {
+                    ptr: col.as_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                };
+                let tile = ViewMut {
+                    ptr: buf.as_mut_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                };
                 // SAFETY: `buf` holds cout × n, `col` taps × n, `pw` cout × taps values.
-                unsafe { gemm(Dims { m: cout, n, k: taps }, tile, lhs, rhs, false) };
-                scatter_phase(dst, &buf[..cout * n], &bias.data, PhaseTile { phase, i0, i1, h, w });
+                unsafe {
+                    gemm(
+                        Dims {
+                            m: cout,
+                            n,
+                            k: taps,
+                        },
+                        tile,
+                        lhs,
+                        rhs,
+                        false,
+                    )
+                };
+                scatter_phase(
+                    dst,
+                    &buf[..cout * n],
+                    &bias.data,
+                    PhaseTile {
+                        phase,
+                        i0,
+                        i1,
+                        h,
+                        w,
+                    },
+                );
             }
         },
     );
@@ -376,7 +519,8 @@ fn scatter_phase(dst: SharedMut, buf: &[f32], bias: &[f32], t: PhaseTile) {
         for (i, src_row) in (t.i0..t.i1).zip(src.chunks_exact(t.w)) {
             let start = c * plane_out + (2 * i + t.phase.0) * wo + t.phase.1;
             // SAFETY: output rows 2·i0..2·i1 belong to this tile alone; the row spans 2w values.
-            let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(start), wo - t.phase.1) };
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(start), wo - t.phase.1) };
             for (d, &v) in row.iter_mut().step_by(2).zip(src_row) {
                 *d = v + b;
             }

@@ -8,10 +8,10 @@ mod conv;
 mod gemm;
 mod norm;
 mod quant;
-mod resample;
-mod winograd;
 #[cfg(test)]
 pub(crate) mod reference;
+mod resample;
+mod winograd;
 
 pub use attention::{Affine, AttnWeights, attention};
 pub use conv::{Conv2dParams, Padding, conv2d, conv2d_accumulate, upsample_conv2d};

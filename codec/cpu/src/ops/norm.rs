@@ -67,9 +67,13 @@ unsafe fn affine_map_avx2(dst: &mut [f32], src: &[f32], affine: (f32, f32), swis
 #[inline(always)]
 fn affine_map_generic(dst: &mut [f32], src: &[f32], (scale, shift): (f32, f32), swish: bool) {
     if swish {
-        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = self::swish(v * scale + shift));
+        dst.iter_mut()
+            .zip(src)
+            .for_each(|(d, &v)| *d = self::swish(v * scale + shift));
     } else {
-        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift);
+        dst.iter_mut()
+            .zip(src)
+            .for_each(|(d, &v)| *d = v * scale + shift);
     }
 }
 
@@ -94,11 +98,21 @@ pub fn group_norm(x: &FeatureMap, params: GroupNormParams<'_>) -> Result<Feature
     let c = x.channels;
     let op = "group_norm";
     if params.groups == 0 || c % params.groups != 0 {
-        return Err(CpuError::Unsupported { op, param: "groups", got: params.groups, reason: "must divide the channel count" });
+        return Err(CpuError::Unsupported {
+            op,
+            param: "groups",
+            got: params.groups,
+            reason: "must divide the channel count",
+        });
     }
     for (operand, t) in [("gamma", params.gamma), ("beta", params.beta)] {
         if t.shape != [c] {
-            return Err(CpuError::ShapeMismatch { op, operand, expected: vec![c], got: t.shape.clone() });
+            return Err(CpuError::ShapeMismatch {
+                op,
+                operand,
+                expected: vec![c],
+                got: t.shape.clone(),
+            });
         }
     }
     let mut out = FeatureMap::zeros(c, x.height, x.width);
@@ -112,7 +126,11 @@ pub fn group_norm(x: &FeatureMap, params: GroupNormParams<'_>) -> Result<Feature
         let src = &x.data[gi * group_len..(gi + 1) * group_len];
         let (mean, rstd) = moments(src, params.eps);
         let c0 = gi * (c / params.groups);
-        for (ci, (d, s)) in dst.chunks_exact_mut(plane).zip(src.chunks_exact(plane)).enumerate() {
+        for (ci, (d, s)) in dst
+            .chunks_exact_mut(plane)
+            .zip(src.chunks_exact(plane))
+            .enumerate()
+        {
             // Fold normalisation and affine into one multiply-add per value (as PyTorch does).
             let scale = rstd * params.gamma.data[c0 + ci];
             let shift = params.beta.data[c0 + ci] - mean * scale;
@@ -142,10 +160,24 @@ fn sum_runs(data: &[f32], center: f32) -> f64 {
         let mut chunks = run.chunks_exact(8);
         for c in &mut chunks {
             for (a, &v) in acc.iter_mut().zip(c) {
-                *a += if center.is_nan() { v } else { (v - center) * (v - center) };
+                *a += if center.is_nan() {
+                    v
+                } else {
+                    (v - center) * (v - center)
+                };
             }
         }
-        let tail: f32 = chunks.remainder().iter().map(|&v| if center.is_nan() { v } else { (v - center) * (v - center) }).sum();
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|&v| {
+                if center.is_nan() {
+                    v
+                } else {
+                    (v - center) * (v - center)
+                }
+            })
+            .sum();
         total += (acc.iter().sum::<f32>() + tail) as f64;
     }
     total

@@ -18,10 +18,18 @@ pub fn project(x: &FeatureMap, weight: &Tensor, bias: &Tensor) -> Result<Feature
     let s = &weight.shape;
     let ok = (s.len() == 4 && s[2] == 1 && s[3] == 1) || s.len() == 2;
     if !ok {
-        return Err(CpuError::ShapeMismatch { op: "project", operand: "weight", expected: vec![0, x.channels, 1, 1], got: s.clone() });
+        return Err(CpuError::ShapeMismatch {
+            op: "project",
+            operand: "weight",
+            expected: vec![0, x.channels, 1, 1],
+            got: s.clone(),
+        });
     }
     if s.len() == 2 {
-        let w4 = Tensor { shape: vec![s[0], s[1], 1, 1], data: weight.data.clone() };
+        let w4 = Tensor {
+            shape: vec![s[0], s[1], 1, 1],
+            data: weight.data.clone(),
+        };
         return conv2d(x, &w4, bias, Conv2dParams::SAME);
     }
     conv2d(x, weight, bias, Conv2dParams::SAME)
@@ -30,7 +38,12 @@ pub fn project(x: &FeatureMap, weight: &Tensor, bias: &Tensor) -> Result<Feature
 fn check_codebook(op: &'static str, dim: usize, codebook: &Tensor) -> Result<usize, CpuError> {
     match codebook.shape.as_slice() {
         [n, d] if *d == dim && *n > 0 && *n <= u32::MAX as usize => Ok(*n),
-        _ => Err(CpuError::ShapeMismatch { op, operand: "codebook", expected: vec![0, dim], got: codebook.shape.clone() }),
+        _ => Err(CpuError::ShapeMismatch {
+            op,
+            operand: "codebook",
+            expected: vec![0, dim],
+            got: codebook.shape.clone(),
+        }),
     }
 }
 
@@ -42,13 +55,23 @@ fn check_codebook(op: &'static str, dim: usize, codebook: &Tensor) -> Result<usi
 pub fn nearest_codes(p: &FeatureMap, codebook: &Tensor) -> Result<Vec<u32>, CpuError> {
     let d = p.channels;
     let n_codes = check_codebook("nearest_codes", d, codebook)?;
-    let norms: Vec<f32> = codebook.data.chunks_exact(d.max(1)).map(|e| e.iter().map(|v| v * v).sum()).collect();
+    let norms: Vec<f32> = codebook
+        .data
+        .chunks_exact(d.max(1))
+        .map(|e| e.iter().map(|v| v * v).sum())
+        .collect();
     let positions = p.plane();
     let mut tokens = vec![0u32; positions];
     let out = SharedMut::new_u32(&mut tokens);
     par::for_each_init(
         positions.div_ceil(POS_BLOCK),
-        || (vec![0.0f32; CODE_BLOCK * POS_BLOCK], vec![0.0f32; POS_BLOCK], vec![0u32; POS_BLOCK]),
+        || {
+            (
+                vec![0.0f32; CODE_BLOCK * POS_BLOCK],
+                vec![0.0f32; POS_BLOCK],
+                vec![0u32; POS_BLOCK],
+            )
+        },
         |(scores, best, arg), t| {
             let (p0, p1) = (t * POS_BLOCK, ((t + 1) * POS_BLOCK).min(positions));
             let np = p1 - p0;
@@ -56,9 +79,21 @@ pub fn nearest_codes(p: &FeatureMap, codebook: &Tensor) -> Result<Vec<u32>, CpuE
             arg[..np].fill(0);
             for c0 in (0..n_codes).step_by(CODE_BLOCK) {
                 let nc = CODE_BLOCK.min(n_codes - c0);
-                let lhs = View { ptr: codebook.data[c0 * d..].as_ptr(), rs: d as isize, cs: 1 };
-                let rhs = View { ptr: p.data[p0..].as_ptr(), rs: positions as isize, cs: 1 };
-                let dst = ViewMut { ptr: scores.as_mut_ptr(), rs: np as isize, cs: 1 };
+                let lhs = View {
+                    ptr: codebook.data[c0 * d..].as_ptr(),
+                    rs: d as isize,
+                    cs: 1,
+                };
+                let rhs = View {
+                    ptr: p.data[p0..].as_ptr(),
+                    rs: positions as isize,
+                    cs: 1,
+                };
+                let dst = ViewMut {
+                    ptr: scores.as_mut_ptr(),
+                    rs: np as isize,
+                    cs: 1,
+                };
                 // SAFETY: codes c0..c0+nc of D values, positions p0..p1 of each of D planes,
                 // and an nc × np score tile inside `scores`.
                 unsafe { gemm(Dims { m: nc, n: np, k: d }, dst, lhs, rhs, false) };
@@ -88,10 +123,23 @@ pub fn gather_codes(tokens: &TokenGrid, codebook: &Tensor) -> Result<FeatureMap,
     let n_codes = check_codebook("gather_codes", d, codebook)?;
     let positions = tokens.height * tokens.width;
     if tokens.tokens.len() != positions || positions == 0 {
-        return Err(CpuError::GridSize { height: tokens.height, width: tokens.width, got: tokens.tokens.len() });
+        return Err(CpuError::GridSize {
+            height: tokens.height,
+            width: tokens.width,
+            got: tokens.tokens.len(),
+        });
     }
-    if let Some((position, &token)) = tokens.tokens.iter().enumerate().find(|(_, t)| **t as usize >= n_codes) {
-        return Err(CpuError::TokenOutOfRange { position, token, codebook_size: n_codes });
+    if let Some((position, &token)) = tokens
+        .tokens
+        .iter()
+        .enumerate()
+        .find(|(_, t)| **t as usize >= n_codes)
+    {
+        return Err(CpuError::TokenOutOfRange {
+            position,
+            token,
+            codebook_size: n_codes,
+        });
     }
     let mut out = FeatureMap::zeros(d, tokens.height, tokens.width);
     for (pos, &t) in tokens.tokens.iter().enumerate() {

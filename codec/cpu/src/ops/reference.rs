@@ -23,7 +23,8 @@ pub(crate) fn conv2d(x: &FeatureMap, w: &Tensor, b: &Tensor, p: Conv2dParams) ->
                         for kx in 0..k {
                             let iy = (oy * p.stride + ky) as isize - lo as isize;
                             let ix = (ox * p.stride + kx) as isize - lo as isize;
-                            if iy < 0 || ix < 0 || iy >= x.height as isize || ix >= x.width as isize {
+                            if iy < 0 || ix < 0 || iy >= x.height as isize || ix >= x.width as isize
+                            {
                                 continue;
                             }
                             let wv = w.data[((co * cin + ci) * k + ky) * k + kx] as f64;
@@ -44,7 +45,11 @@ pub(crate) fn group_norm(x: &FeatureMap, p: GroupNormParams<'_>) -> FeatureMap {
     let mut out = x.clone();
     for g in 0..p.groups {
         let vals: Vec<f64> = (g * cg..(g + 1) * cg)
-            .flat_map(|c| x.data[c * x.plane()..(c + 1) * x.plane()].iter().map(|&v| v as f64))
+            .flat_map(|c| {
+                x.data[c * x.plane()..(c + 1) * x.plane()]
+                    .iter()
+                    .map(|&v| v as f64)
+            })
             .collect();
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
         let var = vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / vals.len() as f64;
@@ -62,7 +67,13 @@ pub(crate) fn group_norm(x: &FeatureMap, p: GroupNormParams<'_>) -> FeatureMap {
 
 /// Attention with the full positions² weight matrix, in f64.
 pub(crate) fn attention(x: &FeatureMap, w: AttnWeights<'_>) -> FeatureMap {
-    let norm = GroupNormParams { gamma: w.norm.weight, beta: w.norm.bias, groups: w.groups, eps: w.eps, swish: false };
+    let norm = GroupNormParams {
+        gamma: w.norm.weight,
+        beta: w.norm.bias,
+        groups: w.groups,
+        eps: w.eps,
+        swish: false,
+    };
     let h = group_norm(x, norm);
     let same = Conv2dParams::SAME;
     let q = conv2d(&h, w.q.weight, w.q.bias, same);
@@ -72,17 +83,28 @@ pub(crate) fn attention(x: &FeatureMap, w: AttnWeights<'_>) -> FeatureMap {
     let mut mixed = FeatureMap::zeros(c, x.height, x.width);
     for i in 0..n {
         let logits: Vec<f64> = (0..n)
-            .map(|j| (0..c).map(|ch| q.data[ch * n + i] as f64 * k.data[ch * n + j] as f64).sum::<f64>() / (c as f64).sqrt())
+            .map(|j| {
+                (0..c)
+                    .map(|ch| q.data[ch * n + i] as f64 * k.data[ch * n + j] as f64)
+                    .sum::<f64>()
+                    / (c as f64).sqrt()
+            })
             .collect();
         let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f64 = e.iter().sum();
         for ch in 0..c {
-            mixed.data[ch * n + i] = ((0..n).map(|j| e[j] * v.data[ch * n + j] as f64).sum::<f64>() / sum) as f32;
+            mixed.data[ch * n + i] = ((0..n)
+                .map(|j| e[j] * v.data[ch * n + j] as f64)
+                .sum::<f64>()
+                / sum) as f32;
         }
     }
     let mut out = conv2d(&mixed, w.proj_out.weight, w.proj_out.bias, same);
-    out.data.iter_mut().zip(&x.data).for_each(|(o, xv)| *o += xv);
+    out.data
+        .iter_mut()
+        .zip(&x.data)
+        .for_each(|(o, xv)| *o += xv);
     out
 }
 
@@ -91,7 +113,11 @@ pub(crate) fn nearest_codes(p: &FeatureMap, codebook: &Tensor) -> Vec<u32> {
     let d = p.channels;
     (0..p.plane())
         .map(|pos| {
-            let dist = |e: &[f32]| (0..d).map(|c| (p.data[c * p.plane() + pos] as f64 - e[c] as f64).powi(2)).sum::<f64>();
+            let dist = |e: &[f32]| {
+                (0..d)
+                    .map(|c| (p.data[c * p.plane() + pos] as f64 - e[c] as f64).powi(2))
+                    .sum::<f64>()
+            };
             let mut best = (f64::INFINITY, 0u32);
             for (i, e) in codebook.data.chunks_exact(d).enumerate() {
                 let dd = dist(e);

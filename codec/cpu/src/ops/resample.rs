@@ -33,12 +33,19 @@ pub fn add_assign(a: &mut FeatureMap, b: &FeatureMap) -> Result<(), CpuError> {
 }
 
 /// Maps every output plane from the matching input plane, in parallel over channels.
-fn per_plane(x: &FeatureMap, h: usize, w: usize, f: impl Fn(&[f32], &mut [f32]) + Sync + Send) -> FeatureMap {
+fn per_plane(
+    x: &FeatureMap,
+    h: usize,
+    w: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync + Send,
+) -> FeatureMap {
     let mut out = FeatureMap::zeros(x.channels, h, w);
     if h * w == 0 {
         return out;
     }
-    par::chunks_mut(&mut out.data, h * w, |c, dst| f(&x.data[c * x.plane()..(c + 1) * x.plane()], dst));
+    par::chunks_mut(&mut out.data, h * w, |c, dst| {
+        f(&x.data[c * x.plane()..(c + 1) * x.plane()], dst)
+    });
     out
 }
 
@@ -61,7 +68,9 @@ pub fn subsample2(x: &FeatureMap) -> FeatureMap {
     per_plane(x, h, w, |src, dst| {
         for (y, row) in dst.chunks_exact_mut(w).enumerate() {
             let r = &src[2 * y * iw..];
-            row.iter_mut().enumerate().for_each(|(xo, v)| *v = r[2 * xo]);
+            row.iter_mut()
+                .enumerate()
+                .for_each(|(xo, v)| *v = r[2 * xo]);
         }
     })
 }
@@ -72,7 +81,9 @@ pub fn upsample_nearest2(x: &FeatureMap) -> FeatureMap {
     per_plane(x, h, w, |src, dst| {
         for (y, row) in dst.chunks_exact_mut(w).enumerate() {
             let r = &src[(y / 2) * iw..];
-            row.iter_mut().enumerate().for_each(|(xo, v)| *v = r[xo / 2]);
+            row.iter_mut()
+                .enumerate()
+                .for_each(|(xo, v)| *v = r[xo / 2]);
         }
     })
 }
@@ -81,9 +92,18 @@ pub fn upsample_nearest2(x: &FeatureMap) -> FeatureMap {
 /// `multiple` in both dimensions (a no-op copy when already aligned).
 pub fn pad_edge(x: &FeatureMap, multiple: usize) -> Result<FeatureMap, CpuError> {
     if multiple == 0 || x.height == 0 || x.width == 0 {
-        return Err(CpuError::BadImageSize { height: x.height, width: x.width, multiple });
+        return Err(CpuError::BadImageSize {
+            height: x.height,
+            width: x.width,
+            multiple,
+        });
     }
-    let (h, w, iw, ih) = (x.height.next_multiple_of(multiple), x.width.next_multiple_of(multiple), x.width, x.height);
+    let (h, w, iw, ih) = (
+        x.height.next_multiple_of(multiple),
+        x.width.next_multiple_of(multiple),
+        x.width,
+        x.height,
+    );
     Ok(per_plane(x, h, w, |src, dst| {
         for (y, row) in dst.chunks_exact_mut(w).enumerate() {
             let r = &src[y.min(ih - 1) * iw..][..iw];

@@ -20,17 +20,32 @@ impl Rng {
         ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
     pub(crate) fn map(&mut self, c: usize, h: usize, w: usize) -> FeatureMap {
-        FeatureMap { channels: c, height: h, width: w, data: (0..c * h * w).map(|_| self.next()).collect() }
+        FeatureMap {
+            channels: c,
+            height: h,
+            width: w,
+            data: (0..c * h * w).map(|_| self.next()).collect(),
+        }
     }
     pub(crate) fn tensor(&mut self, shape: &[usize]) -> Tensor {
-        Tensor { shape: shape.to_vec(), data: (0..shape.iter().product()).map(|_| self.next()).collect() }
+        Tensor {
+            shape: shape.to_vec(),
+            data: (0..shape.iter().product()).map(|_| self.next()).collect(),
+        }
     }
 }
 
 /// Largest absolute difference, after checking shapes agree.
 pub(crate) fn max_diff(a: &FeatureMap, b: &FeatureMap) -> f32 {
-    assert_eq!((a.channels, a.height, a.width), (b.channels, b.height, b.width));
-    a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    assert_eq!(
+        (a.channels, a.height, a.width),
+        (b.channels, b.height, b.width)
+    );
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 // f32 sums of up to a few hundred O(1) products: rounding stays far below 1e-4, while any
@@ -39,7 +54,10 @@ const F32_SUM_TOL: f32 = 1e-4;
 
 #[test]
 fn conv_matches_naive_reference_on_awkward_shapes() {
-    let s2_same = Conv2dParams { stride: 2, padding: Padding::Same };
+    let s2_same = Conv2dParams {
+        stride: 2,
+        padding: Padding::Same,
+    };
     let cases = [
         // (cin, cout, h, w, k, params)
         (1, 1, 1, 1, 1, Conv2dParams::SAME),
@@ -69,14 +87,22 @@ fn conv_matches_naive_reference_on_awkward_shapes() {
         let fast = conv2d(&x, &wt, &b, p).unwrap();
         let slow = reference::conv2d(&x, &wt, &b, p);
         let d = max_diff(&fast, &slow);
-        assert!(d < F32_SUM_TOL, "{cin}->{cout} {h}x{w} k{k} {p:?}: max diff {d}");
+        assert!(
+            d < F32_SUM_TOL,
+            "{cin}->{cout} {h}x{w} k{k} {p:?}: max diff {d}"
+        );
     }
 }
 
 #[test]
 fn winograd_path_matches_im2col_path() {
     let mut rng = Rng::new(8);
-    for (cin, cout, h, w) in [(16, 16, 3, 3), (32, 16, 16, 16), (16, 32, 33, 9), (24, 20, 64, 3)] {
+    for (cin, cout, h, w) in [
+        (16, 16, 3, 3),
+        (32, 16, 16, 16),
+        (16, 32, 33, 9),
+        (24, 20, 64, 3),
+    ] {
         let x = rng.map(cin, h, w);
         let (wt, b) = (rng.tensor(&[cout, cin, 3, 3]), rng.tensor(&[cout]));
         let fast = conv2d(&x, &wt, &b, Conv2dParams::SAME).unwrap();
@@ -122,24 +148,59 @@ fn conv_rejects_bad_shapes_and_params() {
     let x = rng.map(3, 4, 4);
     let b = rng.tensor(&[2]);
     let bad_cin = rng.tensor(&[2, 4, 3, 3]);
-    assert!(matches!(conv2d(&x, &bad_cin, &b, Conv2dParams::SAME), Err(CpuError::ShapeMismatch { .. })));
+    assert!(matches!(
+        conv2d(&x, &bad_cin, &b, Conv2dParams::SAME),
+        Err(CpuError::ShapeMismatch { .. })
+    ));
     let even = rng.tensor(&[2, 3, 2, 2]);
-    assert!(matches!(conv2d(&x, &even, &b, Conv2dParams::SAME), Err(CpuError::Unsupported { .. })));
+    assert!(matches!(
+        conv2d(&x, &even, &b, Conv2dParams::SAME),
+        Err(CpuError::Unsupported { .. })
+    ));
     let w = rng.tensor(&[2, 3, 3, 3]);
-    let s3 = Conv2dParams { stride: 3, padding: Padding::Same };
-    assert!(matches!(conv2d(&x, &w, &b, s3), Err(CpuError::Unsupported { .. })));
-    assert!(matches!(conv2d(&x, &w, &rng.tensor(&[3]), Conv2dParams::SAME), Err(CpuError::ShapeMismatch { .. })));
+    let s3 = Conv2dParams {
+        stride: 3,
+        padding: Padding::Same,
+    };
+    assert!(matches!(
+        conv2d(&x, &w, &b, s3),
+        Err(CpuError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        conv2d(&x, &w, &rng.tensor(&[3]), Conv2dParams::SAME),
+        Err(CpuError::ShapeMismatch { .. })
+    ));
     let tiny = rng.map(3, 1, 1);
-    assert!(matches!(conv2d(&tiny, &w, &b, Conv2dParams::DOWNSAMPLE), Err(CpuError::Unsupported { .. })));
+    assert!(matches!(
+        conv2d(&tiny, &w, &b, Conv2dParams::DOWNSAMPLE),
+        Err(CpuError::Unsupported { .. })
+    ));
 }
 
 #[test]
 fn group_norm_matches_hand_computed_case() {
     // One group over two channels [0, 2 | 4, 6]: mean 3, biased variance (9+1+1+9)/4 = 5.
-    let x = FeatureMap { channels: 2, height: 1, width: 2, data: vec![0.0, 2.0, 4.0, 6.0] };
-    let gamma = Tensor { shape: vec![2], data: vec![1.0, 2.0] };
-    let beta = Tensor { shape: vec![2], data: vec![0.0, 1.0] };
-    let p = GroupNormParams { gamma: &gamma, beta: &beta, groups: 1, eps: 0.0, swish: false };
+    let x = FeatureMap {
+        channels: 2,
+        height: 1,
+        width: 2,
+        data: vec![0.0, 2.0, 4.0, 6.0],
+    };
+    let gamma = Tensor {
+        shape: vec![2],
+        data: vec![1.0, 2.0],
+    };
+    let beta = Tensor {
+        shape: vec![2],
+        data: vec![0.0, 1.0],
+    };
+    let p = GroupNormParams {
+        gamma: &gamma,
+        beta: &beta,
+        groups: 1,
+        eps: 0.0,
+        swish: false,
+    };
     let y = group_norm(&x, p).unwrap();
     let s = 5f32.sqrt();
     let expect = [-3.0 / s, -1.0 / s, 2.0 / s + 1.0, 6.0 / s + 1.0];
@@ -156,15 +217,30 @@ fn group_norm_with_swish_matches_reference() {
         let x = rng.map(c, h, w);
         let (gamma, beta) = (rng.tensor(&[c]), rng.tensor(&[c]));
         for swish in [false, true] {
-            let p = GroupNormParams { gamma: &gamma, beta: &beta, groups, eps: 1e-6, swish };
+            let p = GroupNormParams {
+                gamma: &gamma,
+                beta: &beta,
+                groups,
+                eps: 1e-6,
+                swish,
+            };
             let d = max_diff(&group_norm(&x, p).unwrap(), &reference::group_norm(&x, p));
             // Normalised values are O(1); the folded `x·scale + shift` form (PyTorch's too)
             // rounds at about 1e-6 of the input's scale over the group's spread.
             assert!(d < 1e-5, "c{c} g{groups} swish {swish}: {d}");
         }
     }
-    let bad = GroupNormParams { gamma: &rng.tensor(&[6]), beta: &rng.tensor(&[6]), groups: 4, eps: 1e-6, swish: true };
-    assert!(matches!(group_norm(&rng.map(6, 2, 2), bad), Err(CpuError::Unsupported { .. })));
+    let bad = GroupNormParams {
+        gamma: &rng.tensor(&[6]),
+        beta: &rng.tensor(&[6]),
+        groups: 4,
+        eps: 1e-6,
+        swish: true,
+    };
+    assert!(matches!(
+        group_norm(&rng.map(6, 2, 2), bad),
+        Err(CpuError::Unsupported { .. })
+    ));
 }
 
 #[test]
@@ -185,14 +261,37 @@ fn attention_blockwise_matches_naive() {
     // 10×9 = 90 positions: one full query block and a ragged one.
     for (c, h, w) in [(6, 10, 9), (4, 1, 1), (8, 3, 5)] {
         let x = rng.map(c, h, w);
-        let t: Vec<Tensor> = (0..10).map(|i| if i % 2 == 0 { rng.tensor(&[c, c, 1, 1]) } else { rng.tensor(&[c]) }).collect();
+        let t: Vec<Tensor> = (0..10)
+            .map(|i| {
+                if i % 2 == 0 {
+                    rng.tensor(&[c, c, 1, 1])
+                } else {
+                    rng.tensor(&[c])
+                }
+            })
+            .collect();
         let (g, gb) = (rng.tensor(&[c]), rng.tensor(&[c]));
         let aw = AttnWeights {
-            norm: Affine { weight: &g, bias: &gb },
-            q: Affine { weight: &t[0], bias: &t[1] },
-            k: Affine { weight: &t[2], bias: &t[3] },
-            v: Affine { weight: &t[4], bias: &t[5] },
-            proj_out: Affine { weight: &t[6], bias: &t[7] },
+            norm: Affine {
+                weight: &g,
+                bias: &gb,
+            },
+            q: Affine {
+                weight: &t[0],
+                bias: &t[1],
+            },
+            k: Affine {
+                weight: &t[2],
+                bias: &t[3],
+            },
+            v: Affine {
+                weight: &t[4],
+                bias: &t[5],
+            },
+            proj_out: Affine {
+                weight: &t[6],
+                bias: &t[7],
+            },
             groups: 2,
             eps: 1e-6,
         };
@@ -216,32 +315,71 @@ fn nearest_codes_matches_reference_across_blocks() {
 #[test]
 fn nearest_codes_tie_goes_to_lowest_index() {
     // Rows 0 and 1 are equidistant from (0, -1); rows 2 and 4 are identical and hold (0.5, 0.5).
-    let cb = Tensor { shape: vec![5, 2], data: vec![1.0, 0.0, -1.0, 0.0, 0.5, 0.5, 3.0, 3.0, 0.5, 0.5] };
-    let p = FeatureMap { channels: 2, height: 1, width: 2, data: vec![0.0, 0.5, -1.0, 0.5] };
+    let cb = Tensor {
+        shape: vec![5, 2],
+        data: vec![1.0, 0.0, -1.0, 0.0, 0.5, 0.5, 3.0, 3.0, 0.5, 0.5],
+    };
+    let p = FeatureMap {
+        channels: 2,
+        height: 1,
+        width: 2,
+        data: vec![0.0, 0.5, -1.0, 0.5],
+    };
     assert_eq!(nearest_codes(&p, &cb).unwrap(), vec![0, 2]);
 }
 
 #[test]
 fn gather_codes_reads_rows_and_rejects_bad_tokens() {
-    let cb = Tensor { shape: vec![3, 2], data: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0] };
-    let grid = TokenGrid { level: 0, height: 1, width: 2, tokens: vec![2, 0] };
+    let cb = Tensor {
+        shape: vec![3, 2],
+        data: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+    };
+    let grid = TokenGrid {
+        level: 0,
+        height: 1,
+        width: 2,
+        tokens: vec![2, 0],
+    };
     let m = gather_codes(&grid, &cb).unwrap();
     assert_eq!(m.data, vec![4.0, 0.0, 5.0, 1.0]);
-    let bad = TokenGrid { tokens: vec![2, 3], ..grid.clone() };
+    let bad = TokenGrid {
+        tokens: vec![2, 3],
+        ..grid.clone()
+    };
     assert_eq!(
         gather_codes(&bad, &cb),
-        Err(CpuError::TokenOutOfRange { position: 1, token: 3, codebook_size: 3 })
+        Err(CpuError::TokenOutOfRange {
+            position: 1,
+            token: 3,
+            codebook_size: 3
+        })
     );
-    let short = TokenGrid { tokens: vec![1], ..grid };
-    assert!(matches!(gather_codes(&short, &cb), Err(CpuError::GridSize { .. })));
+    let short = TokenGrid {
+        tokens: vec![1],
+        ..grid
+    };
+    assert!(matches!(
+        gather_codes(&short, &cb),
+        Err(CpuError::GridSize { .. })
+    ));
 }
 
 #[test]
 fn resampling_ops_match_hand_computed_cases() {
-    let x = FeatureMap { channels: 1, height: 2, width: 3, data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
+    let x = FeatureMap {
+        channels: 1,
+        height: 2,
+        width: 3,
+        data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+    };
     assert_eq!(avg_pool2(&x).data, vec![3.0]);
     assert_eq!(subsample2(&x).data, vec![1.0, 3.0]);
-    let up = upsample_nearest2(&FeatureMap { channels: 1, height: 1, width: 2, data: vec![1.0, 2.0] });
+    let up = upsample_nearest2(&FeatureMap {
+        channels: 1,
+        height: 1,
+        width: 2,
+        data: vec![1.0, 2.0],
+    });
     assert_eq!(up.data, vec![1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
     let padded = pad_edge(&x, 4).unwrap();
     assert_eq!((padded.height, padded.width), (4, 4));

@@ -58,25 +58,63 @@ struct Geom {
 /// `out += conv3x3(x, weight)` with `Same` padding (bias is the caller's: `out` arrives
 /// seeded with it). `weight` is `[cout, cin, 3, 3]`, `out` is `cout × h × w`.
 pub(crate) fn conv3x3_accumulate(x: &FeatureMap, weight: &Tensor, out: &mut FeatureMap) {
-    let g = Geom { cin: x.channels, cout: weight.shape[0], h: x.height, w: x.width, tw: x.width.div_ceil(2) };
+    let g = Geom {
+        cin: x.channels,
+        cout: weight.shape[0],
+        h: x.height,
+        w: x.width,
+        tw: x.width.div_ceil(2),
+    };
     let th = g.h.div_ceil(2);
     let u = kernel_transform(weight);
-    let rows = TILE_BLOCK.div_ceil(g.tw).clamp(1, th.div_ceil(2 * par::threads()).max(1));
+    let rows = TILE_BLOCK
+        .div_ceil(g.tw)
+        .clamp(1, th.div_ceil(2 * par::threads()).max(1));
     let dst = SharedMut::new(&mut out.data);
     let block = rows * g.tw;
     par::for_each_init(
         th.div_ceil(rows),
-        || (vec![0.0f32; 16 * g.cin * block], vec![0.0f32; 16 * g.cout * block], vec![0.0f32; 4 * (2 * g.tw + 2)]),
+        || {
+            (
+                vec![0.0f32; 16 * g.cin * block],
+                vec![0.0f32; 16 * g.cout * block],
+                vec![0.0f32; 4 * (2 * g.tw + 2)],
+            )
+        },
         |(v, m, bufs), b| {
             let (ty0, ty1) = (b * rows, ((b + 1) * rows).min(th));
             let n = (ty1 - ty0) * g.tw;
             input_transform(x, g, (ty0, ty1), &mut v[..16 * g.cin * n], bufs);
             for xi in 0..16 {
-                let lhs = View { ptr: u[xi * g.cout * g.cin..].as_ptr(), rs: g.cin as isize, cs: 1 };
-                let rhs = View { ptr: v[xi * g.cin * n..].as_ptr(), rs: n as isize, cs: 1 };
-                let d = ViewMut { ptr: m[xi * g.cout * n..].as_mut_ptr(), rs: n as isize, cs: 1 };
+                let lhs = View {
+                    ptr: u[xi * g.cout * g.cin..].as_ptr(),
+                    rs: g.cin as isize,
+                    cs: 1,
+                };
+                let rhs = View {
+                    ptr: v[xi * g.cin * n..].as_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                };
+                let d = ViewMut {
+                    ptr: m[xi * g.cout * n..].as_mut_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                };
                 // SAFETY: U[ξ] is cout × cin, V[ξ] cin × n and M[ξ] cout × n, inside their buffers.
-                unsafe { gemm(Dims { m: g.cout, n, k: g.cin }, d, lhs, rhs, false) };
+                unsafe {
+                    gemm(
+                        Dims {
+                            m: g.cout,
+                            n,
+                            k: g.cin,
+                        },
+                        d,
+                        lhs,
+                        rhs,
+                        false,
+                    )
+                };
             }
             output_transform(&m[..16 * g.cout * n], g, (ty0, ty1), dst);
         },
@@ -84,7 +122,13 @@ pub(crate) fn conv3x3_accumulate(x: &FeatureMap, weight: &Tensor, out: &mut Feat
 }
 
 /// `V = Bᵀ d B` for every 4×4 input patch of tile rows `ty0..ty1`, laid out `[16][cin][n]`.
-fn input_transform(x: &FeatureMap, g: Geom, (ty0, ty1): (usize, usize), v: &mut [f32], bufs: &mut [f32]) {
+fn input_transform(
+    x: &FeatureMap,
+    g: Geom,
+    (ty0, ty1): (usize, usize),
+    v: &mut [f32],
+    bufs: &mut [f32],
+) {
     let n = (ty1 - ty0) * g.tw;
     let pw = 2 * g.tw + 2;
     let plane = g.h * g.w;
@@ -97,7 +141,8 @@ fn input_transform(x: &FeatureMap, g: Geom, (ty0, ty1): (usize, usize), v: &mut 
                 let iy = (2 * ty + i) as isize - 1;
                 chunk.fill(0.0);
                 if iy >= 0 && (iy as usize) < g.h {
-                    chunk[1..=g.w].copy_from_slice(&src[iy as usize * g.w..(iy as usize + 1) * g.w]);
+                    chunk[1..=g.w]
+                        .copy_from_slice(&src[iy as usize * g.w..(iy as usize + 1) * g.w]);
                 }
             }
             for (i, chunk) in bufs.chunks_exact(pw).enumerate() {
@@ -114,7 +159,12 @@ fn input_transform(x: &FeatureMap, g: Geom, (ty0, ty1): (usize, usize), v: &mut 
                 };
                 // … then on columns, tile by tile.
                 for tx in 0..g.tw {
-                    let (a, b, c, d) = (row(2 * tx), row(2 * tx + 1), row(2 * tx + 2), row(2 * tx + 3));
+                    let (a, b, c, d) = (
+                        row(2 * tx),
+                        row(2 * tx + 1),
+                        row(2 * tx + 2),
+                        row(2 * tx + 3),
+                    );
                     let t = col0 + tx;
                     let base = (k * 4 * g.cin + ci) * n + t;
                     let step = g.cin * n;
@@ -152,7 +202,9 @@ fn output_transform(m: &[f32], g: Geom, (ty0, ty1): (usize, usize), dst: SharedM
                     break;
                 }
                 // SAFETY: output rows 2·ty0 .. 2·ty1 belong to this block alone.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(co * plane + oy * g.w), g.w) };
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(dst.ptr().add(co * plane + oy * g.w), g.w)
+                };
                 for tx in 0..g.tw {
                     let p = q[2 * tx + i];
                     row[2 * tx] += p[0] + p[1] + p[2];

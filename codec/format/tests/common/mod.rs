@@ -49,14 +49,21 @@ pub fn grids(header: &Header, n: usize, dist: Dist, seed: u64) -> Vec<TokenGrid>
         let (h, w) = (h as usize, w as usize);
         let mut tokens = Vec::with_capacity(h * w);
         for i in 0..h * w {
-            let parent = out.last().map(|p| p.tokens[(i / w / 2) * p.width + (i % w) / 2]);
+            let parent = out
+                .last()
+                .map(|p| p.tokens[(i / w / 2) * p.width + (i % w) / 2]);
             let t = match (dist, parent) {
                 (Dist::Skewed, Some(p)) if rng.gen_bool(0.6) => p,
                 _ => draw(&mut rng, n, dist),
             };
             tokens.push(t);
         }
-        out.push(TokenGrid { level, height: h, width: w, tokens });
+        out.push(TokenGrid {
+            level,
+            height: h,
+            width: w,
+            tokens,
+        });
     }
     out
 }

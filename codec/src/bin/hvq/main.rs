@@ -143,20 +143,49 @@ fn init_logging(verbose: u8) {
         1 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
-    env_logger::Builder::new().filter_level(level).format_timestamp(None).parse_default_env().init();
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .parse_default_env()
+        .init();
 }
 
 fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command {
-        Command::Encode { input, output, levels } => encode(g, &input, &output, levels),
-        Command::Decode { input, output, level } => decode(g, &input, &output, level),
+        Command::Encode {
+            input,
+            output,
+            levels,
+        } => encode(g, &input, &output, levels),
+        Command::Decode {
+            input,
+            output,
+            level,
+        } => decode(g, &input, &output, level),
         Command::Info { input } => info(g, &input),
-        Command::Tokens { input, level, format, output } => tokens(g, &input, level, format, output.as_deref()),
-        Command::TokenizeDir { dir, output, levels, shard_size, jobs } => {
+        Command::Tokens {
+            input,
+            level,
+            format,
+            output,
+        } => tokens(g, &input, level, format, output.as_deref()),
+        Command::TokenizeDir {
+            dir,
+            output,
+            levels,
+            shard_size,
+            jobs,
+        } => {
             let codec = load_codec(g)?;
             let jobs = jobs.map_or_else(rayon::current_num_threads, |j| j as usize);
-            let opts = tokenize_dir::Options { dir, out: output, levels: selection(levels), shard_size: shard_size as usize, jobs };
+            let opts = tokenize_dir::Options {
+                dir,
+                out: output,
+                levels: selection(levels),
+                shard_size: shard_size as usize,
+                jobs,
+            };
             tokenize_dir::run(&codec, &opts)
         }
     }
@@ -167,7 +196,8 @@ fn load_codec(g: &Global) -> Result<Codec> {
     let builder = match &g.model {
         Some(path) => {
             let bytes = read(path)?;
-            Codec::from_weight_bytes(&bytes).with_context(|| format!("cannot load model `{}`", path.display()))?
+            Codec::from_weight_bytes(&bytes)
+                .with_context(|| format!("cannot load model `{}`", path.display()))?
         }
         None => Codec::default_model().context("no --model given")?,
     };
@@ -176,13 +206,24 @@ fn load_codec(g: &Global) -> Result<Codec> {
         BackendArg::Wgpu => Backend::Wgpu,
         BackendArg::Cpu => Backend::Cpu,
     };
-    let codec = builder.backend(backend).build().context("cannot start the model")?;
-    log::info!("model {} on the {} backend", &hvq_spec::fingerprint_hex(&codec.fingerprint())[..16], codec.backend());
+    let codec = builder
+        .backend(backend)
+        .build()
+        .context("cannot start the model")?;
+    log::info!(
+        "model {} on the {} backend",
+        &hvq_spec::fingerprint_hex(&codec.fingerprint())[..16],
+        codec.backend()
+    );
     Ok(codec)
 }
 
 fn selection(levels: Vec<usize>) -> LevelSelection {
-    if levels.is_empty() { LevelSelection::All } else { LevelSelection::Only(levels) }
+    if levels.is_empty() {
+        LevelSelection::All
+    } else {
+        LevelSelection::Only(levels)
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -192,7 +233,8 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 /// Reads and decodes an image file, checking its size before decoding pixels.
 fn read_image(path: &Path, limits: &Limits) -> Result<RgbImage> {
     let bytes = read(path)?;
-    RgbImage::decode(&bytes, limits).with_context(|| format!("`{}` is not a usable image", path.display()))
+    RgbImage::decode(&bytes, limits)
+        .with_context(|| format!("`{}` is not a usable image", path.display()))
 }
 
 /// Writes through a temporary file and a rename, so an interrupted run leaves no half file.
@@ -212,7 +254,13 @@ fn encode(g: &Global, input: &Path, output: &Path, levels: Vec<usize>) -> Result
         .with_context(|| format!("cannot encode `{}`", input.display()))?;
     write_atomic(output, &bytes)?;
     let bpp = bytes.len() as f64 * 8.0 / (f64::from(image.width()) * f64::from(image.height()));
-    eprintln!("{}: {}×{} → {} bytes ({bpp:.4} bpp)", output.display(), image.width(), image.height(), bytes.len());
+    eprintln!(
+        "{}: {}×{} → {} bytes ({bpp:.4} bpp)",
+        output.display(),
+        image.width(),
+        image.height(),
+        bytes.len()
+    );
     Ok(())
 }
 
@@ -220,27 +268,56 @@ fn decode(g: &Global, input: &Path, output: &Path, level: Option<usize>) -> Resu
     let format = image::ImageFormat::from_path(output)
         .ok()
         .filter(|f| f.writing_enabled())
-        .with_context(|| format!("cannot tell an image format this build writes from `{}`", output.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot tell an image format this build writes from `{}`",
+                output.display()
+            )
+        })?;
     let bytes = read(input)?;
     let codec = load_codec(g)?;
-    let decoded = codec.decode_hvq(&bytes, level).with_context(|| format!("cannot decode `{}`", input.display()))?;
+    let decoded = codec
+        .decode_hvq(&bytes, level)
+        .with_context(|| format!("cannot decode `{}`", input.display()))?;
     if decoded.truncated {
-        eprintln!("warning: `{}` is truncated; decoded level {}, the finest complete one", input.display(), decoded.level);
+        eprintln!(
+            "warning: `{}` is truncated; decoded level {}, the finest complete one",
+            input.display(),
+            decoded.level
+        );
     }
     let encoded = decoded.image.encode_as(format)?;
     write_atomic(output, &encoded)?;
-    eprintln!("{}: level {}, {}×{}", output.display(), decoded.level, decoded.image.width(), decoded.image.height());
+    eprintln!(
+        "{}: level {}, {}×{}",
+        output.display(),
+        decoded.level,
+        decoded.image.width(),
+        decoded.image.height()
+    );
     Ok(())
 }
 
 fn info(g: &Global, input: &Path) -> Result<()> {
     let bytes = read(input)?;
-    let info = hvq_codec::inspect(&bytes).with_context(|| format!("cannot read `{}`", input.display()))?;
+    let info =
+        hvq_codec::inspect(&bytes).with_context(|| format!("cannot read `{}`", input.display()))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "file:        {}", input.display())?;
     writeln!(out, "image:       {}×{} pixels", info.width, info.height)?;
-    writeln!(out, "model:       {} ({} levels, coarsest stride {})", info.fingerprint_hex(), info.model_levels, info.coarsest_stride)?;
-    writeln!(out, "size:        {} bytes ({:.4} bpp)", info.total_bytes, bpp(info.total_bytes, &info))?;
+    writeln!(
+        out,
+        "model:       {} ({} levels, coarsest stride {})",
+        info.fingerprint_hex(),
+        info.model_levels,
+        info.coarsest_stride
+    )?;
+    writeln!(
+        out,
+        "size:        {} bytes ({:.4} bpp)",
+        info.total_bytes,
+        bpp(info.total_bytes, &info)
+    )?;
     writeln!(out, "level  grid        bytes      bpp   prefix bpp")?;
     for l in &info.levels {
         writeln!(
@@ -254,20 +331,33 @@ fn info(g: &Global, input: &Path) -> Result<()> {
         )?;
     }
     if info.trailing_bytes > 0 {
-        writeln!(out, "truncated:   {} bytes of an incomplete chunk at the end", info.trailing_bytes)?;
+        writeln!(
+            out,
+            "truncated:   {} bytes of an incomplete chunk at the end",
+            info.trailing_bytes
+        )?;
     }
     check_info_model(g, &bytes, &info, &mut out)
 }
 
 /// Tells whether the loaded model matches the file, and validates every chunk when it does.
-fn check_info_model(g: &Global, bytes: &[u8], info: &hvq_codec::FileInfo, out: &mut impl Write) -> Result<()> {
+fn check_info_model(
+    g: &Global,
+    bytes: &[u8],
+    info: &hvq_codec::FileInfo,
+    out: &mut impl Write,
+) -> Result<()> {
     // Without --model and without an embedded model there is nothing to compare against.
     if g.model.is_none() && !hvq_codec::has_default_model() {
         return Ok(());
     }
     let codec = load_codec(g)?;
     if codec.fingerprint() != info.fingerprint {
-        writeln!(out, "loaded model: {} (does not match; this file needs its own model)", hvq_spec::fingerprint_hex(&codec.fingerprint()))?;
+        writeln!(
+            out,
+            "loaded model: {} (does not match; this file needs its own model)",
+            hvq_spec::fingerprint_hex(&codec.fingerprint())
+        )?;
         return Ok(());
     }
     codec.info(bytes).context("the file does not validate")?;
@@ -279,14 +369,27 @@ fn bpp(bytes: usize, info: &hvq_codec::FileInfo) -> f64 {
     bytes as f64 * 8.0 / (f64::from(info.width) * f64::from(info.height))
 }
 
-fn tokens(g: &Global, input: &Path, level: Option<usize>, format: TokenFormat, output: Option<&Path>) -> Result<()> {
+fn tokens(
+    g: &Global,
+    input: &Path,
+    level: Option<usize>,
+    format: TokenFormat,
+    output: Option<&Path>,
+) -> Result<()> {
     let codec = load_codec(g)?;
     let bytes = read(input)?;
     let mut tokens = if hvq_codec::is_hvq(&bytes) {
-        codec.read_hvq(&bytes).with_context(|| format!("cannot read `{}`", input.display()))?.0
+        codec
+            .read_hvq(&bytes)
+            .with_context(|| format!("cannot read `{}`", input.display()))?
+            .0
     } else {
-        let image = RgbImage::decode(&bytes, codec.limits())
-            .with_context(|| format!("`{}` is neither a .hvq file nor a usable image", input.display()))?;
+        let image = RgbImage::decode(&bytes, codec.limits()).with_context(|| {
+            format!(
+                "`{}` is neither a .hvq file nor a usable image",
+                input.display()
+            )
+        })?;
         let levels = level.map_or(LevelSelection::All, |l| LevelSelection::Only(vec![l]));
         codec.encode(&image, levels)?
     };
@@ -297,7 +400,11 @@ fn tokens(g: &Global, input: &Path, level: Option<usize>, format: TokenFormat, o
     };
     if let Some(l) = keep {
         if tokens.level(l).is_none() {
-            bail!("level {l} is not in `{}` (levels present: {:?})", input.display(), tokens.levels());
+            bail!(
+                "level {l} is not in `{}` (levels present: {:?})",
+                input.display(),
+                tokens.levels()
+            );
         }
         tokens.grids.retain(|g| g.level == l);
     }
@@ -306,12 +413,20 @@ fn tokens(g: &Global, input: &Path, level: Option<usize>, format: TokenFormat, o
         TokenFormat::Json => write_tokens_json(&mut buf, &tokens, &codec)?,
         TokenFormat::Npy => {
             let grid = &tokens.grids[0];
-            npy::write(&mut buf, &[grid.height, grid.width], npy::Dtype::for_codebook(codec.config().codebook_size), &grid.tokens)?;
+            npy::write(
+                &mut buf,
+                &[grid.height, grid.width],
+                npy::Dtype::for_codebook(codec.config().codebook_size),
+                &grid.tokens,
+            )?;
         }
     }
     match output {
         Some(path) => write_atomic(path, &buf),
-        None => std::io::stdout().lock().write_all(&buf).context("cannot write to standard output"),
+        None => std::io::stdout()
+            .lock()
+            .write_all(&buf)
+            .context("cannot write to standard output"),
     }
 }
 

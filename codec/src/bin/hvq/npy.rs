@@ -15,7 +15,11 @@ pub enum Dtype {
 impl Dtype {
     /// The smallest dtype that holds every index of a codebook of `codebook_size` entries.
     pub fn for_codebook(codebook_size: usize) -> Self {
-        if codebook_size <= 1 << 16 { Dtype::U16 } else { Dtype::U32 }
+        if codebook_size <= 1 << 16 {
+            Dtype::U16
+        } else {
+            Dtype::U32
+        }
     }
 
     fn descr(self) -> &'static str {
@@ -27,7 +31,12 @@ impl Dtype {
 }
 
 /// Writes `values` as a C-order array of `shape`.
-pub fn write(out: &mut impl Write, shape: &[usize], dtype: Dtype, values: &[u32]) -> io::Result<()> {
+pub fn write(
+    out: &mut impl Write,
+    shape: &[usize],
+    dtype: Dtype,
+    values: &[u32],
+) -> io::Result<()> {
     debug_assert_eq!(shape.iter().product::<usize>(), values.len());
     out.write_all(&header(shape, dtype))?;
     let mut buf = Vec::with_capacity(values.len() * 4);
@@ -46,8 +55,16 @@ pub fn write(out: &mut impl Write, shape: &[usize], dtype: Dtype, values: &[u32]
 fn header(shape: &[usize], dtype: Dtype) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     // A 1-tuple needs its trailing comma in Python syntax.
-    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", dtype.descr(), shape);
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
+        dtype.descr(),
+        shape
+    );
     let prefix = 6 + 2 + 2; // magic, version, u16 header length
     let total = (prefix + dict.len() + 1).div_ceil(64) * 64;
     dict.push_str(&" ".repeat(total - prefix - dict.len() - 1));
@@ -78,7 +95,11 @@ mod tests {
     #[test]
     fn one_dimensional_shape_has_trailing_comma() {
         let h = header(&[7], Dtype::U32);
-        assert!(std::str::from_utf8(&h[10..]).unwrap().contains("'shape': (7,)"));
+        assert!(
+            std::str::from_utf8(&h[10..])
+                .unwrap()
+                .contains("'shape': (7,)")
+        );
     }
 
     #[test]

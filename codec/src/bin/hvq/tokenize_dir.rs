@@ -68,7 +68,11 @@ pub fn run(codec: &Codec, opts: &Options) -> Result<()> {
     let levels = resolve_levels(codec, &opts.levels)?;
     let files = scan(&opts.dir, &opts.out)?;
     if files.is_empty() {
-        bail!("no images ({}) under `{}`", IMAGE_EXTENSIONS.join(", "), opts.dir.display());
+        bail!(
+            "no images ({}) under `{}`",
+            IMAGE_EXTENSIONS.join(", "),
+            opts.dir.display()
+        );
     }
     let manifest = Manifest {
         format: FORMAT_TAG.into(),
@@ -79,11 +83,19 @@ pub fn run(codec: &Codec, opts: &Options) -> Result<()> {
         files,
     };
     prepare_output(&opts.out, &manifest)?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build().context("cannot start worker threads")?;
-    let todo: Vec<usize> = (0..manifest.shards).filter(|&s| !shard_dir(&opts.out, s).is_dir()).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs)
+        .build()
+        .context("cannot start worker threads")?;
+    let todo: Vec<usize> = (0..manifest.shards)
+        .filter(|&s| !shard_dir(&opts.out, s).is_dir())
+        .collect();
     let skipped = manifest.shards - todo.len();
     if skipped > 0 {
-        eprintln!("resuming: skipping {skipped} complete shard(s) of {}", manifest.shards);
+        eprintln!(
+            "resuming: skipping {skipped} complete shard(s) of {}",
+            manifest.shards
+        );
     }
     let bar = progress_bar(&manifest, &todo);
     let mut failed = 0;
@@ -110,7 +122,10 @@ fn resolve_levels(codec: &Codec, sel: &LevelSelection) -> Result<Vec<usize>> {
     levels.sort_unstable();
     levels.dedup();
     if let Some(&bad) = levels.iter().find(|&&l| l >= n) {
-        bail!("level {bad} is not available: the model has levels 0..={}", n - 1);
+        bail!(
+            "level {bad} is not available: the model has levels 0..={}",
+            n - 1
+        );
     }
     Ok(levels)
 }
@@ -121,16 +136,25 @@ fn scan(dir: &Path, out: &Path) -> Result<Vec<String>> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).with_context(|| format!("cannot list `{}`", d.display()))?;
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("cannot list `{}`", d.display()))?;
         for entry in entries {
-            let path = entry.with_context(|| format!("cannot list `{}`", d.display()))?.path();
+            let path = entry
+                .with_context(|| format!("cannot list `{}`", d.display()))?
+                .path();
             if path.is_dir() {
-                if out.as_ref().is_none_or(|o| path.canonicalize().ok().as_ref() != Some(o)) {
+                if out
+                    .as_ref()
+                    .is_none_or(|o| path.canonicalize().ok().as_ref() != Some(o))
+                {
                     stack.push(path);
                 }
             } else if is_image_name(&path) {
                 let rel = path.strip_prefix(dir).unwrap_or(&path);
-                let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
                 files.push(parts.join("/"));
             }
         }
@@ -151,8 +175,10 @@ fn prepare_output(out: &Path, manifest: &Manifest) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create `{}`", out.display()))?;
     let path = out.join(MANIFEST);
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
-        let old: Manifest = serde_json::from_str(&text).with_context(|| format!("`{}` is not an hvq manifest", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        let old: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("`{}` is not an hvq manifest", path.display()))?;
         if old != *manifest {
             bail!(
                 "`{}` was started with other settings, another model, or another file list; \
@@ -167,7 +193,8 @@ fn prepare_output(out: &Path, manifest: &Manifest) -> Result<()> {
     for shard in 0..manifest.shards {
         let tmp = tmp_dir(out, shard);
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove `{}`", tmp.display()))?;
+            std::fs::remove_dir_all(&tmp)
+                .with_context(|| format!("cannot remove `{}`", tmp.display()))?;
         }
     }
     Ok(())
@@ -184,7 +211,9 @@ fn tmp_dir(out: &Path, shard: usize) -> PathBuf {
 fn progress_bar(manifest: &Manifest, todo: &[usize]) -> ProgressBar {
     let remaining: usize = todo.iter().map(|&s| shard_files(manifest, s).len()).sum();
     let bar = ProgressBar::new(remaining as u64);
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
+    {
         bar.set_style(style);
     }
     bar
@@ -197,22 +226,36 @@ fn shard_files(manifest: &Manifest, shard: usize) -> &[String] {
 
 /// Encodes one shard into its temporary folder, then renames it into place. Returns how many
 /// images could not be read (they get an `error` line in the index and no tokens).
-fn write_shard(codec: &Codec, opts: &Options, manifest: &Manifest, shard: usize, bar: &ProgressBar) -> Result<usize> {
+fn write_shard(
+    codec: &Codec,
+    opts: &Options,
+    manifest: &Manifest,
+    shard: usize,
+    bar: &ProgressBar,
+) -> Result<usize> {
     let files = shard_files(manifest, shard);
     let mut results: Vec<Result<Tokens, String>> = Vec::with_capacity(files.len());
     // Batches of a few images per worker keep memory bounded by the batch, not the shard.
     for batch in files.chunks(opts.jobs * 2) {
-        let loaded: Vec<Result<RgbImage, String>> =
-            batch.par_iter().map(|f| load(codec, &opts.dir.join(f))).collect();
+        let loaded: Vec<Result<RgbImage, String>> = batch
+            .par_iter()
+            .map(|f| load(codec, &opts.dir.join(f)))
+            .collect();
         // Unreadable files keep their slot (with the error) so results stay in file order.
         let mut images = Vec::with_capacity(loaded.len());
         let slots: Vec<Result<(), String>> = loaded
             .into_iter()
             .map(|r| r.map(|img| images.push(img)))
             .collect();
-        let mut encoded = codec.encode_batch(&images, manifest.levels.clone()).into_iter();
+        let mut encoded = codec
+            .encode_batch(&images, manifest.levels.clone())
+            .into_iter();
         for slot in slots {
-            let next = slot.map(|()| encoded.next().expect("encode_batch gives one result per image"));
+            let next = slot.map(|()| {
+                encoded
+                    .next()
+                    .expect("encode_batch gives one result per image")
+            });
             results.push(next.and_then(|r| r.map_err(|e| hvq_error_chain(&e))));
             bar.inc(1);
         }
@@ -226,7 +269,8 @@ fn write_shard(codec: &Codec, opts: &Options, manifest: &Manifest, shard: usize,
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
     write_shard_files(&tmp, files, &results, manifest, codec)?;
     let done = shard_dir(&opts.out, shard);
-    std::fs::rename(&tmp, &done).with_context(|| format!("cannot move `{}` into place", tmp.display()))?;
+    std::fs::rename(&tmp, &done)
+        .with_context(|| format!("cannot move `{}` into place", tmp.display()))?;
     Ok(results.iter().filter(|r| r.is_err()).count())
 }
 
@@ -264,14 +308,31 @@ fn write_shard_files(
                     .zip(arrays.iter_mut())
                     .filter_map(|(&l, array)| {
                         let g = t.level(l)?;
-                        let entry = LevelEntry { level: l, offset: array.len(), height: g.height, width: g.width };
+                        let entry = LevelEntry {
+                            level: l,
+                            offset: array.len(),
+                            height: g.height,
+                            width: g.width,
+                        };
                         array.extend_from_slice(&g.tokens);
                         Some(entry)
                     })
                     .collect();
-                IndexLine { file, width: Some(t.width), height: Some(t.height), levels, error: None }
+                IndexLine {
+                    file,
+                    width: Some(t.width),
+                    height: Some(t.height),
+                    levels,
+                    error: None,
+                }
             }
-            Err(e) => IndexLine { file, width: None, height: None, levels: Vec::new(), error: Some(e.clone()) },
+            Err(e) => IndexLine {
+                file,
+                width: None,
+                height: None,
+                levels: Vec::new(),
+                error: Some(e.clone()),
+            },
         };
         serde_json::to_writer(&mut index, &line)?;
         index.push(b'\n');

@@ -24,7 +24,9 @@ pub fn context() -> Option<GpuContext> {
     match pollster::block_on(GpuContext::new()) {
         Ok(ctx) => Some(ctx),
         Err(GpuError::NoAdapter(e)) => {
-            skip(&format!("no wgpu adapter ({e}); install Mesa lavapipe (mesa-vulkan-drivers) to run this test"));
+            skip(&format!(
+                "no wgpu adapter ({e}); install Mesa lavapipe (mesa-vulkan-drivers) to run this test"
+            ));
             None
         }
         Err(e) => panic!("an adapter exists but the device failed: {e}"),
@@ -62,13 +64,23 @@ impl Rng {
     }
 
     pub fn map(&mut self, channels: usize, height: usize, width: usize) -> FeatureMap {
-        let data = (0..channels * height * width).map(|_| self.next()).collect();
-        FeatureMap { channels, height, width, data }
+        let data = (0..channels * height * width)
+            .map(|_| self.next())
+            .collect();
+        FeatureMap {
+            channels,
+            height,
+            width,
+            data,
+        }
     }
 
     pub fn tensor(&mut self, shape: &[usize], scale: f32) -> Tensor {
         let n = shape.iter().product();
-        Tensor { shape: shape.to_vec(), data: (0..n).map(|_| scale * self.next()).collect() }
+        Tensor {
+            shape: shape.to_vec(),
+            data: (0..n).map(|_| scale * self.next()).collect(),
+        }
     }
 
     /// An image in `[0, 1]`.
@@ -81,11 +93,18 @@ impl Rng {
 
 /// Asserts `|got - want| <= atol + rtol * |want|` element-wise, naming the first failure.
 pub fn assert_close(what: &str, got: &FeatureMap, want: &FeatureMap, atol: f32, rtol: f32) {
-    assert_eq!((got.channels, got.height, got.width), (want.channels, want.height, want.width), "{what}: shape");
+    assert_eq!(
+        (got.channels, got.height, got.width),
+        (want.channels, want.height, want.width),
+        "{what}: shape"
+    );
     let mut worst = 0.0f32;
     for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
         let err = (g - w).abs();
-        assert!(err <= atol + rtol * w.abs(), "{what}: element {i}: got {g}, want {w} (|diff| {err})");
+        assert!(
+            err <= atol + rtol * w.abs(),
+            "{what}: element {i}: got {g}, want {w} (|diff| {err})"
+        );
         worst = worst.max(err);
     }
     eprintln!("{what}: max |diff| {worst:e}");
