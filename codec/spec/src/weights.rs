@@ -199,9 +199,21 @@ impl Weights {
         let mut metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
         metadata.insert(meta::FORMAT.into(), WEIGHT_FORMAT_VERSION.to_string());
         metadata.insert(meta::CONFIG.into(), self.config.to_json());
+        // The fingerprint hint must describe the stored values, which f16 storage rounds.
+        let stored_fingerprint = match dtype {
+            StoreDtype::F32 => self.fingerprint,
+            StoreDtype::F16 => {
+                let codebook: Vec<f32> = self.tensors["quantizer.codebook"]
+                    .data
+                    .iter()
+                    .map(|v| half::f16::from_f32(*v).to_f32())
+                    .collect();
+                fingerprint(&self.config, &codebook)
+            }
+        };
         metadata.insert(
             meta::FINGERPRINT.into(),
-            crate::fingerprint_hex(&self.fingerprint),
+            crate::fingerprint_hex(&stored_fingerprint),
         );
         let specs = schema::tensors(&self.config);
         let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = specs
@@ -366,6 +378,21 @@ mod tests {
                     "{name}: {a} vs {b}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn stored_fingerprint_hint_matches_the_stored_values() {
+        let w = tiny();
+        for dtype in [StoreDtype::F32, StoreDtype::F16] {
+            let back =
+                Weights::from_safetensors(&w.to_safetensors(dtype), &WeightLimits::default())
+                    .unwrap();
+            assert_eq!(
+                back.metadata().get(meta::FINGERPRINT),
+                Some(&crate::fingerprint_hex(&back.fingerprint())),
+                "{dtype:?}"
+            );
         }
     }
 
