@@ -42,6 +42,10 @@ pub struct LevelInfo {
     /// Bits per pixel of the smallest prefix that decodes this level (file header and every chunk
     /// up to and including this one): what a progressive reader must download.
     pub prefix_bits_per_pixel: f64,
+    /// `Some(share)` when the chunk is coded conditioned on its parent level (docs/format.md §4):
+    /// the share of tokens equal to their co-located parent token, as the chunk header stores it.
+    /// `None` for plain coding (no parent, or plain was smaller).
+    pub same_as_parent: Option<f64>,
 }
 
 impl FileInfo {
@@ -79,6 +83,9 @@ pub fn inspect(bytes: &[u8]) -> Result<FileInfo> {
             bytes: len,
             bits_per_pixel: bpp(len),
             prefix_bits_per_pixel: bpp(offset),
+            // Coding byte 1 is parent coding; its u16 parameter is the share of same tokens.
+            same_as_parent: (head[1] == 1)
+                .then(|| f64::from(u16::from_le_bytes([head[2], head[3]])) / 65536.0),
         });
     }
     Ok(FileInfo {

@@ -69,6 +69,8 @@ export interface HvqLevelInfo {
   bitsPerPixel: number;
   /** Bits per pixel of the smallest prefix that decodes this level. */
   prefixBitsPerPixel: number;
+  /** Share of tokens equal to their parent when the chunk is parent-coded; null for plain coding. */
+  sameAsParent: number | null;
 }
 
 /** What a `.hvq` file holds. */
@@ -275,6 +277,8 @@ fn info_to_js(info: &FileInfo) -> JsValue {
             set(&c, "bytes", l.bytes as u32);
             set(&c, "bitsPerPixel", l.bits_per_pixel);
             set(&c, "prefixBitsPerPixel", l.prefix_bits_per_pixel);
+            let same = l.same_as_parent.map_or(JsValue::NULL, JsValue::from);
+            set(&c, "sameAsParent", same);
             offset += l.bytes;
             JsValue::from(c)
         })

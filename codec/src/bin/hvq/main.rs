@@ -318,11 +318,18 @@ fn info(g: &Global, input: &Path) -> Result<()> {
         info.total_bytes,
         bpp(info.total_bytes, &info)
     )?;
-    writeln!(out, "level  grid        bytes      bpp   prefix bpp")?;
+    writeln!(
+        out,
+        "level  grid        bytes      bpp   prefix bpp  coding"
+    )?;
     for l in &info.levels {
+        let coding = match l.same_as_parent {
+            Some(share) => format!("parent ({:.1}% same)", share * 100.0),
+            None => "plain".into(),
+        };
         writeln!(
             out,
-            "{:>5}  {:<10} {:>6} {:>8.4} {:>12.4}",
+            "{:>5}  {:<10} {:>6} {:>8.4} {:>12.4}  {coding}",
             l.level,
             format!("{}×{}", l.grid_width, l.grid_height),
             l.bytes,
