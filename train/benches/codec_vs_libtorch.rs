@@ -161,13 +161,7 @@ fn row(case: &str, op: &str, hvq_cpu: Timing, libtorch: Timing) -> Row {
     };
     println!(
         "| {} | {} | {:.1} ({:.0}) | {:.1} ({:.0}) | {:.2} |",
-        r.case,
-        r.op,
-        hvq_cpu.wall_ms,
-        hvq_cpu.cpu_ms,
-        libtorch.wall_ms,
-        libtorch.cpu_ms,
-        r.ratio
+        r.case, r.op, hvq_cpu.wall_ms, hvq_cpu.cpu_ms, libtorch.wall_ms, libtorch.cpu_ms, r.ratio
     );
     r
 }
@@ -176,8 +170,8 @@ fn row(case: &str, op: &str, hvq_cpu: Timing, libtorch: Timing) -> Row {
 /// timings to compare the same computation.
 fn report_agreement(name: &str, grids: &[TokenGrid], torch_tokens: &[Tensor]) {
     for (g, t) in grids.iter().zip(torch_tokens) {
-        let theirs: Vec<i64> = Vec::try_from(t.to_kind(Kind::Int64).reshape([-1]))
-            .expect("libtorch tokens to Vec");
+        let theirs: Vec<i64> =
+            Vec::try_from(t.to_kind(Kind::Int64).reshape([-1])).expect("libtorch tokens to Vec");
         let same = g
             .tokens
             .iter()
