@@ -6,7 +6,8 @@
 //! - [`ModelConfig`]: the serializable model description with the presets `paper`, `small`, `tiny`;
 //! - [`schema::tensors`]: the weight-name schema, every tensor name and shape of a model;
 //! - [`fingerprint`]: the model fingerprint that `.hvq` files use to name their codebook;
-//! - the weight-file metadata keys ([`meta`]).
+//! - the weight-file metadata keys ([`meta`]);
+//! - the parameters of the model's ops that every backend takes ([`op_params`]).
 //!
 //! ```
 //! use hvq_spec::{ModelConfig, schema};
@@ -20,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod op_params;
 pub mod schema;
 mod tensor;
 pub mod weights;

@@ -86,24 +86,13 @@ fn strided_downsample_conv_matches_cpu_reference() {
     let x = rng.map(3, 7, 9);
     let weight = rng.tensor(&[4, 3, 3, 3], 0.3);
     let bias = rng.tensor(&[4], 0.1);
-    let params = cpu::Conv2dParams {
+    let params = Conv2dParams {
         stride: 2,
-        padding: cpu::Padding::Same,
+        padding: Padding::Same,
+        upsample: false,
     };
     let want = cpu::conv2d(&x, &weight, &bias, params).unwrap();
-    let got = block_on(gpu::conv2d(
-        &ctx,
-        &x,
-        &weight,
-        &bias,
-        Conv2dParams {
-            stride: 2,
-            padding: Padding::Same,
-            upsample: false,
-        },
-        None,
-    ))
-    .unwrap();
+    let got = block_on(gpu::conv2d(&ctx, &x, &weight, &bias, params, None)).unwrap();
     assert_close("stride-2 same conv", &got, &want, CONV_ATOL, CONV_RTOL);
 }
 

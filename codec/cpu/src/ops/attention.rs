@@ -1,6 +1,6 @@
 //! Single-head self-attention over all positions, with memory bounded by query blocks.
 
-use hvq_spec::{FeatureMap, Tensor};
+use hvq_spec::FeatureMap;
 
 use super::gemm::{Dims, View, ViewMut, gemm};
 use super::norm::{GroupNormParams, exp_approx, group_norm};
@@ -12,33 +12,7 @@ use crate::par::{self, SharedMut};
 /// (1 MiB per thread for a 64×64 grid), never the full positions² matrix.
 const QUERY_BLOCK: usize = 64;
 
-/// A weight and a bias, as a layer stores them (a norm's γ/β or a convolution's kernel/bias).
-#[derive(Debug, Clone, Copy)]
-pub struct Affine<'a> {
-    /// Scale (norm) or kernel (convolution).
-    pub weight: &'a Tensor,
-    /// Shift (norm) or bias (convolution).
-    pub bias: &'a Tensor,
-}
-
-/// The tensors of one attention block.
-#[derive(Debug, Clone, Copy)]
-pub struct AttnWeights<'a> {
-    /// GroupNorm applied before the projections.
-    pub norm: Affine<'a>,
-    /// 1×1 query projection.
-    pub q: Affine<'a>,
-    /// 1×1 key projection.
-    pub k: Affine<'a>,
-    /// 1×1 value projection.
-    pub v: Affine<'a>,
-    /// 1×1 output projection.
-    pub proj_out: Affine<'a>,
-    /// GroupNorm groups.
-    pub groups: usize,
-    /// GroupNorm epsilon (the model uses 1e-6).
-    pub eps: f32,
-}
+pub use hvq_spec::op_params::{Affine, AttnWeights};
 
 /// `x + proj_out(softmax_j(q_i · k_j / sqrt(C)) v_j)` with `q, k, v` 1×1 projections of
 /// `GroupNorm(x)`: the taming-style `AttnBlock`.

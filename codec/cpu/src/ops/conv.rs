@@ -6,37 +6,7 @@ use super::gemm::{Dims, View, ViewMut, gemm};
 use crate::CpuError;
 use crate::par::{self, SharedMut};
 
-/// Where a convolution's implicit zeros go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Padding {
-    /// `k / 2` zeros on all four sides (PyTorch `padding = k // 2`).
-    Same,
-    /// One zero row at the bottom and one zero column at the right, none elsewhere: the
-    /// encoder's down-sampler (`F.pad(x, (0, 1, 0, 1))` then a stride-2 convolution).
-    DownsampleRightBottom,
-}
-
-/// Stride and padding of a [`conv2d`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv2dParams {
-    /// 1 or 2.
-    pub stride: usize,
-    /// Where the zeros go.
-    pub padding: Padding,
-}
-
-impl Conv2dParams {
-    /// Stride 1, `Same` padding: the ordinary 3×3 (or 1×1) convolution.
-    pub const SAME: Conv2dParams = Conv2dParams {
-        stride: 1,
-        padding: Padding::Same,
-    };
-    /// Stride 2 after a right/bottom zero pad: the encoder's and level chain's down-sampler.
-    pub const DOWNSAMPLE: Conv2dParams = Conv2dParams {
-        stride: 2,
-        padding: Padding::DownsampleRightBottom,
-    };
-}
+pub use hvq_spec::op_params::{Conv2dParams, Padding};
 
 /// The im2col path alone (tests compare it with the Winograd path on the same shapes).
 #[cfg(test)]
@@ -244,10 +214,32 @@ pub fn conv2d(
     bias: &Tensor,
     params: Conv2dParams,
 ) -> Result<FeatureMap, CpuError> {
+    if params.upsample {
+        return upsampled_conv2d(x, weight, bias, params);
+    }
     let g = ConvGeom::new(x, weight, bias, params)?;
     let mut out = FeatureMap::zeros(g.cout, g.hout, g.wout);
     run_conv(x, weight, bias, &g, &mut out, false);
     Ok(out)
+}
+
+/// A convolution of the nearest-×2 up-sampled input: the fused sub-pixel path for the
+/// decoder's 3×3 `Same` case, otherwise the up-sampled input materialized first.
+fn upsampled_conv2d(
+    x: &FeatureMap,
+    weight: &Tensor,
+    bias: &Tensor,
+    params: Conv2dParams,
+) -> Result<FeatureMap, CpuError> {
+    let plain = Conv2dParams {
+        upsample: false,
+        ..params
+    };
+    if plain == Conv2dParams::SAME && weight.shape.get(2) == Some(&3) {
+        upsample_conv2d(x, weight, bias)
+    } else {
+        conv2d(&super::upsample_nearest2(x), weight, bias, plain)
+    }
 }
 
 /// `out += conv2d(x, weight, bias, params)`: the residual add fused into the convolution.
@@ -260,6 +252,10 @@ pub fn conv2d_accumulate(
     params: Conv2dParams,
     out: &mut FeatureMap,
 ) -> Result<(), CpuError> {
+    if params.upsample {
+        let y = upsampled_conv2d(x, weight, bias, params)?;
+        return super::add_assign(out, &y);
+    }
     let g = ConvGeom::new(x, weight, bias, params)?;
     if (out.channels, out.height, out.width) != (g.cout, g.hout, g.wout) {
         return Err(CpuError::ShapeMismatch {

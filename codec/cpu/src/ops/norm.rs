@@ -1,6 +1,6 @@
 //! GroupNorm (optionally fused with swish) and the swish activation.
 
-use hvq_spec::{FeatureMap, Tensor};
+use hvq_spec::FeatureMap;
 
 use crate::CpuError;
 use crate::par;
@@ -77,20 +77,7 @@ fn affine_map_generic(dst: &mut [f32], src: &[f32], (scale, shift): (f32, f32), 
     }
 }
 
-/// Parameters of a [`group_norm`].
-#[derive(Debug, Clone, Copy)]
-pub struct GroupNormParams<'a> {
-    /// Per-channel scale.
-    pub gamma: &'a Tensor,
-    /// Per-channel shift.
-    pub beta: &'a Tensor,
-    /// Number of groups; must divide the channel count.
-    pub groups: usize,
-    /// Added to the variance (the model uses 1e-6).
-    pub eps: f32,
-    /// Whether to apply swish to the result (the fused `GN → swish` of every ResBlock).
-    pub swish: bool,
-}
+pub use hvq_spec::op_params::GroupNormParams;
 
 /// PyTorch's `GroupNorm` (biased variance over each group's channels and positions), then
 /// swish when `params.swish`.

@@ -6,6 +6,10 @@ use super::{AttnWeights, Conv2dParams, GroupNormParams, Padding};
 
 /// Direct six-loop convolution in f64.
 pub(crate) fn conv2d(x: &FeatureMap, w: &Tensor, b: &Tensor, p: Conv2dParams) -> FeatureMap {
+    assert!(
+        !p.upsample,
+        "the reference takes the up-sampled input itself"
+    );
     let (cout, cin, k) = (w.shape[0], w.shape[1], w.shape[2]);
     let (lo, hi) = match p.padding {
         Padding::Same => (k / 2, k / 2),

@@ -57,6 +57,7 @@ fn conv_matches_naive_reference_on_awkward_shapes() {
     let s2_same = Conv2dParams {
         stride: 2,
         padding: Padding::Same,
+        upsample: false,
     };
     let cases = [
         // (cin, cout, h, w, k, params)
@@ -143,6 +144,37 @@ fn upsample_conv_matches_upsample_then_conv() {
 }
 
 #[test]
+fn conv_with_upsample_param_convolves_the_upsampled_input() {
+    let mut rng = Rng::new(33);
+    let x = rng.map(3, 5, 4);
+    let up = upsample_nearest2(&x);
+    let stride2 = Conv2dParams {
+        stride: 2,
+        ..Conv2dParams::UPSAMPLE
+    };
+    // 3×3 same (the fused sub-pixel path), 1×1 and stride 2 (the materialized path).
+    for (k, params) in [
+        (3, Conv2dParams::UPSAMPLE),
+        (1, Conv2dParams::UPSAMPLE),
+        (3, stride2),
+    ] {
+        let (wt, b) = (rng.tensor(&[4, 3, k, k]), rng.tensor(&[4]));
+        let plain = Conv2dParams {
+            upsample: false,
+            ..params
+        };
+        let want = reference::conv2d(&up, &wt, &b, plain);
+        let got = conv2d(&x, &wt, &b, params).unwrap();
+        assert!(max_diff(&got, &want) < F32_SUM_TOL, "k{k} {params:?}");
+        let mut acc = rng.map(want.channels, want.height, want.width);
+        let mut expect = acc.clone();
+        add_assign(&mut expect, &want).unwrap();
+        conv2d_accumulate(&x, &wt, &b, params, &mut acc).unwrap();
+        assert!(max_diff(&acc, &expect) < F32_SUM_TOL, "accumulate k{k}");
+    }
+}
+
+#[test]
 fn conv_rejects_bad_shapes_and_params() {
     let mut rng = Rng::new(4);
     let x = rng.map(3, 4, 4);
@@ -161,6 +193,7 @@ fn conv_rejects_bad_shapes_and_params() {
     let s3 = Conv2dParams {
         stride: 3,
         padding: Padding::Same,
+        upsample: false,
     };
     assert!(matches!(
         conv2d(&x, &w, &b, s3),
