@@ -7,7 +7,8 @@ const reps = Number(q.get('reps') ?? 5);
 const imageUrl = q.get('image') ?? 'sample.png';
 const out = document.querySelector('#out');
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+// null when nothing was timed (reps=0: first calls only, for models that take minutes here).
+const median = (xs) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null);
 
 async function time(fn) {
   const t0 = performance.now();

@@ -3,7 +3,11 @@
 // this machine, same weights and image, in one run. Prints a table.
 //
 //   bash scripts/web-test.sh        # once, to build web/pkg and web/model.safetensors
-//   node web/bench.mjs [--reps 5] [--image web/sample.png] [--model model.safetensors (in web/)]
+//   node web/bench.mjs [--reps 5] [--cpu-reps 3] [--image web/sample.png] [--model model.safetensors (in web/)]
+//                      [--timeout-s 900]
+// --reps: timed repetitions on wgpu/WebGPU after the first call; 0 times the first calls only
+// (pipelines compiled then), for a model that takes minutes per call on a software adapter.
+// --cpu-reps: the same for the CPU backends. --timeout-s: how long one browser backend may take.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -16,6 +20,8 @@ const ROOT = join(WEB, '..');
 const args = process.argv.slice(2);
 const opt = (k, d) => (args.includes(`--${k}`) ? args[args.indexOf(`--${k}`) + 1] : d);
 const reps = Number(opt('reps', 5));
+const cpuReps = Number(opt('cpu-reps', Math.min(reps, 3)));
+const timeoutMs = 1000 * Number(opt('timeout-s', 900));
 const image = opt('image', join(WEB, 'sample.png'));
 const model = opt('model', 'model.safetensors'); // relative to web/
 
@@ -37,7 +43,7 @@ function xdgEnv() {
 console.error('bench: native (hvq-codec: wgpu on the local adapter, and CPU)…');
 execFileSync('cargo', ['build', '-q', '--release', '-p', 'hvq-wasm', '--example', 'native_bench'], { cwd: ROOT, stdio: 'inherit' });
 const nativeOut = execFileSync(join(ROOT, 'target/release/examples/native_bench'),
-  [join(WEB, model), image, String(reps)], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: xdgEnv() });
+  [join(WEB, model), image, String(reps), String(cpuReps)], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: xdgEnv() });
 const rows = nativeOut.trim().split('\n').map((l) => ({ where: 'native', ...JSON.parse(l) }));
 
 const { server, url } = await startServer({ port: 0, root: WEB, quiet: true });
@@ -59,8 +65,8 @@ try {
       copyFileSync(image, join(WEB, 'pkg', 'bench-input.png'));
       imgRel = 'pkg/bench-input.png';
     }
-    await page.goto(`${url}bench.html?backend=${backend}&reps=${backend === 'cpu' ? Math.min(reps, 3) : reps}&image=${imgRel}&model=${model}`);
-    await page.waitForFunction(() => window.benchResult, null, { timeout: 900_000 });
+    await page.goto(`${url}bench.html?backend=${backend}&reps=${backend === 'cpu' ? cpuReps : reps}&image=${imgRel}&model=${model}`);
+    await page.waitForFunction(() => window.benchResult, null, { timeout: timeoutMs, polling: 1000 });
     const r = await page.evaluate(() => window.benchResult);
     if (r.error) throw new Error(`browser ${backend}: ${r.error}`);
     if (!version) version = (r.userAgent.match(/Chrome\/[\d.]+/) ?? [''])[0];
@@ -72,14 +78,18 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 
-const levels = Object.keys(rows[0].decodeMs).sort((a, b) => b - a);
-const f = (v) => (v === undefined ? '–' : v.toFixed(0)).padStart(9);
+const levels = Object.keys(rows[0].firstDecodeMs).sort((a, b) => b - a);
+const f = (v) => (v === undefined || v === null ? '–' : v.toFixed(0)).padStart(9);
 const name = (r) => `${r.where} ${r.backend === 'webgpu' ? 'WebGPU (SwiftShader)' : r.backend === 'wgpu' ? 'wgpu (native adapter)' : `${r.backend}`}`;
-console.log(`\nhvq benchmark, ${rows[0].width}×${rows[0].height} image, median of ${reps} runs (CPU-in-browser: ≤ 3), ms;` +
+console.log(`\nhvq benchmark, ${rows[0].width}×${rows[0].height} image, ${opt('model', 'model.safetensors')}; ms; ` +
+  `median of ${reps} runs after the first (CPU backends: ${cpuReps}); ` +
   ` ${new Date().toISOString().slice(0, 10)}, ${cpus().length}× ${cpus()[0]?.model ?? 'cpu'}, Chromium ${version}`);
-console.log(`${'backend'.padEnd(34)}${'create'.padStart(9)}${'1st enc'.padStart(9)}${'encode'.padStart(9)}` +
+console.log(`${'backend'.padEnd(34)}${'create'.padStart(9)}${'1st enc'.padStart(9)}` +
+  levels.map((l) => `1st L${l}`.padStart(9)).join('') + `${'encode'.padStart(9)}` +
   levels.map((l) => `dec L${l}`.padStart(9)).join(''));
 for (const r of rows) {
-  console.log(`${name(r).padEnd(34)}${f(r.createMs)}${f(r.firstEncodeMs)}${f(r.encodeMs)}` + levels.map((l) => f(r.decodeMs[l])).join(''));
+  console.log(`${name(r).padEnd(34)}${f(r.createMs)}${f(r.firstEncodeMs)}` + levels.map((l) => f(r.firstDecodeMs[l])).join('') +
+    `${f(r.encodeMs)}` + levels.map((l) => f(r.decodeMs[l])).join(''));
 }
-console.log('encode = image → .hvq with every level; dec Ln = .hvq → RGB of level n (L0 finest); 1st = first call, pipelines compiled.');
+console.log('encode = image → .hvq with every level; dec Ln = .hvq → RGB of level n (L0 finest); ' +
+  '1st = first call (pipelines compiled, buffers made); – = not timed (0 repetitions).');

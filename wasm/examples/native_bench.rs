@@ -3,8 +3,10 @@
 //! `web/bench.js` times them in the browser, and prints one JSON object per backend.
 //!
 //! ```sh
-//! cargo run --release -p hvq-wasm --example native_bench -- web/model.safetensors web/sample.png 5
+//! cargo run --release -p hvq-wasm --example native_bench -- web/model.safetensors web/sample.png 5 [CPU_REPS]
 //! ```
+//! `REPS` timed repetitions after the first call on wgpu (0: the first call only, for models
+//! that take minutes on a software adapter), `CPU_REPS` on the CPU backend (default: `REPS`).
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -14,9 +16,11 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median as JSON: `null` when nothing was timed (0 repetitions).
+fn median(mut v: Vec<f64>) -> String {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2)
+        .map_or("null".into(), |m| format!("{m:.1}"))
 }
 
 fn bench(
@@ -56,11 +60,11 @@ fn bench(
     let decode: Vec<String> = levels
         .iter()
         .zip(dec)
-        .map(|(l, d)| format!("\"{l}\": {:.1}", median(d)))
+        .map(|(l, d)| format!("\"{l}\": {}", median(d)))
         .collect();
     Ok(format!(
         "{{\"backend\": \"{}\", \"width\": {}, \"height\": {}, \"reps\": {reps}, \"createMs\": {create:.1}, \
-         \"firstEncodeMs\": {first_encode:.1}, \"firstDecodeMs\": {{{}}}, \"encodeMs\": {:.1}, \"decodeMs\": {{{}}}}}",
+         \"firstEncodeMs\": {first_encode:.1}, \"firstDecodeMs\": {{{}}}, \"encodeMs\": {}, \"decodeMs\": {{{}}}}}",
         codec.backend(),
         image.width(),
         image.height(),
@@ -72,16 +76,21 @@ fn bench(
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [model, image, reps] = args.as_slice() else {
-        eprintln!("usage: native_bench MODEL.safetensors IMAGE REPS");
-        return ExitCode::from(2);
+    let (model, image, reps, cpu_reps) = match args.as_slice() {
+        [m, i, r] => (m, i, r, r),
+        [m, i, r, c] => (m, i, r, c),
+        _ => {
+            eprintln!("usage: native_bench MODEL.safetensors IMAGE REPS [CPU_REPS]");
+            return ExitCode::from(2);
+        }
     };
-    let (Ok(weights), Ok(bytes), Ok(reps)) = (
+    let (Ok(weights), Ok(bytes), Ok(reps), Ok(cpu_reps)) = (
         std::fs::read(model),
         std::fs::read(image),
         reps.parse::<usize>(),
+        cpu_reps.parse::<usize>(),
     ) else {
-        eprintln!("native_bench: cannot read {model} or {image}, or REPS is not a number");
+        eprintln!("native_bench: cannot read {model} or {image}, or a REPS is not a number");
         return ExitCode::FAILURE;
     };
     let image = match RgbImage::decode(&bytes, &Default::default()) {
@@ -92,8 +101,8 @@ fn main() -> ExitCode {
         }
     };
     let mut status = ExitCode::SUCCESS;
-    for backend in [Backend::Wgpu, Backend::Cpu] {
-        match bench(&weights, &image, backend, reps.max(1)) {
+    for (backend, reps) in [(Backend::Wgpu, reps), (Backend::Cpu, cpu_reps)] {
+        match bench(&weights, &image, backend, reps) {
             Ok(json) => println!("{json}"),
             Err(e) => {
                 eprintln!("native_bench: {backend:?}: {e}");
