@@ -4,10 +4,11 @@
 //
 //   bash scripts/web-test.sh        # once, to build web/pkg and web/model.safetensors
 //   node web/bench.mjs [--reps 5] [--cpu-reps 3] [--image web/sample.png] [--model model.safetensors (in web/)]
-//                      [--timeout-s 900]
+//                      [--timeout-s 900] [--backends webgpu,cpu]
 // --reps: timed repetitions on wgpu/WebGPU after the first call; 0 times the first calls only
 // (pipelines compiled then), for a model that takes minutes per call on a software adapter.
 // --cpu-reps: the same for the CPU backends. --timeout-s: how long one browser backend may take.
+// --backends: which to time (webgpu = wgpu natively and WebGPU in the browser; cpu = both CPU backends).
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -22,6 +23,7 @@ const opt = (k, d) => (args.includes(`--${k}`) ? args[args.indexOf(`--${k}`) + 1
 const reps = Number(opt('reps', 5));
 const cpuReps = Number(opt('cpu-reps', Math.min(reps, 3)));
 const timeoutMs = 1000 * Number(opt('timeout-s', 900));
+const backends = opt('backends', 'webgpu,cpu').split(',');
 const image = opt('image', join(WEB, 'sample.png'));
 const model = opt('model', 'model.safetensors'); // relative to web/
 
@@ -43,7 +45,10 @@ function xdgEnv() {
 console.error('bench: native (hvq-codec: wgpu on the local adapter, and CPU)…');
 execFileSync('cargo', ['build', '-q', '--release', '-p', 'hvq-wasm', '--example', 'native_bench'], { cwd: ROOT, stdio: 'inherit' });
 const nativeOut = execFileSync(join(ROOT, 'target/release/examples/native_bench'),
-  [join(WEB, model), image, String(reps), String(cpuReps)], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: xdgEnv() });
+  [join(WEB, model), image, String(reps), String(cpuReps)], {
+    cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...xdgEnv(), HVQ_BENCH_BACKENDS: backends.map((b) => (b === 'webgpu' ? 'wgpu' : b)).join(',') },
+  });
 const rows = nativeOut.trim().split('\n').map((l) => ({ where: 'native', ...JSON.parse(l) }));
 
 const { server, url } = await startServer({ port: 0, root: WEB, quiet: true });
@@ -57,7 +62,7 @@ let version = '';
 try {
   const page = ctx.pages()[0] ?? (await ctx.newPage());
   version = ctx.browser()?.version() ?? '';
-  for (const backend of ['webgpu', 'cpu']) {
+  for (const backend of backends) {
     console.error(`bench: browser, ${backend}…`);
     // The page fetches the image from the server: copy one from elsewhere into web/pkg (ignored).
     let imgRel = relative(WEB, image);

@@ -7,6 +7,7 @@
 //! ```
 //! `REPS` timed repetitions after the first call on wgpu (0: the first call only, for models
 //! that take minutes on a software adapter), `CPU_REPS` on the CPU backend (default: `REPS`).
+//! `HVQ_BENCH_BACKENDS=cpu` (or `wgpu`) times one backend only.
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -101,7 +102,11 @@ fn main() -> ExitCode {
         }
     };
     let mut status = ExitCode::SUCCESS;
-    for (backend, reps) in [(Backend::Wgpu, reps), (Backend::Cpu, cpu_reps)] {
+    let wanted = std::env::var("HVQ_BENCH_BACKENDS").unwrap_or_else(|_| "wgpu,cpu".into());
+    let chosen = [("wgpu", Backend::Wgpu, reps), ("cpu", Backend::Cpu, cpu_reps)]
+        .into_iter()
+        .filter(|(name, _, _)| wanted.split(',').any(|w| w.trim() == *name));
+    for (_, backend, reps) in chosen {
         match bench(&weights, &image, backend, reps) {
             Ok(json) => println!("{json}"),
             Err(e) => {
