@@ -311,7 +311,7 @@ impl TrainConfig {
             return bad("schedule.eps", format!("must be positive, got {}", s.eps));
         }
         let stride = m.coarsest_stride() as u32;
-        if self.data.image_size == 0 || self.data.image_size % stride != 0 {
+        if self.data.image_size == 0 || !self.data.image_size.is_multiple_of(stride) {
             return bad(
                 "data.image_size",
                 format!(

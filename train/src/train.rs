@@ -186,7 +186,7 @@ impl Trainer {
                 total: level_total.double_value(&[]),
                 usage: 0,
             });
-            total = total + level_total;
+            total += level_total;
         }
         let loss = total.double_value(&[]);
         if !loss.is_finite() {
@@ -243,7 +243,7 @@ impl Trainer {
         let mut codebook = self.model.codebook().shallow_clone();
         self.cb.after_step(&mut codebook, &lat, &tok, self.step);
         let opts = &self.cfg.codebook;
-        let restarted = if opts.restart_dead && self.step % opts.restart_every == 0 {
+        let restarted = if opts.restart_dead && self.step.is_multiple_of(opts.restart_every) {
             self.cb
                 .restart_dead(&mut codebook, &lat, self.step, &mut self.rng)
         } else {

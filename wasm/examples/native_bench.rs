@@ -103,9 +103,12 @@ fn main() -> ExitCode {
     };
     let mut status = ExitCode::SUCCESS;
     let wanted = std::env::var("HVQ_BENCH_BACKENDS").unwrap_or_else(|_| "wgpu,cpu".into());
-    let chosen = [("wgpu", Backend::Wgpu, reps), ("cpu", Backend::Cpu, cpu_reps)]
-        .into_iter()
-        .filter(|(name, _, _)| wanted.split(',').any(|w| w.trim() == *name));
+    let chosen = [
+        ("wgpu", Backend::Wgpu, reps),
+        ("cpu", Backend::Cpu, cpu_reps),
+    ]
+    .into_iter()
+    .filter(|(name, _, _)| wanted.split(',').any(|w| w.trim() == *name));
     for (_, backend, reps) in chosen {
         match bench(&weights, &image, backend, reps) {
             Ok(json) => println!("{json}"),

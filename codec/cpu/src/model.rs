@@ -168,7 +168,7 @@ impl CpuModel {
             });
         }
         let m = cfg.coarsest_stride();
-        let bad = |n: usize| n == 0 || n % m != 0;
+        let bad = |n: usize| n == 0 || !n.is_multiple_of(m);
         if bad(image.height)
             || bad(image.width)
             || image.data.len() != image.channels * image.plane()

@@ -204,7 +204,7 @@ impl ModelConfig {
                     format!("multipliers must be in 1..=16, got {m}"),
                 );
             }
-            if (self.channels * m) % self.norm_groups != 0 {
+            if !(self.channels * m).is_multiple_of(self.norm_groups) {
                 return bad(
                     "norm_groups",
                     format!(
@@ -215,7 +215,7 @@ impl ModelConfig {
                 );
             }
         }
-        if self.channels % self.norm_groups != 0 {
+        if !self.channels.is_multiple_of(self.norm_groups) {
             return bad(
                 "norm_groups",
                 format!(

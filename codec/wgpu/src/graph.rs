@@ -239,7 +239,7 @@ impl Graph {
                 x.channels, w.cin
             ));
         }
-        if w.ks % 2 == 0 || !(1..=2).contains(&o.stride) {
+        if w.ks.is_multiple_of(2) || !(1..=2).contains(&o.stride) {
             return bad(format!(
                 "kernel size {} / stride {} unsupported (odd sizes, stride 1 or 2)",
                 w.ks, o.stride
@@ -259,10 +259,10 @@ impl Graph {
         }
         let h_out = (h + extra - w.ks) / o.stride + 1;
         let w_out = (wd + extra - w.ks) / o.stride + 1;
-        if let Some(r) = o.residual {
-            if (r.channels, r.height, r.width) != (w.cout, h_out, w_out) {
-                return bad("residual shape differs from the output".into());
-            }
+        if let Some(r) = o.residual
+            && (r.channels, r.height, r.width) != (w.cout, h_out, w_out)
+        {
+            return bad("residual shape differs from the output".into());
         }
         let norm_mode = match o.norm {
             Some(n) if n.coef.len() != 3 * x.channels => {
@@ -322,7 +322,7 @@ impl Graph {
         groups: usize,
         eps: f32,
     ) -> Result<Tensor> {
-        if groups == 0 || x.channels % groups != 0 {
+        if groups == 0 || !x.channels.is_multiple_of(groups) {
             return Err(GpuError::BadInput {
                 op: "group_norm",
                 reason: format!("{groups} groups do not divide {} channels", x.channels),
@@ -453,7 +453,7 @@ impl Graph {
 
     /// Single-head attention from a `[3C, H, W]` map holding q, k and v.
     pub(crate) fn attention(&mut self, qkv: Tensor) -> Result<Tensor> {
-        if qkv.channels % 3 != 0 || qkv.channels == 0 {
+        if !qkv.channels.is_multiple_of(3) || qkv.channels == 0 {
             return Err(GpuError::BadInput {
                 op: "attention",
                 reason: "q/k/v map needs 3·C channels".into(),

@@ -185,7 +185,7 @@ impl GpuModel {
     fn check_image(&self, image: &FeatureMap) -> Result<()> {
         let cfg = &self.config;
         let m = cfg.coarsest_stride();
-        let bad = |n: usize| n == 0 || n % m != 0;
+        let bad = |n: usize| n == 0 || !n.is_multiple_of(m);
         if image.channels != cfg.in_channels || bad(image.height) || bad(image.width) {
             return Err(GpuError::BadInput {
                 op: "encode",

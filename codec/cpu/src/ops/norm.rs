@@ -24,7 +24,7 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 5e-1;
     let y = p * r * r + r + 1.0;
     y * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
@@ -84,7 +84,7 @@ pub use hvq_spec::op_params::GroupNormParams;
 pub fn group_norm(x: &FeatureMap, params: GroupNormParams<'_>) -> Result<FeatureMap, CpuError> {
     let c = x.channels;
     let op = "group_norm";
-    if params.groups == 0 || c % params.groups != 0 {
+    if params.groups == 0 || !c.is_multiple_of(params.groups) {
         return Err(CpuError::Unsupported {
             op,
             param: "groups",
