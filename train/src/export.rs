@@ -139,6 +139,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }
 
+/// Keys a `KEY=VALUE` provenance entry may not set: the loader and the codec own them.
+const RESERVED_KEYS: [&str; 4] = [meta::FORMAT, meta::CONFIG, meta::FINGERPRINT, meta::PRIORS];
+
+/// `weights` with extra provenance entries `hvq.KEY=VALUE` added (or replacing the exporter's,
+/// e.g. `hvq.command` to record the training command rather than the export command).
+///
+/// # Errors
+/// [`TrainError::BadConfig`] for an entry without `=`, a key outside `hvq.`, or a reserved key.
+pub fn with_extra_metadata(weights: Weights, entries: &[String]) -> Result<Weights, TrainError> {
+    if entries.is_empty() {
+        return Ok(weights);
+    }
+    let mut metadata = weights.metadata().clone();
+    for entry in entries {
+        let bad = |why: &str| TrainError::bad_config("--meta", format!("`{entry}`: {why}"));
+        let (key, value) = entry
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=VALUE"))?;
+        if !key.starts_with("hvq.") || key.len() <= 4 {
+            return Err(bad("keys start with `hvq.`"));
+        }
+        if RESERVED_KEYS.contains(&key) {
+            return Err(bad("this key is written by the exporter itself"));
+        }
+        metadata.insert(key.to_string(), value.to_string());
+    }
+    let cfg = weights.config().clone();
+    let tensors = weights
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Weights::from_tensors(cfg, tensors, metadata)?)
+}
+
 /// Inference weights from a training checkpoint (its `model.*` tensors and config).
 pub fn checkpoint_to_weights(path: &Path, command: &str) -> Result<Weights, TrainError> {
     let (tensors, meta) = crate::checkpoint::load(path)?;
@@ -162,4 +196,33 @@ pub fn checkpoint_to_weights(path: &Path, command: &str) -> Result<Weights, Trai
         command: command.to_string(),
     };
     Ok(Weights::from_tensors(cfg, out, prov.metadata())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_metadata_is_added_and_bad_entries_are_refused() {
+        let w = hvq_spec::random_weights(&ModelConfig::tiny(), 1).unwrap();
+        let fp = w.fingerprint();
+        let entries = [
+            "hvq.machine=2-core EPYC, 2 h".to_string(),
+            "hvq.command=a=b".into(),
+        ];
+        let out = with_extra_metadata(w.clone(), &entries).unwrap();
+        assert_eq!(out.metadata()["hvq.machine"], "2-core EPYC, 2 h");
+        assert_eq!(out.metadata()["hvq.command"], "a=b");
+        assert_eq!(out.fingerprint(), fp);
+        for bad in [
+            "no-equals",
+            "machine=x",
+            "hvq.=x",
+            "hvq.config={}",
+            "hvq.priors=x",
+        ] {
+            let err = with_extra_metadata(w.clone(), &[bad.to_string()]).unwrap_err();
+            assert!(matches!(err, TrainError::BadConfig { .. }), "{bad}: {err}");
+        }
+    }
 }

@@ -41,6 +41,11 @@ enum Command {
         /// Store as f16 (half the size).
         #[arg(long)]
         f16: bool,
+        /// Extra provenance metadata, `hvq.KEY=VALUE` (repeatable), e.g.
+        /// `--meta "hvq.machine=2-core EPYC, 4 h"` or `--meta "hvq.command=..."` to record the
+        /// training command instead of the export command. Reserved keys are refused.
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
     },
     /// Train from a TOML run config.
     Train {
@@ -126,7 +131,8 @@ fn main() -> Result<()> {
             checkpoint,
             out,
             f16,
-        } => export(&checkpoint, &out, f16)?,
+            meta,
+        } => export(&checkpoint, &out, f16, &meta)?,
         Command::Train {
             config,
             resume,
@@ -187,13 +193,14 @@ fn train(
     Ok(())
 }
 
-fn export(checkpoint: &Path, out: &Path, f16: bool) -> Result<()> {
+fn export(checkpoint: &Path, out: &Path, f16: bool, extra: &[String]) -> Result<()> {
     let path = if checkpoint.is_dir() {
         checkpoint.join("checkpoint.safetensors")
     } else {
         checkpoint.to_path_buf()
     };
     let weights = hvq_train::export::checkpoint_to_weights(&path, &command_line())?;
+    let weights = hvq_train::export::with_extra_metadata(weights, extra)?;
     let dtype = if f16 {
         StoreDtype::F16
     } else {
