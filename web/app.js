@@ -140,10 +140,14 @@ async function loadModel(backend) {
         'which is slower. Chrome and Edge 113+ have WebGPU; on Linux it may need chrome://flags/#enable-unsafe-webgpu.';
     } else if (!/webgpu|wgpu|gpu/i.test(model.backendName)) {
       note.hidden = false;
-      note.textContent = `WebGPU is available (${model.webgpu.adapter}), but the model runs on ${model.backendName}.`;
+      note.textContent = model.webgpu.fallback
+        ? `WebGPU here is a software adapter (${model.webgpu.adapter}), which runs the shaders on the CPU far more ` +
+          `slowly than the CPU backend: the model runs on ${model.backendName}. Pick "WebGPU" to use it anyway.`
+        : `WebGPU is available (${model.webgpu.adapter}), but the model runs on ${model.backendName}.`;
     } else {
       note.hidden = !model.webgpu.fallback;
-      note.textContent = `WebGPU runs on a software adapter (${model.webgpu.adapter}): expect CPU-like speed.`;
+      note.textContent = `WebGPU runs on a software adapter (${model.webgpu.adapter}): expect it to be far ` +
+        'slower than the CPU backend, which "auto" would have picked.';
     }
     setProgress(null);
     setStatus('ready', readyText());
@@ -431,6 +435,9 @@ function wire() {
 }
 
 wire();
+// `?backend=webgpu|cpu|auto` preselects the backend (the end-to-end test pins WebGPU this way).
+const wantedBackend = new URLSearchParams(location.search).get('backend');
+if (['auto', 'webgpu', 'cpu'].includes(wantedBackend)) $('#backend').value = wantedBackend;
 if (!('gpu' in navigator)) {
   const note = $('#gpu-note');
   note.hidden = false;

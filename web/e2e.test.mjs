@@ -58,8 +58,8 @@ async function launch({ webgpu }) {
   return { ctx, page };
 }
 
-async function openPage(page) {
-  await page.goto(`${url}?model=${encodeURIComponent(MODEL)}`);
+async function openPage(page, backend = 'auto') {
+  await page.goto(`${url}?model=${encodeURIComponent(MODEL)}&backend=${backend}`);
   await page.waitForFunction(() => ['ready', 'error'].includes(window.hvqDemo?.state), null, { timeout: 240_000 });
   const state = await page.evaluate(() => ({ s: window.hvqDemo.state, status: document.querySelector('#status').textContent }));
   assert.equal(state.s, 'ready', `model did not load: ${state.status}\n${page.consoleLog.join('\n')}`);
@@ -175,7 +175,8 @@ describe('demo page on WebGPU (SwiftShader)', () => {
   after(async () => browser?.ctx.close());
 
   test('loads the model on WebGPU', { timeout: 300_000 }, async () => {
-    model = await openPage(page);
+    // "auto" would pick the CPU backend on this software adapter (tested below): pin WebGPU.
+    model = await openPage(page, 'webgpu');
     assert.equal(model.backendName, 'webgpu', `backend ${model.backendName}: ${page.consoleLog.join('\n')}`);
     assert.ok(model.webgpu.available);
     report.push({ line: `model: ${model.levels} levels, ${model.modelBytes} B, on ${model.backendName} (${model.webgpu.adapter}),` +
@@ -253,6 +254,15 @@ describe('demo page on WebGPU (SwiftShader)', () => {
       assert.deepEqual(res.result.tokens.find((g) => g.level === nl.level).tokens, nl.tokens.flat(), `.hvq level ${nl.level}`);
     }
     assert.equal(res.result.levels.length, native.levels.length);
+  });
+
+  test('"auto" skips the software WebGPU adapter and says why', { timeout: 300_000 }, async () => {
+    const auto = await openPage(page, 'auto');
+    assert.ok(auto.webgpu.available && auto.webgpu.fallback, `SwiftShader should be a fallback adapter: ${JSON.stringify(auto.webgpu)}`);
+    assert.equal(auto.backendName, 'cpu');
+    const note = await page.evaluate(() => ({ hidden: document.querySelector('#gpu-note').hidden, text: document.querySelector('#gpu-note').textContent }));
+    assert.ok(!note.hidden && /software adapter/i.test(note.text), `no clear message: ${JSON.stringify(note)}`);
+    report.push({ line: `auto on SwiftShader: runs on ${auto.backendName}; note: "${note.text}"` });
   });
 
   test('no uncaught errors in the page', () => {

@@ -106,8 +106,11 @@ const ops = {
       codec.free();
       codec = null;
     }
+    // As natively: "auto" skips a software WebGPU adapter (SwiftShader runs the WGSL on the CPU,
+    // about 80× slower than the CPU backend in wasm for the default model; docs/bench-web-256.txt).
+    const chosen = backend === 'auto' && webgpu.available && webgpu.fallback ? 'cpu' : backend;
     const t0 = performance.now();
-    codec = await HvqCodec.create(weights, backend);
+    codec = await HvqCodec.create(weights, chosen);
     return {
       backendName: codec.backendName,
       fingerprint: codec.fingerprint,
