@@ -491,3 +491,30 @@ fn files_move_between_cpu_and_wgpu_backends() {
         .unwrap();
     assert!(worst <= 2, "CPU and wgpu decodes differ by {worst} levels");
 }
+
+#[test]
+fn inspect_reports_parent_coding_and_its_share() {
+    let codec = tiny_codec(1);
+    let mut tokens = codec.encode(&pattern(37, 29), LevelSelection::All).unwrap();
+    // Level 0 copies its parent (level 1) everywhere: parent coding is then the smaller choice.
+    let parent = tokens.level(1).unwrap().clone();
+    let fine = tokens.grids.iter_mut().find(|g| g.level == 0).unwrap();
+    for y in 0..fine.height {
+        for x in 0..fine.width {
+            let (py, px) = (
+                (y / 2).min(parent.height - 1),
+                (x / 2).min(parent.width - 1),
+            );
+            fine.tokens[y * fine.width + x] = parent.tokens[py * parent.width + px];
+        }
+    }
+    let bytes = codec.tokens_to_hvq(&tokens).unwrap();
+    assert_eq!(codec.read_hvq(&bytes).unwrap().0, tokens);
+    let info = inspect(&bytes).unwrap();
+    // Coarsest first: level 2 has no parent in the file, so it is plain.
+    assert_eq!(info.levels[0].level, 2);
+    assert_eq!(info.levels[0].same_as_parent, None);
+    let l0 = info.levels.iter().find(|l| l.level == 0).unwrap();
+    let share = l0.same_as_parent.expect("level 0 is parent-coded");
+    assert!(share > 0.99, "share {share}");
+}

@@ -136,6 +136,16 @@ fn info_lists_levels_sizes_and_fingerprint() {
         rows[0].contains("5×4") && rows[2].contains("20×16"),
         "{text}"
     );
+    // Each chunk's coding: the coarsest has no parent in the file, so it is plain.
+    assert!(
+        text.contains("coding") && rows[0].ends_with("plain"),
+        "{text}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.ends_with("plain") || r.contains("parent (")),
+        "{text}"
+    );
     assert!(text.contains("matches"), "{text}");
 }
 
