@@ -13,7 +13,7 @@
 //!   hvq-cpu runs in); default: all cores.
 //! - `HVQ_BENCH_WEIGHTS`: a `.safetensors` file to time at each size instead of random weights of
 //!   each preset (cases are then named after the file).
-//! - `HVQ_BENCH_JSON`: also write the results to this file as JSON.
+//! - `HVQ_BENCH_JSON`: also write the results to this file as JSON (relative to the repository root).
 //! - `FILTER` keeps cases whose name (`small 768x512`) contains it.
 //!
 //! Each side is timed in turn on the same input, median of N runs after one warm-up. CPU time
@@ -246,6 +246,9 @@ fn main() {
         }
     }
     if let Ok(path) = std::env::var("HVQ_BENCH_JSON") {
+        // `cargo bench` runs this from `train/`: relative paths mean the repository root.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let path = root.join(path).display().to_string();
         let json = serde_json::json!({ "threads": threads, "rows": rows });
         std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json"))
             .unwrap_or_else(|e| panic!("{path}: {e}"));
