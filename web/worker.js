@@ -107,7 +107,7 @@ const ops = {
       codec = null;
     }
     // As natively: "auto" skips a software WebGPU adapter (SwiftShader runs the WGSL on the CPU,
-    // about 80× slower than the CPU backend in wasm for the default model; docs/bench-web-256.txt).
+    // 58–91× slower than the CPU backend in wasm for the default model; docs/bench-web-256.txt).
     const chosen = backend === 'auto' && webgpu.available && webgpu.fallback ? 'cpu' : backend;
     const t0 = performance.now();
     codec = await HvqCodec.create(weights, chosen);

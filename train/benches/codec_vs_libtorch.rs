@@ -20,7 +20,9 @@
 //! (all threads of the process) is printed beside wall time: on a shared machine it shows
 //! whether a side lost wall time to other processes.
 
-use std::time::Instant;
+// The same timing helpers as hvq-cpu's own benchmarks.
+#[path = "../../codec/cpu/benches/common/mod.rs"]
+mod timing;
 
 use hvq_cpu::CpuModel;
 use hvq_spec::{FeatureMap, ModelConfig, TokenGrid, WeightLimits, Weights, random_weights};
@@ -62,34 +64,10 @@ struct Row {
     ratio: f64,
 }
 
-/// CPU time of all threads of this process in ms, from `/proc/self/task/*/schedstat`.
-fn process_cpu_ms() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    let ns: u64 = tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    ns as f64 / 1e6
-}
-
 /// Median wall and CPU time over `runs` runs after one warm-up.
-fn measure(runs: usize, mut f: impl FnMut()) -> Timing {
-    f();
-    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..runs.max(1))
-        .map(|_| {
-            let (t, c) = (Instant::now(), process_cpu_ms());
-            f();
-            (t.elapsed().as_secs_f64() * 1e3, process_cpu_ms() - c)
-        })
-        .unzip();
-    wall.sort_by(f64::total_cmp);
-    cpu.sort_by(f64::total_cmp);
-    Timing {
-        wall_ms: wall[wall.len() / 2],
-        cpu_ms: cpu[cpu.len() / 2],
-    }
+fn measure(runs: usize, f: impl FnMut()) -> Timing {
+    let (wall_ms, cpu_ms) = timing::median_ms(runs, f);
+    Timing { wall_ms, cpu_ms }
 }
 
 /// A deterministic, textured RGB image in [0, 1] (planar), the same for both sides.

@@ -6,8 +6,9 @@
 //! `FILTER` keeps the cases whose name contains it (e.g. `small`, `paper`, `768`).
 //! Threads: rayon's default (all cores) unless `RAYON_NUM_THREADS` is set.
 
-use std::time::Instant;
+mod common;
 
+use common::median_ms;
 use hvq_cpu::CpuModel;
 use hvq_spec::{FeatureMap, ModelConfig, TokenGrid, random_weights};
 
@@ -51,35 +52,6 @@ const CASES: [Case; 5] = [
         runs: 7,
     },
 ];
-
-/// CPU time of all this process's threads in ms (nanosecond `schedstat` counters); 0 where
-/// `/proc` is unavailable. On a shared machine, CPU time / threads estimates the wall time
-/// the same work takes on idle cores.
-fn cpu_ms() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    let ns: u64 = tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    ns as f64 / 1e6
-}
-
-/// Median wall time and median CPU time (ms) over `runs` runs after one warm-up.
-fn median_ms(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
-    f(); // warm-up: page faults, rayon pool start
-    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..runs)
-        .map(|_| {
-            let (t, c) = (Instant::now(), cpu_ms());
-            f();
-            (t.elapsed().as_secs_f64() * 1e3, cpu_ms() - c)
-        })
-        .unzip();
-    wall.sort_by(f64::total_cmp);
-    cpu.sort_by(f64::total_cmp);
-    (wall[runs / 2], cpu[runs / 2])
-}
 
 fn image(h: usize, w: usize) -> FeatureMap {
     let data = (0..3 * h * w)

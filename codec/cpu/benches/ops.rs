@@ -3,23 +3,14 @@
 //! `cargo bench -p hvq-cpu --bench ops`: wall and process CPU time per op, and GFLOP/s of
 //! the convolutions by CPU time (steadier than wall time on a shared machine).
 
+mod common;
+
 use std::time::Instant;
+
+use common::process_cpu_ms;
 
 use hvq_cpu::ops::{self, Conv2dParams, GroupNormParams};
 use hvq_spec::{FeatureMap, Tensor};
-
-/// CPU time of all this process's threads in ms (nanosecond `schedstat` counters, steadier
-/// than wall time on a shared machine); 0 where `/proc` is unavailable.
-fn cpu_ms() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    let ns: u64 = tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    ns as f64 / 1e6
-}
 
 fn filled(shape: &[usize], seed: usize) -> Tensor {
     let n: usize = shape.iter().product();
@@ -43,12 +34,12 @@ fn map(c: usize, h: usize, w: usize) -> FeatureMap {
 
 fn time(name: &str, flops: f64, runs: usize, mut f: impl FnMut()) {
     f();
-    let (t0, c0) = (Instant::now(), cpu_ms());
+    let (t0, c0) = (Instant::now(), process_cpu_ms());
     for _ in 0..runs {
         f();
     }
     let wall = t0.elapsed().as_secs_f64() * 1e3 / runs as f64;
-    let cpu = (cpu_ms() - c0) / runs as f64;
+    let cpu = (process_cpu_ms() - c0) / runs as f64;
     let gflops = if flops > 0.0 && cpu > 0.0 {
         format!("{:6.1} GFLOP/s per busy core", flops / cpu / 1e6)
     } else {

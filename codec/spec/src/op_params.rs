@@ -88,3 +88,16 @@ pub struct AttnWeights<'a> {
     /// GroupNorm epsilon (the model uses 1e-6).
     pub eps: f32,
 }
+
+impl<'a> AttnWeights<'a> {
+    /// The GroupNorm (no swish) that the block applies before its projections.
+    pub fn norm_params(&self) -> GroupNormParams<'a> {
+        GroupNormParams {
+            gamma: self.norm.weight,
+            beta: self.norm.bias,
+            groups: self.groups,
+            eps: self.eps,
+            swish: false,
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod common;
 
 use common::{Rng, assert_close, context};
 use hvq_cpu::ops as cpu;
+use hvq_spec::op_params::{Affine, AttnWeights, GroupNormParams};
 use hvq_spec::{Tensor, TokenGrid};
 use hvq_wgpu::kernels::{self as gpu, Conv2dParams, Padding};
 
@@ -170,29 +171,15 @@ fn group_norm_matches_cpu_reference() {
         let gamma = rng.tensor(&[c], 1.0);
         let beta = rng.tensor(&[c], 0.5);
         for swish in [false, true] {
-            let want = cpu::group_norm(
-                &x,
-                cpu::GroupNormParams {
-                    gamma: &gamma,
-                    beta: &beta,
-                    groups,
-                    eps: 1e-6,
-                    swish,
-                },
-            )
-            .unwrap();
-            let got = block_on(gpu::group_norm(
-                &ctx,
-                &x,
-                gpu::GroupNormParams {
-                    gamma: &gamma,
-                    beta: &beta,
-                    groups,
-                    eps: 1e-6,
-                    swish,
-                },
-            ))
-            .unwrap();
+            let params = GroupNormParams {
+                gamma: &gamma,
+                beta: &beta,
+                groups,
+                eps: 1e-6,
+                swish,
+            };
+            let want = cpu::group_norm(&x, params).unwrap();
+            let got = block_on(gpu::group_norm(&ctx, &x, params)).unwrap();
             // Statistics are reduced in a different order (a 256-way tree vs. the CPU's
             // sequential sums), and the CPU swish uses a ~2-ulp polynomial exp: both give
             // errors of order 1e-6 relative on outputs of order 1.
@@ -263,60 +250,30 @@ fn attention_matches_cpu_reference() {
         let ws: Vec<(Tensor, Tensor)> = (0..4)
             .map(|_| (t(&mut rng, &[c, c, 1, 1], 2.0 * s), t(&mut rng, &[c], 0.1)))
             .collect();
-        let cpu_w = cpu::AttnWeights {
-            norm: cpu::Affine {
+        // One parameter value for both backends: the type is hvq-spec's.
+        let weights = AttnWeights {
+            norm: Affine {
                 weight: &gamma,
                 bias: &beta,
             },
-            q: cpu::Affine {
-                weight: &ws[0].0,
-                bias: &ws[0].1,
-            },
-            k: cpu::Affine {
-                weight: &ws[1].0,
-                bias: &ws[1].1,
-            },
-            v: cpu::Affine {
-                weight: &ws[2].0,
-                bias: &ws[2].1,
-            },
-            proj_out: cpu::Affine {
-                weight: &ws[3].0,
-                bias: &ws[3].1,
-            },
+            q: affine(&ws[0]),
+            k: affine(&ws[1]),
+            v: affine(&ws[2]),
+            proj_out: affine(&ws[3]),
             groups,
             eps: 1e-6,
         };
-        let gpu_w = gpu::AttnWeights {
-            norm: gpu::Affine {
-                weight: &gamma,
-                bias: &beta,
-            },
-            q: gpu::Affine {
-                weight: &ws[0].0,
-                bias: &ws[0].1,
-            },
-            k: gpu::Affine {
-                weight: &ws[1].0,
-                bias: &ws[1].1,
-            },
-            v: gpu::Affine {
-                weight: &ws[2].0,
-                bias: &ws[2].1,
-            },
-            proj_out: gpu::Affine {
-                weight: &ws[3].0,
-                bias: &ws[3].1,
-            },
-            groups,
-            eps: 1e-6,
-        };
-        let want = cpu::attention(&x, cpu_w).unwrap();
-        let got = block_on(gpu::attention(&ctx, &x, gpu_w)).unwrap();
+        let want = cpu::attention(&x, weights).unwrap();
+        let got = block_on(gpu::attention(&ctx, &x, weights)).unwrap();
         // Online softmax rescales partial sums as the maximum grows and the CPU uses a
         // polynomial exp: a few ulps per step over up to 144 keys, well under 1e-4.
         assert_close(&format!("attention c{c} {h}x{w}"), &got, &want, 5e-5, 2e-4);
     }
+}
+
+/// A projection's weights as the shared parameter type.
+fn affine((weight, bias): &(Tensor, Tensor)) -> Affine<'_> {
+    Affine { weight, bias }
 }
 
 #[test]

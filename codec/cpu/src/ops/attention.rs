@@ -3,7 +3,7 @@
 use hvq_spec::FeatureMap;
 
 use super::gemm::{Dims, View, ViewMut, gemm};
-use super::norm::{GroupNormParams, exp_approx, group_norm};
+use super::norm::{exp_approx, group_norm};
 use super::quant::project;
 use crate::CpuError;
 use crate::par::{self, SharedMut};
@@ -17,14 +17,7 @@ pub use hvq_spec::op_params::{Affine, AttnWeights};
 /// `x + proj_out(softmax_j(q_i · k_j / sqrt(C)) v_j)` with `q, k, v` 1×1 projections of
 /// `GroupNorm(x)`: the taming-style `AttnBlock`.
 pub fn attention(x: &FeatureMap, w: AttnWeights<'_>) -> Result<FeatureMap, CpuError> {
-    let norm = GroupNormParams {
-        gamma: w.norm.weight,
-        beta: w.norm.bias,
-        groups: w.groups,
-        eps: w.eps,
-        swish: false,
-    };
-    let h = group_norm(x, norm)?;
+    let h = group_norm(x, w.norm_params())?;
     let q = project(&h, w.q.weight, w.q.bias)?;
     let k = project(&h, w.k.weight, w.k.bias)?;
     let v = project(&h, w.v.weight, w.v.bias)?;

@@ -71,14 +71,7 @@ pub(crate) fn group_norm(x: &FeatureMap, p: GroupNormParams<'_>) -> FeatureMap {
 
 /// Attention with the full positions² weight matrix, in f64.
 pub(crate) fn attention(x: &FeatureMap, w: AttnWeights<'_>) -> FeatureMap {
-    let norm = GroupNormParams {
-        gamma: w.norm.weight,
-        beta: w.norm.bias,
-        groups: w.groups,
-        eps: w.eps,
-        swish: false,
-    };
-    let h = group_norm(x, norm);
+    let h = group_norm(x, w.norm_params());
     let same = Conv2dParams::SAME;
     let q = conv2d(&h, w.q.weight, w.q.bias, same);
     let k = conv2d(&h, w.k.weight, w.k.bias, same);
