@@ -8,7 +8,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use tch::{Kind, Tensor};
 
 use crate::TrainError;
-use crate::export::{to_vec_f32, write_atomic};
+use crate::export::to_vec_f32;
 
 /// Scalar state saved beside the tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +21,16 @@ pub struct CheckpointMeta {
     pub rng_seed: [u8; 32],
     /// Word position of that RNG.
     pub rng_word_pos: u128,
+    /// The learning-rate schedule's horizon (total steps) the run was trained towards; `None`
+    /// in checkpoints written before it was recorded.
+    pub horizon: Option<u64>,
 }
 
 const STEP: &str = "hvq.ckpt.step";
 const MODEL: &str = "hvq.config";
 const RNG_SEED: &str = "hvq.ckpt.rng_seed";
 const RNG_POS: &str = "hvq.ckpt.rng_word_pos";
+const HORIZON: &str = "hvq.ckpt.horizon";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -75,17 +79,70 @@ pub fn save(
             )
         })
         .collect();
-    let md: HashMap<String, String> = BTreeMap::from([
+    let mut md = BTreeMap::from([
         (STEP.to_string(), meta.step.to_string()),
         (MODEL.to_string(), meta.model_json.clone()),
         (RNG_SEED.to_string(), hex(&meta.rng_seed)),
         (RNG_POS.to_string(), meta.rng_word_pos.to_string()),
-    ])
-    .into_iter()
-    .collect();
+    ]);
+    if let Some(h) = meta.horizon {
+        md.insert(HORIZON.to_string(), h.to_string());
+    }
+    let md: HashMap<String, String> = md.into_iter().collect();
     let bytes =
         safetensors::serialize(views, Some(md)).map_err(|e| mismatch(path, e.to_string()))?;
-    write_atomic(path, &bytes)
+    write_keeping_previous(path, &bytes)
+}
+
+/// The file the previous checkpoint is kept under: `checkpoint.safetensors` →
+/// `checkpoint.prev.safetensors`.
+pub fn previous_path(path: &Path) -> std::path::PathBuf {
+    let stem = path.file_stem().map_or_else(Default::default, |s| s.to_os_string());
+    let mut name = stem;
+    name.push(".prev");
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to `path` durably and atomically, keeping the file it replaces as
+/// [`previous_path`]: the data is fsync'ed before the rename and the folder after it, and
+/// `path` exists at every moment (the old file is hard-linked aside, not moved), so a crash
+/// or a full disk at any point leaves a loadable checkpoint.
+fn write_keeping_previous(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(TrainError::io(&tmp, e));
+    }
+    if path.is_file() {
+        let prev = previous_path(path);
+        let _ = std::fs::remove_file(&prev);
+        std::fs::hard_link(path, &prev)
+            .or_else(|_| std::fs::copy(path, &prev).map(|_| ()))
+            .map_err(|e| TrainError::io(&prev, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
+    // The rename itself is durable only once the folder is.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 fn mismatch(path: &Path, reason: String) -> TrainError {
@@ -115,6 +172,13 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, CheckpointMeta), Tr
         rng_word_pos: get(RNG_POS)?
             .parse()
             .map_err(|_| mismatch(path, "bad RNG position".into()))?,
+        horizon: match md.get(HORIZON) {
+            Some(h) => Some(
+                h.parse()
+                    .map_err(|_| mismatch(path, format!("bad horizon `{h}`")))?,
+            ),
+            None => None,
+        },
     };
     let st = SafeTensors::deserialize(&bytes).map_err(|e| mismatch(path, e.to_string()))?;
     let mut out = HashMap::new();

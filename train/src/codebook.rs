@@ -46,13 +46,14 @@ impl CodebookState {
 
     /// After one step: EMA update (in EMA mode) and usage bookkeeping.
     ///
-    /// `latents` are the detached projected latents of all levels, flattened `[M, D]`, and
-    /// `tokens` their assignments `[M]`.
+    /// `latents` are the detached projected latents of all levels, flattened `[M, D]` level
+    /// after level, `tokens` their assignments `[M]`, and `sizes` the rows of each level.
     pub fn after_step(
         &mut self,
         codebook: &mut Tensor,
         latents: &Tensor,
         tokens: &Tensor,
+        sizes: &[i64],
         step: u64,
     ) {
         tch::no_grad(|| {
@@ -60,12 +61,16 @@ impl CodebookState {
             if self.opts.mode == CodebookMode::Ema {
                 let d = self.opts.ema_decay;
                 let n = codebook.size()[0];
-                let counts = Tensor::zeros([n], (Kind::Float, codebook.device())).index_add(
-                    0,
-                    tokens,
-                    &latents.ones_like().select(1, 0),
-                );
-                let sums = codebook.zeros_like().index_add(0, tokens, latents);
+                let weights = if self.opts.ema_level_weights {
+                    level_weights(sizes, latents.device())
+                } else {
+                    latents.ones_like().select(1, 0)
+                };
+                let counts = Tensor::zeros([n], (Kind::Float, codebook.device()))
+                    .index_add(0, tokens, &weights);
+                let sums = codebook
+                    .zeros_like()
+                    .index_add(0, tokens, &(latents * weights.unsqueeze(1)));
                 self.ema_count = &self.ema_count * d + counts * (1.0 - d);
                 self.ema_sum = &self.ema_sum * d + sums * (1.0 - d);
                 let fresh = &self.ema_sum / self.ema_count.clamp_min(1e-5).unsqueeze(1);
@@ -74,15 +79,23 @@ impl CodebookState {
         });
     }
 
-    /// Replaces entries unused for `restart_every` steps by random rows of `latents`.
-    /// Returns how many were restarted.
+    /// Marks every entry as used at `step` (after a k-means re-initialisation, so that the
+    /// restart window counts from there).
+    pub fn mark_all_used(&mut self, step: u64) {
+        let _ = self.last_used.fill_(step as i64);
+    }
+
+    /// Replaces entries unused for `restart_every` steps by random rows of `latents` (laid
+    /// out level after level, `sizes` rows each; with `level_quotas` every level supplies the
+    /// same number of them). Returns the restarted entries, i64 `[K]` (possibly empty).
     pub fn restart_dead(
         &mut self,
         codebook: &mut Tensor,
         latents: &Tensor,
+        sizes: &[i64],
         step: u64,
         rng: &mut ChaCha8Rng,
-    ) -> usize {
+    ) -> Tensor {
         let window = self.opts.restart_every as i64;
         let dead = self
             .last_used
@@ -90,11 +103,10 @@ impl CodebookState {
             .nonzero()
             .view([-1]);
         let count = dead.size()[0] as usize;
-        let m = latents.size()[0];
-        if count == 0 || m == 0 {
-            return 0;
+        if count == 0 || latents.size()[0] == 0 {
+            return dead.narrow(0, 0, 0);
         }
-        let picks: Vec<i64> = (0..count).map(|_| rng.random_range(0..m)).collect();
+        let picks = sample_rows(sizes, count, self.opts.level_quotas, rng);
         let rows = latents.index_select(0, &Tensor::from_slice(&picks).to_device(latents.device()));
         tch::no_grad(|| {
             let _ = codebook.index_copy_(0, &dead, &rows);
@@ -102,8 +114,70 @@ impl CodebookState {
             let _ = self.ema_count.index_fill_(0, &dead, 1.0);
             let _ = self.last_used.index_fill_(0, &dead, step as i64);
         });
-        count
+        dead
     }
+}
+
+/// Per-row weights `[M]` giving every level the same total weight `M / L`.
+fn level_weights(sizes: &[i64], device: tch::Device) -> Tensor {
+    let total: i64 = sizes.iter().sum();
+    let levels = sizes.iter().filter(|&&s| s > 0).count().max(1) as f64;
+    let parts: Vec<Tensor> = sizes
+        .iter()
+        .map(|&s| {
+            let w = if s > 0 { total as f64 / levels / s as f64 } else { 0.0 };
+            Tensor::full([s], w, (Kind::Float, device))
+        })
+        .collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// `count` random row indices into latents laid out level after level (`sizes[l]` rows for
+/// level `l`): uniform over all rows, or with `quotas` the same number from every non-empty
+/// level (the remainder going to the first levels).
+pub fn sample_rows(sizes: &[i64], count: usize, quotas: bool, rng: &mut ChaCha8Rng) -> Vec<i64> {
+    let total: i64 = sizes.iter().sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    if !quotas {
+        return (0..count).map(|_| rng.random_range(0..total)).collect();
+    }
+    let levels: Vec<(i64, i64)> = sizes
+        .iter()
+        .scan(0i64, |offset, &s| {
+            let start = *offset;
+            *offset += s;
+            Some((start, s))
+        })
+        .filter(|&(_, s)| s > 0)
+        .collect();
+    (0..count)
+        .map(|k| {
+            let (start, s) = levels[k % levels.len()];
+            start + rng.random_range(0..s)
+        })
+        .collect()
+}
+
+/// A k-means sample with the same number of rows from every level: each level's rows
+/// (laid out level after level, `sizes[l]` each) are drawn, with replacement, as many times as
+/// the smallest level has rows; the smallest level contributes all of its rows.
+pub fn balanced_rows(sizes: &[i64], rng: &mut ChaCha8Rng) -> Vec<i64> {
+    let Some(&q) = sizes.iter().filter(|&&s| s > 0).min() else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(q as usize * sizes.len());
+    let mut start = 0i64;
+    for &s in sizes {
+        if s == q {
+            out.extend(start..start + s);
+        } else if s > 0 {
+            out.extend((0..q).map(|_| start + rng.random_range(0..s)));
+        }
+        start += s;
+    }
+    out
 }
 
 /// Nearest-centre assignment of `x` `[M, D]` to `centres` `[N, D]` (lowest index on ties).
@@ -137,4 +211,58 @@ pub fn kmeans(x: &Tensor, n: i64, iters: usize, rng: &mut ChaCha8Rng) -> Tensor 
         }
         centres
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn level_of(row: i64, sizes: &[i64]) -> usize {
+        let mut start = 0;
+        for (l, &s) in sizes.iter().enumerate() {
+            if row < start + s {
+                return l;
+            }
+            start += s;
+        }
+        panic!("row {row} out of range")
+    }
+
+    #[test]
+    fn quotas_draw_equally_from_every_level() {
+        let sizes = [4096, 1024, 256];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let rows = sample_rows(&sizes, 300, true, &mut rng);
+        let mut per_level = [0; 3];
+        for &r in &rows {
+            per_level[level_of(r, &sizes)] += 1;
+        }
+        assert_eq!(per_level, [100, 100, 100]);
+        // Without quotas the finest level supplies about 76 % (4096 of 5376 rows).
+        let rows = sample_rows(&sizes, 3000, false, &mut rng);
+        let fine = rows.iter().filter(|&&r| level_of(r, &sizes) == 0).count();
+        assert!((2100..2450).contains(&fine), "{fine}");
+    }
+
+    #[test]
+    fn quotas_skip_empty_levels_and_empty_inputs() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let rows = sample_rows(&[0, 5, 0, 5], 10, true, &mut rng);
+        assert!(rows.iter().all(|&r| (0..10).contains(&r)));
+        assert!(sample_rows(&[0, 0], 3, true, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn balanced_sample_takes_the_smallest_level_whole() {
+        let sizes = [64, 16, 4];
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let rows = balanced_rows(&sizes, &mut rng);
+        assert_eq!(rows.len(), 12);
+        let coarse: Vec<i64> = rows.iter().copied().filter(|&r| r >= 80).collect();
+        assert_eq!(coarse, vec![80, 81, 82, 83]);
+        for l in 0..3 {
+            assert_eq!(rows.iter().filter(|&&r| level_of(r, &sizes) == l).count(), 4);
+        }
+    }
 }

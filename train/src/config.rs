@@ -148,6 +148,9 @@ pub enum CodebookMode {
 }
 
 /// Codebook options; all keep the quantizer contract of DESIGN.md §2.
+///
+/// The defaults reproduce the runs made before these switches existed; the shared-codebook
+/// experiments (docs/results.md) turn them on one by one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CodebookOptions {
@@ -155,14 +158,31 @@ pub struct CodebookOptions {
     pub mode: CodebookMode,
     /// EMA decay.
     pub ema_decay: f64,
+    /// In EMA mode, weight each level's assignments so that every level contributes the same
+    /// total weight per step (the finest level otherwise holds ¾ or more of the latents and
+    /// pulls the shared entries towards its own distribution).
+    pub ema_level_weights: bool,
     /// Re-initialise entries unused for `restart_every` steps to random current latents.
     pub restart_dead: bool,
     /// Window (steps) over which an entry must stay unused to be restarted.
     pub restart_every: u64,
-    /// Initialise the codebook by k-means over the first batch's projected latents.
+    /// Initialise the codebook by k-means over a batch's projected latents.
     pub kmeans_init: bool,
     /// Lloyd iterations of that k-means.
     pub kmeans_iters: usize,
+    /// Steps of warm-up before the k-means: during them the decoders see the unquantized
+    /// projected latents (no codebook or commitment term), so the k-means clusters latents
+    /// of a trained encoder instead of a random one. 0 runs it before the first step.
+    pub kmeans_step: u64,
+    /// k-means and dead-code restarts draw the same number of latents from every level,
+    /// instead of sampling all positions uniformly (which gives the finest level about ¾).
+    pub level_quotas: bool,
+    /// Dead-code restarts also reset the restarted rows' Adam moments, so a new entry does
+    /// not move by the stale momentum of the dead one.
+    pub restart_resets_optimizer: bool,
+    /// Learning-rate multiplier of the codebook (loss mode): with Adam, a codebook entry moves
+    /// about `lr · lr_scale` per step whatever its gradient's size.
+    pub lr_scale: f64,
 }
 
 impl Default for CodebookOptions {
@@ -170,10 +190,47 @@ impl Default for CodebookOptions {
         CodebookOptions {
             mode: CodebookMode::Loss,
             ema_decay: 0.99,
+            ema_level_weights: false,
             restart_dead: false,
             restart_every: 200,
             kmeans_init: false,
             kmeans_iters: 10,
+            kmeans_step: 0,
+            level_quotas: false,
+            restart_resets_optimizer: false,
+            lr_scale: 1.0,
+        }
+    }
+}
+
+/// How the model's variables are initialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitScheme {
+    /// tch's defaults: convolution weights Kaiming-uniform with the ReLU gain (bound
+    /// `√(6 / fan_in)`), biases zero. About 6× the weight variance of PyTorch's default.
+    Tch,
+    /// PyTorch's (and so taming's) defaults: convolution weights and biases uniform in
+    /// `±1/√fan_in`.
+    Torch,
+}
+
+/// Initialisation options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InitOptions {
+    /// Convolution initialisation.
+    pub scheme: InitScheme,
+    /// Start the level down-convolutions (`levels.*.down.conv`) at zero, so that with
+    /// `pooling` a coarser level starts as the average pool of the finer one.
+    pub zero_downconv: bool,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            scheme: InitScheme::Tch,
+            zero_downconv: false,
         }
     }
 }
@@ -206,6 +263,15 @@ pub struct TrainConfig {
     /// Codebook options.
     #[serde(default)]
     pub codebook: CodebookOptions,
+    /// Initialisation options.
+    #[serde(default)]
+    pub init: InitOptions,
+    /// Evaluate the held-out images every this many steps (0: never); see `train::validate`.
+    #[serde(default)]
+    pub val_every: u64,
+    /// Held-out images scored by each validation (the first of the fixed split; 0: all).
+    #[serde(default = "default_val_images")]
+    pub val_images: usize,
     /// Checkpoint every this many steps (also at the end and on Ctrl-C).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
@@ -225,6 +291,9 @@ fn default_checkpoint_every() -> u64 {
 }
 fn one() -> u64 {
     1
+}
+fn default_val_images() -> usize {
+    50
 }
 fn default_lpips() -> PathBuf {
     PathBuf::from("../shared/data/lpips/vgg16.safetensors")
@@ -336,6 +405,24 @@ impl TrainConfig {
             return bad(
                 "codebook.ema_decay",
                 format!("must be in (0, 1), got {}", c.ema_decay),
+            );
+        }
+        if !(c.lr_scale.is_finite() && c.lr_scale >= 0.0) {
+            return bad(
+                "codebook.lr_scale",
+                format!("must be a non-negative number, got {}", c.lr_scale),
+            );
+        }
+        if c.kmeans_step > 0 && !c.kmeans_init {
+            return bad(
+                "codebook.kmeans_step",
+                "a k-means warm-up needs kmeans_init = true".into(),
+            );
+        }
+        if c.kmeans_step >= s.steps && c.kmeans_init {
+            return bad(
+                "codebook.kmeans_step",
+                format!("must be below schedule.steps ({}), got {}", s.steps, c.kmeans_step),
             );
         }
         if c.restart_dead && c.restart_every == 0 {

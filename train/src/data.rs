@@ -217,6 +217,35 @@ pub fn load_image_f32(path: &Path) -> Result<Tensor, TrainError> {
     Ok(Tensor::from_slice(&rgb_to_chw(&img)).view([3, h, w]))
 }
 
+/// Loads the central `size`×`size` square of an image, after resizing it (triangle filter,
+/// antialiased) so that its shorter side is `size`: the usual evaluation crop (the seed paper
+/// evaluates 256×256 centre crops). As an f32 tensor `[3, size, size]` in [0, 1].
+///
+/// Errors: as [`load_image_f32`]; [`TrainError::BadConfig`] for `size == 0`.
+pub fn load_center_crop(path: &Path, size: u32) -> Result<Tensor, TrainError> {
+    if size == 0 {
+        return Err(TrainError::bad_config("center crop", "size must be positive"));
+    }
+    let img = decode_rgb8(path)?;
+    Ok(Tensor::from_slice(&rgb_to_chw(&center_crop(&img, size))).view([
+        3,
+        i64::from(size),
+        i64::from(size),
+    ]))
+}
+
+/// Resize so the shorter side is `size` (never below 1 pixel on the longer), then crop the centre.
+fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let short = w.min(h).max(1);
+    let scale = f64::from(size) / f64::from(short);
+    let rw = ((f64::from(w) * scale).round() as u32).max(size);
+    let rh = ((f64::from(h) * scale).round() as u32).max(size);
+    let resized = image::imageops::resize(img, rw, rh, FilterType::Triangle);
+    let (x, y) = ((rw - size) / 2, (rh - size) / 2);
+    image::imageops::crop_imm(&resized, x, y, size, size).to_image()
+}
+
 /// RGB8 pixels to planar f32 in [0, 1] (channel-major, the tensor layout).
 fn rgb_to_chw(img: &RgbImage) -> Vec<f32> {
     let plane = img.width() as usize * img.height() as usize;
@@ -542,4 +571,75 @@ mod tests {
         assert!(!has_extension(Path::new("d.gif"), &ext));
         assert!(!has_extension(Path::new("noext"), &ext));
     }
+}
+
+/// Writes a copy of the image folder `src` into `dst` with every image's shorter side reduced to
+/// at most `short_side` pixels (triangle filter; smaller images are copied as they are decoded).
+/// Relative paths and file names stay the same, so the copy has the same validation split;
+/// JPEG files are re-encoded at `quality`, others as PNG. Used to fit a training folder into a
+/// GPU machine's upload limit. Returns the number of images written.
+///
+/// Errors: [`TrainError::DataDirMissing`] / [`TrainError::NoImages`] for `src`, I/O errors,
+/// and [`TrainError::ImageDecode`] naming the first file that does not decode.
+pub fn shrink_folder(
+    src: &Path,
+    dst: &Path,
+    short_side: u32,
+    quality: u8,
+) -> Result<usize, TrainError> {
+    use rayon::prelude::*;
+    if !src.is_dir() {
+        return Err(TrainError::DataDirMissing {
+            path: src.to_path_buf(),
+        });
+    }
+    let cfg = DataConfig::default();
+    let files = list_images(src, &cfg.extensions)?;
+    if files.is_empty() {
+        return Err(TrainError::NoImages {
+            path: src.to_path_buf(),
+            extensions: cfg.extensions,
+        });
+    }
+    files.par_iter().try_for_each(|f| {
+        let rel = f.strip_prefix(src).unwrap_or(f);
+        let out = dst.join(rel);
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        }
+        let img = decode_rgb8(f)?;
+        let (w, h) = img.dimensions();
+        let short = w.min(h);
+        let img = if short > short_side.max(1) {
+            let s = f64::from(short_side.max(1)) / f64::from(short);
+            let (nw, nh) = (
+                ((f64::from(w) * s).round() as u32).max(1),
+                ((f64::from(h) * s).round() as u32).max(1),
+            );
+            image::imageops::resize(&img, nw, nh, FilterType::Triangle)
+        } else {
+            img
+        };
+        write_image(&out, &img, quality)
+    })?;
+    Ok(files.len())
+}
+
+fn write_image(path: &Path, img: &RgbImage, quality: u8) -> Result<(), TrainError> {
+    let file = std::fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
+    let mut w = std::io::BufWriter::new(file);
+    let is_jpeg = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"));
+    let result = if is_jpeg {
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, quality.clamp(1, 100))
+            .encode_image(img)
+    } else {
+        img.write_to(&mut w, image::ImageFormat::Png)
+    };
+    result.map_err(|source| TrainError::ImageDecode {
+        path: path.to_path_buf(),
+        source,
+    })
 }

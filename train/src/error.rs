@@ -180,6 +180,20 @@ pub enum TrainError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The training loss became NaN or infinite (usually a learning rate too high for the
+    /// batch, or an LPIPS file that does not hold the weights it claims). Nothing of that
+    /// step was applied; the last checkpoint is intact.
+    #[error(
+        "the training loss became {loss} at step {step} (per-level totals {levels:?}); lower schedule.lr or check the data and LPIPS weights, then resume from the last checkpoint"
+    )]
+    NonFiniteLoss {
+        /// The step (1-based) whose loss was not finite.
+        step: u64,
+        /// The summed loss.
+        loss: f64,
+        /// Each level's weighted loss, finest first.
+        levels: Vec<f64>,
+    },
     /// An input is too large for the model (e.g. full attention over a big latent grid).
     #[error("{what}: {got} exceeds the limit of {limit}")]
     TooLarge {

@@ -1,6 +1,10 @@
 //! Evaluation of a weight file on an image folder (DESIGN.md §3): per level L1 in pixel
-//! and normalized units, PSNR, MS-SSIM, LPIPS-Alex; codebook usage per level and the
-//! entries used by all levels (the seed paper's Table 2).
+//! and normalized units, PSNR, MS-SSIM, LPIPS-Alex and LPIPS-VGG; codebook usage and
+//! perplexity per level, and how the levels share the codebook ([`crate::sharing`]: the seed
+//! paper's Table 2 count, the value chance would give, and token-weighted shares).
+//!
+//! Images are evaluated whole (edge-padded to the coarsest stride) or, as the paper did, as
+//! centre crops ([`EvalOptions::center_crop`]).
 
 use std::path::{Path, PathBuf};
 
@@ -9,11 +13,12 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::TrainError;
-use crate::data::{DataConfig, Dataset, load_image_f32};
+use crate::data::{DataConfig, Dataset, load_center_crop, load_image_f32};
 use crate::export::load_into_varstore;
 use crate::lpips::Lpips;
 use crate::metrics;
 use crate::model::Hvq;
+use crate::sharing::{Sharing, UsageCounter};
 
 /// Mean metrics of one level over the evaluated images.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -32,8 +37,27 @@ pub struct LevelMetrics {
     pub ms_ssim: Option<f64>,
     /// LPIPS-Alex (None when no LPIPS model was given).
     pub lpips_alex: Option<f64>,
+    /// LPIPS-VGG (None when no VGG LPIPS model was given).
+    pub lpips_vgg: Option<f64>,
     /// Distinct codebook entries this level used over all images.
     pub codebook_usage: usize,
+    /// Perplexity (2^entropy) of this level's tokens.
+    pub perplexity: f64,
+    /// Tokens this level produced over all images.
+    pub tokens: u64,
+}
+
+/// Which images an evaluation reads and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// Evaluate the central `S`×`S` square after resizing the shorter side to `S`
+    /// ([`load_center_crop`]) instead of the whole image.
+    pub center_crop: Option<u32>,
+    /// Evaluate at most this many images (the first in path order).
+    pub limit: Option<usize>,
+    /// Evaluate only the fixed held-out split of the folder (the 50 photos training never
+    /// sees, [`Dataset::open`] with the default `val_count`) instead of every image.
+    pub held_out: bool,
 }
 
 /// The whole evaluation.
@@ -45,12 +69,27 @@ pub struct EvalReport {
     pub data: PathBuf,
     /// Number of images.
     pub images: usize,
+    /// Centre-crop side, when images were cropped.
+    pub center_crop: Option<u32>,
+    /// Whether only the held-out split was read.
+    pub held_out: bool,
     /// Codebook size.
     pub codebook_size: usize,
     /// Per level, finest first.
     pub levels: Vec<LevelMetrics>,
     /// Entries used by every level.
     pub used_by_all_levels: usize,
+    /// How the levels share the codebook.
+    pub sharing: Sharing,
+}
+
+/// The LPIPS models an evaluation scores with (either may be absent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Perceptual<'a> {
+    /// LPIPS with AlexNet features (the usual evaluation metric).
+    pub alex: Option<&'a Lpips>,
+    /// LPIPS with VGG16 features (the training loss; the paper's Table 1 reports both).
+    pub vgg: Option<&'a Lpips>,
 }
 
 /// Builds a model holding `weights` on `device`.
@@ -81,34 +120,35 @@ pub fn reconstruct(model: &Hvq, x01: &Tensor) -> Vec<(Tensor, Tensor)> {
     })
 }
 
-/// Evaluates `weights` on every image of `data_dir`.
+/// Evaluates `weights` on the images of `data_dir` that `opts` selects.
+///
+/// Errors: unreadable weights or images, an empty selection, libtorch errors, and images too
+/// large for the model's attention ([`TrainError::TooLarge`]).
 pub fn evaluate(
     weights_path: &Path,
     data_dir: &Path,
-    lpips: Option<&Lpips>,
+    lpips: Perceptual<'_>,
+    opts: &EvalOptions,
     device: Device,
 ) -> Result<EvalReport, TrainError> {
     let weights = crate::export::read_weights(weights_path)?;
     let cfg = weights.config().clone();
     let (_vs, model) = load_model(&weights, device)?;
-    let ds = Dataset::open(
-        data_dir,
-        &DataConfig {
-            val_count: 0,
-            ..DataConfig::default()
-        },
-    )?;
+    let files = select_images(data_dir, opts)?;
     let n = cfg.codebook_size as i64;
     let std = Tensor::from_slice(&cfg.std)
         .view([1, 3, 1, 1])
         .to_device(device);
     let mut sums = vec![LevelMetrics::default(); cfg.levels];
-    let mut used: Vec<Tensor> = (0..cfg.levels)
-        .map(|_| Tensor::zeros([n], (Kind::Bool, device)))
-        .collect();
+    let mut usage = UsageCounter::new(cfg.levels, cfg.codebook_size);
     let mut ms_ok = true;
-    for path in ds.train() {
-        let x = load_image_f32(path)?.unsqueeze(0).to_device(device);
+    for path in &files {
+        let x = match opts.center_crop {
+            Some(side) => load_center_crop(path, side)?,
+            None => load_image_f32(path)?,
+        }
+        .unsqueeze(0)
+        .to_device(device);
         check_attention_size(&cfg, &x)?;
         for (l, (tokens, y)) in reconstruct(&model, &x).into_iter().enumerate() {
             let m = &mut sums[l];
@@ -122,17 +162,20 @@ pub fn evaluate(
                 Err(TrainError::ImageTooSmall { .. }) => ms_ok = false,
                 Err(e) => return Err(e),
             }
-            if let Some(lp) = lpips {
-                let d = tch::no_grad(|| lp.f_forward(&y, &x))?
-                    .mean(Kind::Double)
-                    .double_value(&[]);
-                *m.lpips_alex.get_or_insert(0.0) += d;
+            for (lp, acc) in [(lpips.alex, &mut m.lpips_alex), (lpips.vgg, &mut m.lpips_vgg)] {
+                if let Some(lp) = lp {
+                    let d = tch::no_grad(|| lp.f_forward(&y, &x))?
+                        .mean(Kind::Double)
+                        .double_value(&[]);
+                    *acc.get_or_insert(0.0) += d;
+                }
             }
-            used[l] = used[l].logical_or(&tokens.reshape([-1]).bincount(None::<Tensor>, n).gt(0));
+            let counts = tokens.reshape([-1]).bincount(None::<Tensor>, n);
+            usage.add(l, &Vec::<i64>::try_from(&counts.to_device(Device::Cpu))?);
         }
     }
-    let count = ds.train().len() as f64;
-    let mut all = Tensor::ones([n], (Kind::Bool, device));
+    let count = files.len() as f64;
+    let sharing = usage.sharing();
     for (l, m) in sums.iter_mut().enumerate() {
         m.level = l;
         m.stride = cfg.level_stride(l);
@@ -141,17 +184,48 @@ pub fn evaluate(
         m.psnr /= count;
         m.ms_ssim = m.ms_ssim.filter(|_| ms_ok).map(|v| v / count);
         m.lpips_alex = m.lpips_alex.map(|v| v / count);
-        m.codebook_usage = used[l].sum(Kind::Int64).int64_value(&[]) as usize;
-        all = all.logical_and(&used[l]);
+        m.lpips_vgg = m.lpips_vgg.map(|v| v / count);
+        let u = &sharing.levels[l];
+        m.codebook_usage = u.used;
+        m.perplexity = u.perplexity;
+        m.tokens = u.tokens;
     }
     Ok(EvalReport {
         weights: weights_path.to_path_buf(),
         data: data_dir.to_path_buf(),
-        images: ds.train().len(),
+        images: files.len(),
+        center_crop: opts.center_crop,
+        held_out: opts.held_out,
         codebook_size: cfg.codebook_size,
         levels: sums,
-        used_by_all_levels: all.sum(Kind::Int64).int64_value(&[]) as usize,
+        used_by_all_levels: sharing.used_by_all,
+        sharing,
     })
+}
+
+/// The image files `opts` selects from `data_dir`, in path order.
+fn select_images(data_dir: &Path, opts: &EvalOptions) -> Result<Vec<PathBuf>, TrainError> {
+    let split = DataConfig {
+        val_count: if opts.held_out {
+            DataConfig::default().val_count
+        } else {
+            0
+        },
+        ..DataConfig::default()
+    };
+    let ds = Dataset::open(data_dir, &split)?;
+    let mut files = if opts.held_out {
+        ds.val().to_vec()
+    } else {
+        ds.train().to_vec()
+    };
+    if let Some(limit) = opts.limit {
+        files.truncate(limit);
+    }
+    if files.is_empty() {
+        return Err(TrainError::bad_config("--limit", "selects no image"));
+    }
+    Ok(files)
 }
 
 /// Largest attention matrix (bytes, f32) evaluation will allocate.
@@ -181,17 +255,21 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".to_string(), |x| format!("{x:.digits$}"))
 }
 
-/// The report as a Markdown table.
+/// The report as Markdown: the per-level table, then the sharing statistics.
 pub fn markdown(r: &EvalReport) -> String {
+    let crop = r
+        .center_crop
+        .map_or_else(|| "whole images".to_string(), |s| format!("{s}×{s} centre crops"));
+    let split = if r.held_out { ", held-out split" } else { "" };
     let mut s = format!(
-        "Evaluation of `{}` on `{}` ({} images)\n\n| level | stride | L1 [0,1] | L1 (normalized) | PSNR dB | MS-SSIM | LPIPS-Alex | codebook usage |\n|---|---|---|---|---|---|---|---|\n",
+        "Evaluation of `{}` on `{}` ({} images, {crop}{split})\n\n| level | stride | L1 [0,1] | L1 (normalized) | PSNR dB | MS-SSIM | LPIPS-Alex | LPIPS-VGG | codebook usage | perplexity | tokens |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
         r.weights.display(),
         r.data.display(),
         r.images
     );
     for m in &r.levels {
         s += &format!(
-            "| {} | {} | {:.4} | {:.4} | {:.2} | {} | {} | {} / {} |\n",
+            "| {} | {} | {:.4} | {:.4} | {:.2} | {} | {} | {} | {} / {} | {:.0} | {} |\n",
             m.level,
             m.stride,
             m.l1,
@@ -199,13 +277,34 @@ pub fn markdown(r: &EvalReport) -> String {
             m.psnr,
             opt(m.ms_ssim, 4),
             opt(m.lpips_alex, 4),
+            opt(m.lpips_vgg, 4),
             m.codebook_usage,
-            r.codebook_size
+            r.codebook_size,
+            m.perplexity,
+            m.tokens
         );
     }
+    let sh = &r.sharing;
     s += &format!(
-        "\nEntries used by all levels: {} / {}\n",
-        r.used_by_all_levels, r.codebook_size
+        "\nEntries used by all levels: {} / {} (independent choice would give {:.0}); used at least {} times by every level: {}\n",
+        sh.used_by_all,
+        r.codebook_size,
+        sh.used_by_all_chance,
+        crate::sharing::MIN_USES,
+        sh.used_by_all_min_uses
     );
+    if r.levels.len() > 1 {
+        let shares: Vec<String> = sh
+            .tokens_on_finest_entries
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("level {}: {:.1} %", i + 1, 100.0 * v))
+            .collect();
+        s += &format!(
+            "\nEntries of the coarsest level also used by every other level: {:.1} %\n\nTokens on entries the finest level uses: {}\n",
+            100.0 * sh.coarsest_entries_shared,
+            shares.join(", ")
+        );
+    }
     s
 }

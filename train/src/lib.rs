@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod report;
+pub mod sharing;
 pub mod train;
 pub mod vectors;
 

@@ -58,9 +58,18 @@ enum Command {
         /// cpu, cuda or auto (overrides the config's `device`).
         #[arg(long)]
         device: Option<DeviceRequest>,
-        /// Stop after this many steps in total (overrides the config's `steps`).
+        /// The learning-rate schedule's horizon in steps (overrides the config's
+        /// `schedule.steps`); the run stops there unless --stop-after says otherwise.
         #[arg(long)]
         steps: Option<u64>,
+        /// Stop after this many steps in total, with a checkpoint and exported weights,
+        /// without changing the learning-rate schedule.
+        #[arg(long, value_name = "STEP")]
+        stop_after: Option<u64>,
+        /// On --resume, accept a horizon (--steps or the config) that differs from the
+        /// checkpoint's: the decay restarts from the current step.
+        #[arg(long)]
+        change_horizon: bool,
     },
     /// Evaluate a weight file on an image folder: per-level L1, PSNR, MS-SSIM, LPIPS-Alex, codebook usage.
     Eval {
@@ -73,6 +82,18 @@ enum Command {
         /// LPIPS-Alex weight file.
         #[arg(long, default_value = "../shared/data/lpips/alexnet.safetensors")]
         lpips: PathBuf,
+        /// LPIPS-VGG16 weight file: also report LPIPS-VGG (the paper's Table 1 has both).
+        #[arg(long)]
+        lpips_vgg: Option<PathBuf>,
+        /// Evaluate S×S centre crops (shorter side resized to S first), as the paper did.
+        #[arg(long, value_name = "S")]
+        center_crop: Option<u32>,
+        /// Evaluate at most N images (the first in path order).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Evaluate only the folder's fixed held-out split (the 50 photos training never sees).
+        #[arg(long)]
+        held_out: bool,
         /// Where to write `eval.md` and `eval.json` (default: next to the weights).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -94,6 +115,29 @@ enum Command {
         /// Moving-average window.
         #[arg(long, default_value_t = 1)]
         smooth: usize,
+    },
+    /// Print the paper's Table 1 (per-level reconstruction) and Table 2 (codebook sharing) for
+    /// several evaluations: `label=path/eval.json` each.
+    Table {
+        /// Evaluations, in table order.
+        #[arg(required = true)]
+        evals: Vec<String>,
+    },
+    /// Copy an image folder with every shorter side reduced to at most --short-side pixels
+    /// (same relative paths, so the same validation split), e.g. to fit a GPU machine's upload.
+    ShrinkData {
+        /// Source folder.
+        #[arg(long)]
+        src: PathBuf,
+        /// Destination folder.
+        #[arg(long)]
+        dst: PathBuf,
+        /// Largest shorter side, in pixels.
+        #[arg(long, default_value_t = 256)]
+        short_side: u32,
+        /// JPEG quality of re-encoded JPEG files.
+        #[arg(long, default_value_t = 90)]
+        quality: u8,
     },
     /// Time training steps and libtorch encode/decode (median of several runs).
     Bench {
@@ -138,20 +182,56 @@ fn main() -> Result<()> {
             resume,
             device,
             steps,
-        } => train(&config, resume, device, steps)?,
+            stop_after,
+            change_horizon,
+        } => train(&config, resume, device, steps, stop_after, change_horizon)?,
         Command::Eval {
             weights,
             data,
             lpips,
+            lpips_vgg,
+            center_crop,
+            limit,
+            held_out,
             out,
             device,
-        } => eval(&weights, &data, &lpips, out, device)?,
+        } => {
+            let opts = hvq_train::eval::EvalOptions {
+                center_crop,
+                limit,
+                held_out,
+            };
+            eval(&weights, &data, &lpips, lpips_vgg.as_deref(), &opts, out, device)?
+        }
         Command::Plot {
             logs,
             out,
             metric,
             smooth,
         } => plot(&logs, &out, metric, smooth)?,
+        Command::ShrinkData {
+            src,
+            dst,
+            short_side,
+            quality,
+        } => {
+            let n = hvq_train::data::shrink_folder(&src, &dst, short_side, quality)?;
+            println!("wrote {n} images to {}", dst.display());
+        }
+        Command::Table { evals } => {
+            let rows = evals
+                .iter()
+                .map(|e| {
+                    let (label, path) = e.split_once('=').unwrap_or((e.as_str(), e.as_str()));
+                    hvq_train::report::EvalRow::read(label, Path::new(path))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            println!(
+                "{}\n{}",
+                hvq_train::report::table1(&rows),
+                hvq_train::report::table2(&rows)
+            );
+        }
         Command::Bench {
             presets,
             batch,
@@ -168,6 +248,8 @@ fn train(
     resume: bool,
     device: Option<DeviceRequest>,
     steps: Option<u64>,
+    stop_after: Option<u64>,
+    change_horizon: bool,
 ) -> Result<()> {
     let mut cfg = TrainConfig::load(config)?;
     if let Some(s) = steps {
@@ -185,6 +267,8 @@ fn train(
         resume,
         progress: true,
         command: command_line(),
+        stop_after,
+        change_horizon,
     };
     let last = hvq_train::train::run(&cfg, device, &opts)?;
     if let Some(s) = last {
@@ -223,12 +307,21 @@ fn eval(
     weights: &Path,
     data: &Path,
     lpips: &Path,
+    lpips_vgg: Option<&Path>,
+    opts: &hvq_train::eval::EvalOptions,
     out: Option<PathBuf>,
     device: DeviceRequest,
 ) -> Result<()> {
     let device = select_device(device)?;
-    let lp = Lpips::load(lpips, Net::Alex, device)?;
-    let report = hvq_train::eval::evaluate(weights, data, Some(&lp), device)?;
+    let alex = Lpips::load(lpips, Net::Alex, device)?;
+    let vgg = lpips_vgg
+        .map(|p| Lpips::load(p, Net::Vgg, device))
+        .transpose()?;
+    let perceptual = hvq_train::eval::Perceptual {
+        alex: Some(&alex),
+        vgg: vgg.as_ref(),
+    };
+    let report = hvq_train::eval::evaluate(weights, data, perceptual, opts, device)?;
     let md = hvq_train::eval::markdown(&report);
     let dir = out.unwrap_or_else(|| weights.parent().map(Path::to_path_buf).unwrap_or_default());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

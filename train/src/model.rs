@@ -432,20 +432,32 @@ impl Hvq {
 
     /// Full forward pass of a normalized batch: every level's latent, tokens and reconstruction.
     pub fn forward(&self, x_norm: &Tensor) -> Vec<LevelOutput> {
+        self.forward_with(x_norm, true)
+    }
+
+    /// [`Hvq::forward`] with the decoders fed the unquantized projected latents (`quantize =
+    /// false`, a warm-up before a k-means codebook initialisation): the tokens are still the
+    /// nearest entries, the codebook and commitment terms are zero and carry no gradient.
+    pub fn forward_with(&self, x_norm: &Tensor, quantize: bool) -> Vec<LevelOutput> {
         self.level_latents(x_norm)
             .iter()
             .enumerate()
-            .map(|(l, z)| self.forward_level(l, z))
+            .map(|(l, z)| self.forward_level(l, z, quantize))
             .collect()
     }
 
-    fn forward_level(&self, level: usize, z: &Tensor) -> LevelOutput {
+    fn forward_level(&self, level: usize, z: &Tensor, quantize: bool) -> LevelOutput {
         let p = self.project(z);
         let tokens = self.nearest(&p);
-        let e = self.lookup(&tokens);
-        let codebook_loss = e.mse_loss(&p.detach(), Reduction::Mean);
-        let commitment_loss = p.mse_loss(&e.detach(), Reduction::Mean);
-        let quantized = &p + (&e - &p).detach();
+        let (quantized, codebook_loss, commitment_loss) = if quantize {
+            let e = self.lookup(&tokens);
+            let codebook_loss = e.mse_loss(&p.detach(), Reduction::Mean);
+            let commitment_loss = p.mse_loss(&e.detach(), Reduction::Mean);
+            (&p + (&e - &p).detach(), codebook_loss, commitment_loss)
+        } else {
+            let zero = || Tensor::zeros([], (Kind::Float, p.device()));
+            (p.shallow_clone(), zero(), zero())
+        };
         let recon = self.decode(level, &quantized);
         LevelOutput {
             latent: p,
@@ -456,4 +468,51 @@ impl Hvq {
             commitment_loss,
         }
     }
+}
+
+/// Re-initialises every convolution of `vs` the way PyTorch's `nn.Conv2d` does by default
+/// (and so taming and the seed paper): weight and bias uniform in `±1/√fan_in`. GroupNorm
+/// affine parameters and the codebook keep their values.
+///
+/// tch's default (Kaiming-uniform with the ReLU gain, bound `√(6/fan_in)`) has about 6× the
+/// weight variance; in `avgpool(z) + downconv(z)` that lets the convolution dominate from the
+/// first step. Variables are visited in name order, so the result is a function of libtorch's
+/// RNG state alone.
+pub fn torch_default_init(vs: &nn::VarStore) {
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    tch::no_grad(|| {
+        for name in names {
+            let Some(prefix) = name.strip_suffix(".weight") else {
+                continue;
+            };
+            let mut w = vars[name].shallow_clone();
+            if w.dim() != 4 {
+                continue; // GroupNorm scale
+            }
+            let size = w.size();
+            let bound = 1.0 / ((size[1] * size[2] * size[3]) as f64).sqrt();
+            let _ = w.uniform_(-bound, bound);
+            if let Some(b) = vars.get(&format!("{prefix}.bias")) {
+                let _ = b.shallow_clone().uniform_(-bound, bound);
+            }
+        }
+    });
+}
+
+/// Sets the level down-convolutions (`levels.*.down.conv`) to zero: with `pooling`, every
+/// coarser latent then starts as the 2×2 average of the finer one, so all levels begin in the
+/// same region of latent space and can share codebook entries. Returns how many tensors it set.
+pub fn zero_level_downconvs(vs: &nn::VarStore) -> usize {
+    let mut count = 0;
+    tch::no_grad(|| {
+        for (name, t) in vs.variables() {
+            if name.starts_with("levels.") && name.contains(".down.conv.") {
+                let _ = t.shallow_clone().zero_();
+                count += 1;
+            }
+        }
+    });
+    count
 }

@@ -22,6 +22,8 @@ pub struct Adam {
     pub steps: u64,
     names: Vec<String>,
     vars: Vec<Tensor>,
+    /// Per-variable learning-rate multipliers (1 unless [`Adam::set_lr_scale`] changed one).
+    lr_scales: Vec<f64>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
 }
@@ -32,15 +34,44 @@ impl Adam {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let m = vars.iter().map(|(_, t)| t.zeros_like().detach()).collect();
         let v = vars.iter().map(|(_, t)| t.zeros_like().detach()).collect();
-        let (names, vars) = vars.into_iter().unzip();
+        let (names, vars): (Vec<String>, Vec<Tensor>) = vars.into_iter().unzip();
         Adam {
             params,
             steps: 0,
+            lr_scales: vec![1.0; names.len()],
             names,
             vars,
             m,
             v,
         }
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// Multiplies the learning rate of variable `name` by `scale`; returns whether it exists.
+    pub fn set_lr_scale(&mut self, name: &str, scale: f64) -> bool {
+        match self.index_of(name) {
+            Some(i) => {
+                self.lr_scales[i] = scale;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Zeroes both moments of the given rows (dim 0, i64 indices) of variable `name`, as for a
+    /// freshly created parameter; returns whether the variable exists.
+    pub fn reset_rows(&mut self, name: &str, rows: &Tensor) -> bool {
+        let Some(i) = self.index_of(name) else {
+            return false;
+        };
+        tch::no_grad(|| {
+            let _ = self.m[i].index_fill_(0, rows, 0.0);
+            let _ = self.v[i].index_fill_(0, rows, 0.0);
+        });
+        true
     }
 
     /// Clears every variable's gradient.
@@ -57,7 +88,8 @@ impl Adam {
         let bc1 = 1.0 - beta1.powf(self.steps as f64);
         let bc2 = 1.0 - beta2.powf(self.steps as f64);
         tch::no_grad(|| {
-            for ((var, m), v) in self.vars.iter_mut().zip(&mut self.m).zip(&mut self.v) {
+            let scaled = self.lr_scales.iter();
+            for (((var, m), v), scale) in self.vars.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(scaled) {
                 let g = var.grad();
                 if !g.defined() {
                     continue;
@@ -67,7 +99,7 @@ impl Adam {
                 *v *= beta2;
                 *v += g.square() * (1.0 - beta2);
                 let denom = (&*v / bc2).sqrt() + eps;
-                let update = (&*m / bc1) / denom * lr;
+                let update = (&*m / bc1) / denom * (lr * scale);
                 *var -= &update;
             }
         });

@@ -15,13 +15,17 @@ use tch::{Device, Kind, Tensor, nn};
 
 use crate::TrainError;
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::codebook::{CodebookState, kmeans};
-use crate::config::{CodebookMode, TrainConfig};
-use crate::data::{Dataset, Loader};
+use crate::codebook::{CodebookState, balanced_rows, kmeans};
+use crate::config::{CodebookMode, InitOptions, InitScheme, Schedule, TrainConfig};
+use crate::data::{Dataset, Loader, load_center_crop};
 use crate::export::{Provenance, weights_from_varstore, write_weights};
 use crate::lpips::{Lpips, Net};
-use crate::model::Hvq;
+use crate::model::{Hvq, torch_default_init, zero_level_downconvs};
 use crate::optim::{Adam, AdamParams};
+use crate::sharing::{Sharing, UsageCounter};
+
+/// The codebook's variable name (weight schema).
+const CODEBOOK: &str = "quantizer.codebook";
 
 /// Losses and codebook usage of one level at one step.
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +59,18 @@ pub struct StepStats {
     pub usage_all_levels: i64,
     /// Codebook entries restarted this step.
     pub restarted: usize,
+    /// Whether this was a warm-up step with unquantized latents (`codebook.kmeans_step`).
+    pub warmup: bool,
+}
+
+/// Codebook use over a window of training steps (the training log's `window` record).
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowUsage {
+    /// Steps counted.
+    pub steps: u64,
+    /// Sharing statistics of all tokens of those steps.
+    #[serde(flatten)]
+    pub sharing: Sharing,
 }
 
 /// Model, optimizer and codebook state of a run, independent of where batches come from.
@@ -69,6 +85,12 @@ pub struct Trainer {
     rng: ChaCha8Rng,
     lpips: Option<Lpips>,
     step: u64,
+    /// Total steps of the learning-rate schedule (from the config, or the checkpoint's).
+    horizon: u64,
+    /// Per-level token counts `[L, N]` since the last [`Trainer::take_window_usage`], on the
+    /// device (read back only when logged).
+    window: Tensor,
+    window_steps: u64,
 }
 
 impl Trainer {
@@ -79,15 +101,15 @@ impl Trainer {
         cfg.validate()?;
         cfg.check_lpips()?;
         let model_cfg = cfg.model_config()?;
-        let (vs, model) = seeded_model(&model_cfg, cfg.seed, device);
+        let (vs, model) = seeded_model(&model_cfg, cfg.seed, device, &cfg.init);
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         if cfg.codebook.mode == CodebookMode::Ema {
             // EMA owns the codebook: no gradient, no Adam state.
-            vars.retain(|(n, _)| n != "quantizer.codebook");
+            vars.retain(|(n, _)| n != CODEBOOK);
             let _ = model.codebook().shallow_clone().set_requires_grad(false);
         }
         let s = &cfg.schedule;
-        let adam = Adam::new(
+        let mut adam = Adam::new(
             vars,
             AdamParams {
                 beta1: s.beta1,
@@ -95,7 +117,14 @@ impl Trainer {
                 eps: s.eps,
             },
         );
+        if cfg.codebook.mode == CodebookMode::Loss {
+            adam.set_lr_scale(CODEBOOK, cfg.codebook.lr_scale);
+        }
         let cb = CodebookState::new(model.codebook(), &cfg.codebook);
+        let window = Tensor::zeros(
+            [model_cfg.levels as i64, model_cfg.codebook_size as i64],
+            (Kind::Int64, device),
+        );
         let lpips = if cfg.loss.perceptual > 0.0 {
             Some(Lpips::load(&cfg.lpips_path, Net::Vgg, device)?)
         } else {
@@ -113,7 +142,56 @@ impl Trainer {
             rng,
             lpips,
             step: 0,
+            horizon: cfg.schedule.steps,
+            window,
+            window_steps: 0,
         })
+    }
+
+    /// Total steps of the learning-rate schedule.
+    pub fn horizon(&self) -> u64 {
+        self.horizon
+    }
+
+    /// Changes the learning-rate schedule's horizon (a deliberate new decay, e.g. to train a
+    /// finished model further).
+    pub fn set_horizon(&mut self, steps: u64) {
+        self.horizon = steps;
+    }
+
+    /// The schedule with this run's horizon.
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            steps: self.horizon,
+            ..self.cfg.schedule.clone()
+        }
+    }
+
+    /// Learning rate of step `step` (0-based) under this run's horizon.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        self.schedule().lr_at(step)
+    }
+
+    /// Codebook use since the last call (or the start), then starts a new window; `None` when
+    /// no step was counted.
+    pub fn take_window_usage(&mut self) -> Result<Option<WindowUsage>, TrainError> {
+        if self.window_steps == 0 {
+            return Ok(None);
+        }
+        let mut counter = UsageCounter::new(
+            self.model_cfg.levels,
+            self.model_cfg.codebook_size,
+        );
+        for l in 0..self.model_cfg.levels {
+            let row = Vec::<i64>::try_from(&self.window.get(l as i64).to_device(Device::Cpu))?;
+            counter.add(l, &row);
+        }
+        let _ = self.window.zero_();
+        let steps = std::mem::take(&mut self.window_steps);
+        Ok(Some(WindowUsage {
+            steps,
+            sharing: counter.sharing(),
+        }))
     }
 
     /// Completed steps.
@@ -137,29 +215,56 @@ impl Trainer {
     }
 
     /// Initialises the codebook by k-means over the projected latents of `images01` (all levels).
+    ///
+    /// With `codebook.level_quotas` the k-means sees as many latents of every level (all of the
+    /// coarsest level's, and as many drawn from each finer one), instead of every position,
+    /// which gives the finest level about three quarters of the sample.
     pub fn kmeans_init(&mut self, images01: &Tensor) {
-        let latents = tch::no_grad(|| self.flat_latents(&images01.to_device(self.device)));
+        let (latents, sizes) =
+            tch::no_grad(|| self.flat_latents(&images01.to_device(self.device)));
+        let latents = if self.cfg.codebook.level_quotas {
+            let rows = balanced_rows(&sizes, &mut self.rng);
+            latents.index_select(0, &Tensor::from_slice(&rows).to_device(self.device))
+        } else {
+            latents
+        };
         let n = self.model_cfg.codebook_size as i64;
         let centres = kmeans(&latents, n, self.cfg.codebook.kmeans_iters, &mut self.rng);
         tch::no_grad(|| self.model.codebook().shallow_clone().copy_(&centres));
         self.cb = CodebookState::new(self.model.codebook(), &self.cfg.codebook);
+        self.cb.mark_all_used(self.step);
     }
 
-    fn flat_latents(&self, x01: &Tensor) -> Tensor {
+    /// Projected latents of all levels, flattened `[M, D]` level after level, and each level's
+    /// row count.
+    fn flat_latents(&self, x01: &Tensor) -> (Tensor, Vec<i64>) {
         let d = self.model_cfg.codebook_dim as i64;
         let zs = self.model.level_latents(&self.model.normalize(x01));
         let flats: Vec<Tensor> = zs
             .iter()
             .map(|z| self.model.project(z).permute([0, 2, 3, 1]).reshape([-1, d]))
             .collect();
-        Tensor::cat(&flats, 0)
+        let sizes = flats.iter().map(|f| f.size()[0]).collect();
+        (Tensor::cat(&flats, 0), sizes)
+    }
+
+    /// Whether the next step is a warm-up step (unquantized latents before a delayed k-means).
+    fn in_warmup(&self) -> bool {
+        let c = &self.cfg.codebook;
+        c.kmeans_init && self.step < c.kmeans_step
     }
 
     /// One optimizer step on a batch `[B, 3, S, S]` in `[0, 1]`.
+    ///
+    /// During a k-means warm-up (`codebook.kmeans_step`) the decoders see unquantized latents;
+    /// the step that ends it runs the k-means on this batch.
+    ///
+    /// Errors: [`TrainError::NonFiniteLoss`] (nothing of the step is applied), libtorch errors.
     pub fn train_step(&mut self, images01: &Tensor) -> Result<StepStats, TrainError> {
         let x01 = images01.to_device(self.device).to_kind(Kind::Float);
         let xn = self.model.normalize(&x01);
-        let outs = self.model.forward(&xn);
+        let warmup = self.in_warmup();
+        let outs = self.model.forward_with(&xn, !warmup);
         let w = &self.cfg.loss;
         let ema = self.cfg.codebook.mode == CodebookMode::Ema;
         let mut total = Tensor::zeros([], (Kind::Float, self.device));
@@ -190,17 +295,21 @@ impl Trainer {
         }
         let loss = total.double_value(&[]);
         if !loss.is_finite() {
-            return Err(TrainError::bad_config(
-                "schedule.lr",
-                format!("loss became {loss} at step {}", self.step + 1),
-            ));
+            return Err(TrainError::NonFiniteLoss {
+                step: self.step + 1,
+                loss,
+                levels: levels.iter().map(|l| l.total).collect(),
+            });
         }
-        let lr = self.cfg.schedule.lr_at(self.step);
+        let lr = self.lr_at(self.step);
         self.adam.zero_grad();
         total.backward();
         self.adam.step(lr);
         self.step += 1;
-        let (usage_all, restarted) = self.codebook_bookkeeping(&outs, &mut levels);
+        let (usage_all, restarted) = self.codebook_bookkeeping(&outs, &mut levels, warmup);
+        if warmup && !self.in_warmup() {
+            self.kmeans_init(images01);
+        }
         Ok(StepStats {
             step: self.step,
             lr,
@@ -208,6 +317,29 @@ impl Trainer {
             levels,
             usage_all_levels: usage_all,
             restarted,
+            warmup,
+        })
+    }
+
+    /// Mean per-level L1 (normalized units) and LPIPS-VGG (0 when the loss has none) of
+    /// `images01` `[B, 3, S, S]`, without gradients: the validation score.
+    pub fn score(&self, images01: &Tensor) -> Vec<(f64, f64)> {
+        tch::no_grad(|| {
+            let x01 = images01.to_device(self.device).to_kind(Kind::Float);
+            let xn = self.model.normalize(&x01);
+            self.model
+                .forward_with(&xn, !self.in_warmup())
+                .iter()
+                .map(|o| {
+                    let l1 = (&o.recon - &xn).abs().mean(Kind::Double).double_value(&[]);
+                    let p = self.lpips.as_ref().map_or(0.0, |lp| {
+                        lp.forward(&self.unnormalize(&o.recon), &x01)
+                            .mean(Kind::Double)
+                            .double_value(&[])
+                    });
+                    (l1, p)
+                })
+                .collect()
         })
     }
 
@@ -220,36 +352,55 @@ impl Trainer {
         y * t(self.model_cfg.std) + t(self.model_cfg.mean)
     }
 
-    /// Usage statistics, EMA update and dead-code restart after a step.
+    /// Usage statistics, EMA update and dead-code restart after a step (no codebook update
+    /// during a warm-up: its tokens refer to a codebook the k-means is about to replace).
     fn codebook_bookkeeping(
         &mut self,
         outs: &[crate::model::LevelOutput],
         levels: &mut [LevelStats],
+        warmup: bool,
     ) -> (i64, usize) {
         let n = self.model_cfg.codebook_size as i64;
         let d = self.model_cfg.codebook_dim as i64;
         let mut all = Tensor::ones([n], (Kind::Bool, self.device));
         let mut lat = Vec::new();
         let mut tok = Vec::new();
-        for (o, s) in outs.iter().zip(levels.iter_mut()) {
+        for (l, (o, s)) in outs.iter().zip(levels.iter_mut()).enumerate() {
             let t = o.tokens.reshape([-1]);
-            let used = t.bincount(None::<Tensor>, n).gt(0);
+            let counts = t.bincount(None::<Tensor>, n);
+            let used = counts.gt(0);
             s.usage = used.sum(Kind::Int64).int64_value(&[]);
             all = all.logical_and(&used);
+            if !warmup {
+                let mut row = self.window.get(l as i64);
+                row += &counts;
+            }
             lat.push(o.latent.detach().permute([0, 2, 3, 1]).reshape([-1, d]));
             tok.push(t);
         }
+        let usage_all = all.sum(Kind::Int64).int64_value(&[]);
+        if warmup {
+            return (usage_all, 0);
+        }
+        self.window_steps += 1;
+        let sizes: Vec<i64> = lat.iter().map(|t| t.size()[0]).collect();
         let (lat, tok) = (Tensor::cat(&lat, 0), Tensor::cat(&tok, 0));
         let mut codebook = self.model.codebook().shallow_clone();
-        self.cb.after_step(&mut codebook, &lat, &tok, self.step);
+        self.cb
+            .after_step(&mut codebook, &lat, &tok, &sizes, self.step);
         let opts = &self.cfg.codebook;
         let restarted = if opts.restart_dead && self.step.is_multiple_of(opts.restart_every) {
-            self.cb
-                .restart_dead(&mut codebook, &lat, self.step, &mut self.rng)
+            let dead = self
+                .cb
+                .restart_dead(&mut codebook, &lat, &sizes, self.step, &mut self.rng);
+            if opts.restart_resets_optimizer && dead.size()[0] > 0 {
+                self.adam.reset_rows(CODEBOOK, &dead);
+            }
+            dead.size()[0] as usize
         } else {
             0
         };
-        (all.sum(Kind::Int64).int64_value(&[]), restarted)
+        (usage_all, restarted)
     }
 
     /// Every tensor a checkpoint holds: `model.*`, Adam moments, codebook state.
@@ -273,6 +424,7 @@ impl Trainer {
             model_json: self.model_cfg.to_json(),
             rng_seed: self.rng.get_seed(),
             rng_word_pos: self.rng.get_word_pos(),
+            horizon: Some(self.horizon),
         };
         checkpoint::save(path, &self.state_tensors(), &meta)
     }
@@ -317,6 +469,9 @@ impl Trainer {
         self.rng = ChaCha8Rng::from_seed(meta.rng_seed);
         self.rng.set_word_pos(meta.rng_word_pos);
         self.step = meta.step;
+        if let Some(h) = meta.horizon {
+            self.horizon = h;
+        }
         Ok(())
     }
 
@@ -336,7 +491,12 @@ impl Trainer {
 /// libtorch's RNG is process-global: the lock keeps two trainers built at once in one
 /// process (tests, benchmarks) from interleaving their draws, so each init is a pure
 /// function of its seed.
-fn seeded_model(cfg: &ModelConfig, seed: u64, device: Device) -> (nn::VarStore, Hvq) {
+fn seeded_model(
+    cfg: &ModelConfig,
+    seed: u64,
+    device: Device,
+    init: &InitOptions,
+) -> (nn::VarStore, Hvq) {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT
         .lock()
@@ -344,6 +504,12 @@ fn seeded_model(cfg: &ModelConfig, seed: u64, device: Device) -> (nn::VarStore, 
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
     let model = Hvq::new(&vs.root(), cfg);
+    if init.scheme == InitScheme::Torch {
+        torch_default_init(&vs);
+    }
+    if init.zero_downconv {
+        zero_level_downconvs(&vs);
+    }
     (vs, model)
 }
 
@@ -356,6 +522,12 @@ pub struct RunOptions {
     pub progress: bool,
     /// The command line, recorded in exported weights.
     pub command: String,
+    /// Stop (with a checkpoint and exported weights) after this many steps in total, without
+    /// changing the learning-rate schedule; `None` runs to the schedule's horizon.
+    pub stop_after: Option<u64>,
+    /// On resume, replace the checkpoint's learning-rate horizon by the config's
+    /// `schedule.steps` (a deliberate new decay); without it a differing horizon is refused.
+    pub change_horizon: bool,
 }
 
 /// Where a run writes: checkpoint, log, weights.
@@ -393,6 +565,12 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 /// Runs (or resumes) the training described by `cfg` on `device`; returns the last step's stats.
+///
+/// The learning-rate schedule's horizon is the config's `schedule.steps` for a new run and the
+/// checkpoint's for a resumed one: a resumed run whose config asks for another horizon is
+/// refused unless [`RunOptions::change_horizon`] says so (changing it silently made the default
+/// run's learning rate jump from 2.0e-5 to 9.75e-5). [`RunOptions::stop_after`] stops early
+/// without touching the schedule.
 pub fn run(
     cfg: &TrainConfig,
     device: Device,
@@ -405,7 +583,9 @@ pub fn run(
     let resumed = opts.resume && paths.checkpoint.is_file();
     if resumed {
         trainer.load_checkpoint(&paths.checkpoint)?;
+        reconcile_horizon(&mut trainer, cfg.schedule.steps, opts.change_horizon)?;
     }
+    warn_about_repetition(cfg, dataset.train().len(), trainer.horizon());
     let s = &cfg.schedule;
     let d = &cfg.data;
     let mut loader = Loader::new(
@@ -417,7 +597,7 @@ pub fn run(
         d.workers,
         d.prefetch,
     )?;
-    if !resumed && cfg.codebook.kmeans_init {
+    if !resumed && cfg.codebook.kmeans_init && cfg.codebook.kmeans_step == 0 {
         let first = Loader::new(
             dataset.train().to_vec(),
             s.batch,
@@ -431,28 +611,41 @@ pub fn run(
         .ok_or_else(|| TrainError::bad_config("data_dir", "no batch"))??;
         trainer.kmeans_init(&first.images);
     }
+    let val = if cfg.val_every > 0 {
+        Some(validation_images(cfg, &dataset)?)
+    } else {
+        None
+    };
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&paths.log)
         .map_err(|e| TrainError::io(&paths.log, e))?;
-    let bar = progress_bar(opts.progress, s.steps, trainer.step());
+    let stop_at = opts.stop_after.unwrap_or(trainer.horizon());
+    let bar = progress_bar(opts.progress, stop_at, trainer.step());
     let stop = stop_flag();
     let mut last = None;
     let mut t0 = Instant::now();
-    while trainer.step() < s.steps {
+    while trainer.step() < stop_at {
         let batch = loader.next().ok_or_else(|| TrainError::LoaderStopped {
             step: trainer.step(),
         })??;
         let stats = trainer.train_step(&batch.images)?;
         let ips = s.batch as f64 / t0.elapsed().as_secs_f64();
-        t0 = Instant::now();
-        if stats.step % cfg.log_every == 0 || stats.step == s.steps {
-            write_log(&mut log, &paths.log, &stats, ips)?;
+        let end = stats.step == stop_at;
+        if stats.step % cfg.log_every == 0 || end {
+            let window = trainer.take_window_usage()?;
+            write_log(&mut log, &paths.log, &stats, ips, window.as_ref())?;
         }
+        if let Some(v) = &val
+            && (stats.step % cfg.val_every == 0 || end)
+        {
+            write_validation(&mut log, &paths.log, &trainer, v, s.batch)?;
+        }
+        t0 = Instant::now();
         update_bar(&bar, &stats, ips);
         let interrupted = stop.load(Ordering::SeqCst);
-        if stats.step % cfg.checkpoint_every == 0 || stats.step == s.steps || interrupted {
+        if stats.step % cfg.checkpoint_every == 0 || end || interrupted {
             trainer.save_checkpoint(&paths.checkpoint)?;
         }
         last = Some(stats);
@@ -467,14 +660,111 @@ pub fn run(
     Ok(last)
 }
 
+/// Applies the horizon rule of [`run`] after a checkpoint was loaded.
+fn reconcile_horizon(trainer: &mut Trainer, wanted: u64, change: bool) -> Result<(), TrainError> {
+    let stored = trainer.horizon();
+    if stored == wanted {
+        return Ok(());
+    }
+    let step = trainer.step();
+    let before = trainer.lr_at(step);
+    if !change {
+        return Err(TrainError::bad_config(
+            "schedule.steps",
+            format!(
+                "the checkpoint was trained towards a learning-rate horizon of {stored} steps, this run asks for {wanted}; \
+                 resume with the same horizon (use --stop-after N to stop early), or pass --change-horizon to start a new decay on purpose"
+            ),
+        ));
+    }
+    trainer.set_horizon(wanted);
+    eprintln!(
+        "note: learning-rate horizon changed from {stored} to {wanted} steps: the rate at step {step} goes from {before:.3e} to {:.3e}",
+        trainer.lr_at(step)
+    );
+    Ok(())
+}
+
+/// Passes over each training image beyond which a run is almost surely memorising its folder.
+const MANY_EPOCHS: f64 = 1000.0;
+
+/// Warns when a run will see each training image more than [`MANY_EPOCHS`] times.
+fn warn_about_repetition(cfg: &TrainConfig, images: usize, horizon: u64) {
+    let epochs = horizon as f64 * cfg.schedule.batch as f64 / images.max(1) as f64;
+    if epochs > MANY_EPOCHS {
+        eprintln!(
+            "warning: {horizon} steps of batch {} over {images} training images is {epochs:.0} passes over each image; \
+             a larger folder or fewer steps would serve better",
+            cfg.schedule.batch
+        );
+    }
+}
+
+/// The held-out images a validation scores: centre crops of `data.image_size`.
+fn validation_images(cfg: &TrainConfig, ds: &Dataset) -> Result<Tensor, TrainError> {
+    let take = if cfg.val_images == 0 {
+        ds.val().len()
+    } else {
+        cfg.val_images.min(ds.val().len())
+    };
+    if take == 0 {
+        return Err(TrainError::bad_config(
+            "val_every",
+            "validation needs held-out images (data.val_count > 0)",
+        ));
+    }
+    let crops = ds.val()[..take]
+        .iter()
+        .map(|p| load_center_crop(p, cfg.data.image_size))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Tensor::stack(&crops, 0))
+}
+
+/// Scores the held-out images and appends a `"split": "val"` record whose per-level
+/// components are `val_l1` and `val_perceptual` (so `hvq-train plot --metric val_l1` draws them).
+fn write_validation(
+    log: &mut std::fs::File,
+    path: &Path,
+    trainer: &Trainer,
+    images: &Tensor,
+    batch: usize,
+) -> Result<(), TrainError> {
+    let n = images.size()[0];
+    let mut sums: Vec<(f64, f64)> = Vec::new();
+    for start in (0..n).step_by(batch.max(1)) {
+        let len = (batch as i64).min(n - start);
+        let part = trainer.score(&images.narrow(0, start, len));
+        sums.resize(part.len(), (0.0, 0.0));
+        for (acc, (l1, p)) in sums.iter_mut().zip(part) {
+            acc.0 += l1 * len as f64;
+            acc.1 += p * len as f64;
+        }
+    }
+    let levels: Vec<serde_json::Value> = sums
+        .iter()
+        .map(|(l1, p)| serde_json::json!({"val_l1": l1 / n as f64, "val_perceptual": p / n as f64}))
+        .collect();
+    let record = serde_json::json!({
+        "step": trainer.step(),
+        "split": "val",
+        "images": n,
+        "levels": levels,
+    });
+    writeln!(log, "{record}").map_err(|e| TrainError::io(path, e))
+}
+
 fn write_log(
     log: &mut std::fs::File,
     path: &Path,
     stats: &StepStats,
     ips: f64,
+    window: Option<&WindowUsage>,
 ) -> Result<(), TrainError> {
     let mut v = serde_json::to_value(stats).expect("stats serialize");
     v["images_per_s"] = serde_json::json!(ips);
+    if let Some(w) = window {
+        v["window"] = serde_json::to_value(w).expect("usage serializes");
+    }
     writeln!(log, "{v}").map_err(|e| TrainError::io(path, e))
 }
 
