@@ -199,8 +199,18 @@ fn single_thread() {
 fn shipped_configs_parse_and_validate() {
     single_thread();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-    for name in ["small-cpu.toml", "small-gpu.toml", "paper.toml"] {
-        let cfg = TrainConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(cfg.model_config().is_ok(), "{name}");
+    let mut checked = 0;
+    for sub in [dir.clone(), dir.join("suite-cpu")] {
+        for entry in std::fs::read_dir(&sub).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let cfg = TrainConfig::load(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(cfg.model_config().is_ok(), "{}", path.display());
+                checked += 1;
+            }
+        }
     }
+    // 4 top-level configs and the 14 of the CPU-scale suite.
+    assert!(checked >= 18, "only {checked} configs found");
 }
