@@ -139,6 +139,16 @@ enum Command {
         #[arg(long, default_value_t = 90)]
         quality: u8,
     },
+    /// Rewrite a safetensors file (e.g. the LPIPS weights) with every float tensor in f16:
+    /// half the size, for a GPU machine's upload limit; the loaders widen it back to f32.
+    Half {
+        /// Source safetensors file.
+        #[arg(long)]
+        src: PathBuf,
+        /// Destination file.
+        #[arg(long)]
+        dst: PathBuf,
+    },
     /// Time training steps and libtorch encode/decode (median of several runs).
     Bench {
         /// Presets whose training step to time.
@@ -217,6 +227,20 @@ fn main() -> Result<()> {
         } => {
             let n = hvq_train::data::shrink_folder(&src, &dst, short_side, quality)?;
             println!("wrote {n} images to {}", dst.display());
+        }
+        Command::Half { src, dst } => {
+            let tensors = tch::Tensor::read_safetensors(&src)
+                .with_context(|| format!("reading {}", src.display()))?;
+            let half: Vec<(String, tch::Tensor)> = tensors
+                .into_iter()
+                .map(|(n, t)| {
+                    let t = if t.is_floating_point() { t.to_kind(tch::Kind::Half) } else { t };
+                    (n, t)
+                })
+                .collect();
+            tch::Tensor::write_safetensors(&half, &dst)
+                .with_context(|| format!("writing {}", dst.display()))?;
+            println!("wrote {} tensors in f16 to {}", half.len(), dst.display());
         }
         Command::Table { evals } => {
             let rows = evals
