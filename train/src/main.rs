@@ -139,6 +139,22 @@ enum Command {
         #[arg(long, default_value_t = 90)]
         quality: u8,
     },
+    /// Draw the paper's Figure 5: one row per model (`label=weights.safetensors`), the centre
+    /// crop of IMAGE and each level's reconstruction.
+    Grid {
+        /// Models, in row order.
+        #[arg(required = true)]
+        models: Vec<String>,
+        /// The image.
+        #[arg(long)]
+        image: PathBuf,
+        /// Side of the centre crop.
+        #[arg(long, default_value_t = 256)]
+        size: u32,
+        /// Output PNG.
+        #[arg(long, default_value = "grid.png")]
+        out: PathBuf,
+    },
     /// Rewrite a safetensors file (e.g. the LPIPS weights) with every float tensor in f16:
     /// half the size, for a GPU machine's upload limit; the loaders widen it back to f32.
     Half {
@@ -227,6 +243,26 @@ fn main() -> Result<()> {
         } => {
             let n = hvq_train::data::shrink_folder(&src, &dst, short_side, quality)?;
             println!("wrote {n} images to {}", dst.display());
+        }
+        Command::Grid {
+            models,
+            image,
+            size,
+            out,
+        } => {
+            let models: Vec<(String, PathBuf)> = models
+                .iter()
+                .map(|m| match m.split_once('=') {
+                    Some((l, p)) => (l.to_string(), PathBuf::from(p)),
+                    None => (m.clone(), PathBuf::from(m)),
+                })
+                .collect();
+            let grid =
+                hvq_train::report::reconstruction_grid(&models, &image, size, tch::Device::Cpu)?;
+            grid.save(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            let labels: Vec<&str> = models.iter().map(|(l, _)| l.as_str()).collect();
+            println!("wrote {} (rows: {})", out.display(), labels.join(", "));
         }
         Command::Half { src, dst } => {
             let tensors = tch::Tensor::read_safetensors(&src)

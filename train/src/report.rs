@@ -111,6 +111,64 @@ pub fn table2(rows: &[EvalRow]) -> String {
     s
 }
 
+/// Figure 5 of the seed paper: one row per model, the original centre crop and then each
+/// level's reconstruction (finest first), `size`×`size` tiles separated by a 4-pixel white gap.
+/// Single-level models fill their stride's column (the column of the 3-level model's level
+/// with the same stride) and leave the others white.
+///
+/// Errors: unreadable weights or image, libtorch errors.
+pub fn reconstruction_grid(
+    models: &[(String, std::path::PathBuf)],
+    image: &Path,
+    size: u32,
+    device: tch::Device,
+) -> Result<image::RgbImage, TrainError> {
+    let x = crate::data::load_center_crop(image, size)?.unsqueeze(0).to_device(device);
+    let mut rows: Vec<(Vec<usize>, Vec<tch::Tensor>)> = Vec::new();
+    for (_, path) in models {
+        let weights = crate::export::read_weights(path)?;
+        let cfg = weights.config().clone();
+        let (_vs, model) = crate::eval::load_model(&weights, device)?;
+        let recons = crate::eval::reconstruct(&model, &x);
+        let strides = (0..cfg.levels).map(|l| cfg.level_stride(l)).collect();
+        rows.push((strides, recons.into_iter().map(|(_, y)| y).collect()));
+    }
+    let mut columns: Vec<usize> = rows.iter().flat_map(|(s, _)| s.iter().copied()).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let gap = 4;
+    let tile = size + gap;
+    let mut grid = image::RgbImage::from_pixel(
+        tile * (columns.len() as u32 + 1),
+        tile * rows.len() as u32,
+        image::Rgb([255, 255, 255]),
+    );
+    for (r, (strides, recons)) in rows.iter().enumerate() {
+        paste(&mut grid, &x, 0, r as u32 * tile)?;
+        for (stride, y) in strides.iter().zip(recons) {
+            let c = columns.iter().position(|s| s == stride).unwrap_or(0) as u32 + 1;
+            paste(&mut grid, y, c * tile, r as u32 * tile)?;
+        }
+    }
+    Ok(grid)
+}
+
+/// Draws `t` `[1, 3, H, W]` in [0, 1] into `grid` at `(x0, y0)`.
+fn paste(grid: &mut image::RgbImage, t: &tch::Tensor, x0: u32, y0: u32) -> Result<(), TrainError> {
+    let t = t.squeeze_dim(0).to_device(tch::Device::Cpu).contiguous();
+    let (h, w) = (t.size()[1] as u32, t.size()[2] as u32);
+    let v = Vec::<f32>::try_from(&t.view([-1]))?;
+    let plane = (h * w) as usize;
+    for y in 0..h {
+        for x in 0..w {
+            let i = (y * w + x) as usize;
+            let px = |c: usize| (v[c * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+            grid.put_pixel(x0 + x, y0 + y, image::Rgb([px(0), px(1), px(2)]));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
