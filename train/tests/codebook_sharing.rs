@@ -8,7 +8,7 @@ use std::path::Path;
 use hvq_train::TrainError;
 use hvq_train::config::TrainConfig;
 use hvq_train::train::{RunOptions, Trainer, run};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 fn config(extra: &str) -> TrainConfig {
     let text = format!(
@@ -29,9 +29,13 @@ fn with_tiny_data(text: &str) -> String {
     t
 }
 
+/// Four random 16×16 images, a pure function of `seed`: drawn from a local ChaCha generator,
+/// not from libtorch's process-global RNG, which tests running in parallel threads share.
 fn images(seed: i64) -> Tensor {
-    tch::manual_seed(seed);
-    Tensor::rand([4, 3, 16, 16], (Kind::Float, Device::Cpu))
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed as u64);
+    let v: Vec<f32> = (0..4 * 3 * 16 * 16).map(|_| rng.random::<f32>()).collect();
+    Tensor::from_slice(&v).view([4, 3, 16, 16])
 }
 
 fn var(t: &Trainer, name: &str) -> Tensor {
