@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Rate–distortion of hvq against JPEG, WebP and AVIF on Kodak, at matching bits per pixel.
 
-For every Kodak image and every hvq level, encodes a `.hvq` file holding only that level (what a
-reader needs to show that level), decodes it, and measures bits per pixel, PSNR and LPIPS-Alex. Then,
+For every Kodak image and every hvq level, encodes the `.hvq` file that a reader of the scalable format
+pays for to show that level (the prefix holding that level and every coarser one; `--rate single` for a
+file holding only that level), decodes it, and measures bits per pixel, PSNR and LPIPS-Alex. Then,
 for the same image, searches each classic codec's quality setting for the file whose bpp is closest to
 that level's bpp, and measures the same. Writes a Markdown table, JSON and a plot.
 
@@ -105,6 +106,10 @@ def main():
     ap.add_argument("--compare", default="target/release/hvq-compare")
     ap.add_argument("--model", default=None, help="weights; default: the embedded model")
     ap.add_argument("--levels", default="0,1,2")
+    ap.add_argument("--model-levels", type=int, default=3, help="levels of the model (coarsest = this - 1)")
+    ap.add_argument("--rate", choices=["prefix", "single"], default="prefix",
+                    help="prefix: the rate a reader pays, the scalable file's prefix that decodes the level "
+                         "(that level and every coarser one); single: a file holding only that level")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all 24)")
     ap.add_argument("--out", default="docs/rd-kodak")
     ap.add_argument("--from-json", default=None, help="only redo the table and plot from an earlier run's JSON")
@@ -132,7 +137,9 @@ def main():
             Image.open(src).convert("RGB").save(ppm)
             for level in levels:
                 hvq_file = os.path.join(work, f"{name}.l{level}.hvq")
-                run([args.hvq, "encode", src, "-o", hvq_file, "--levels", str(level), "--backend", "cpu", *model])
+                stored = [level] if args.rate == "single" else list(range(level, args.model_levels))
+                run([args.hvq, "encode", src, "-o", hvq_file, "--levels", ",".join(map(str, stored)),
+                     "--backend", "cpu", *model])
                 dec = hvq_file + ".png"
                 run([args.hvq, "decode", hvq_file, "-o", dec, "--level", str(level), "--backend", "cpu", *model])
                 rate = bpp(hvq_file, w, h)
@@ -148,6 +155,8 @@ def main():
                 print(f"{name} level {level}: hvq {rate:.4f} bpp", file=sys.stderr, flush=True)
         for row, score in zip(rows, lpips_pairs(args.compare, pairs, work)):
             row["lpips_alex"] = score
+    for r in rows:
+        r["rate"] = args.rate
     report(rows, levels, args.out, len(images))
 
 
@@ -155,7 +164,11 @@ def report(rows, levels, out, n_images):
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump(rows, f, indent=1)
-    lines = [f"Kodak, {n_images} images; means over images. Each classic codec's quality was searched per image for the",
+    rate = rows[0].get("rate", "single") if rows else "single"
+    what = ("the prefix of the scalable file that decodes the level" if rate == "prefix"
+            else "a file holding only that level")
+    lines = [f"Kodak, {n_images} images; hvq's rate is {what}. Means over images. "
+             "Each classic codec's quality was searched per image for the",
              "file closest to that image's hvq bpp; where a codec cannot go that low, its smallest file is used (higher bpp).",
              "", "| level | codec | bpp | PSNR (dB) | LPIPS-Alex |", "| --- | --- | --- | --- | --- |"]
     summary = {}
