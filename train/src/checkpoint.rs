@@ -97,7 +97,9 @@ pub fn save(
 /// The file the previous checkpoint is kept under: `checkpoint.safetensors` →
 /// `checkpoint.prev.safetensors`.
 pub fn previous_path(path: &Path) -> std::path::PathBuf {
-    let stem = path.file_stem().map_or_else(Default::default, |s| s.to_os_string());
+    let stem = path
+        .file_stem()
+        .map_or_else(Default::default, |s| s.to_os_string());
     let mut name = stem;
     name.push(".prev");
     if let Some(ext) = path.extension() {

@@ -68,9 +68,10 @@ impl CodebookState {
                 };
                 let counts = Tensor::zeros([n], (Kind::Float, codebook.device()))
                     .index_add(0, tokens, &weights);
-                let sums = codebook
-                    .zeros_like()
-                    .index_add(0, tokens, &(latents * weights.unsqueeze(1)));
+                let sums =
+                    codebook
+                        .zeros_like()
+                        .index_add(0, tokens, &(latents * weights.unsqueeze(1)));
                 self.ema_count = &self.ema_count * d + counts * (1.0 - d);
                 self.ema_sum = &self.ema_sum * d + sums * (1.0 - d);
                 let fresh = &self.ema_sum / self.ema_count.clamp_min(1e-5).unsqueeze(1);
@@ -125,7 +126,11 @@ fn level_weights(sizes: &[i64], device: tch::Device) -> Tensor {
     let parts: Vec<Tensor> = sizes
         .iter()
         .map(|&s| {
-            let w = if s > 0 { total as f64 / levels / s as f64 } else { 0.0 };
+            let w = if s > 0 {
+                total as f64 / levels / s as f64
+            } else {
+                0.0
+            };
             Tensor::full([s], w, (Kind::Float, device))
         })
         .collect();
@@ -262,7 +267,10 @@ mod tests {
         let coarse: Vec<i64> = rows.iter().copied().filter(|&r| r >= 80).collect();
         assert_eq!(coarse, vec![80, 81, 82, 83]);
         for l in 0..3 {
-            assert_eq!(rows.iter().filter(|&&r| level_of(r, &sizes) == l).count(), 4);
+            assert_eq!(
+                rows.iter().filter(|&&r| level_of(r, &sizes) == l).count(),
+                4
+            );
         }
     }
 }

@@ -422,7 +422,10 @@ impl TrainConfig {
         if c.kmeans_step >= s.steps && c.kmeans_init {
             return bad(
                 "codebook.kmeans_step",
-                format!("must be below schedule.steps ({}), got {}", s.steps, c.kmeans_step),
+                format!(
+                    "must be below schedule.steps ({}), got {}",
+                    s.steps, c.kmeans_step
+                ),
             );
         }
         if c.restart_dead && c.restart_every == 0 {

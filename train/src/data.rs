@@ -224,14 +224,19 @@ pub fn load_image_f32(path: &Path) -> Result<Tensor, TrainError> {
 /// Errors: as [`load_image_f32`]; [`TrainError::BadConfig`] for `size == 0`.
 pub fn load_center_crop(path: &Path, size: u32) -> Result<Tensor, TrainError> {
     if size == 0 {
-        return Err(TrainError::bad_config("center crop", "size must be positive"));
+        return Err(TrainError::bad_config(
+            "center crop",
+            "size must be positive",
+        ));
     }
     let img = decode_rgb8(path)?;
-    Ok(Tensor::from_slice(&rgb_to_chw(&center_crop(&img, size))).view([
-        3,
-        i64::from(size),
-        i64::from(size),
-    ]))
+    Ok(
+        Tensor::from_slice(&rgb_to_chw(&center_crop(&img, size))).view([
+            3,
+            i64::from(size),
+            i64::from(size),
+        ]),
+    )
 }
 
 /// Resize so the shorter side is `size` (never below 1 pixel on the longer), then crop the centre.

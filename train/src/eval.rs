@@ -162,7 +162,10 @@ pub fn evaluate(
                 Err(TrainError::ImageTooSmall { .. }) => ms_ok = false,
                 Err(e) => return Err(e),
             }
-            for (lp, acc) in [(lpips.alex, &mut m.lpips_alex), (lpips.vgg, &mut m.lpips_vgg)] {
+            for (lp, acc) in [
+                (lpips.alex, &mut m.lpips_alex),
+                (lpips.vgg, &mut m.lpips_vgg),
+            ] {
                 if let Some(lp) = lp {
                     let d = tch::no_grad(|| lp.f_forward(&y, &x))?
                         .mean(Kind::Double)
@@ -257,9 +260,10 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// The report as Markdown: the per-level table, then the sharing statistics.
 pub fn markdown(r: &EvalReport) -> String {
-    let crop = r
-        .center_crop
-        .map_or_else(|| "whole images".to_string(), |s| format!("{s}×{s} centre crops"));
+    let crop = r.center_crop.map_or_else(
+        || "whole images".to_string(),
+        |s| format!("{s}×{s} centre crops"),
+    );
     let split = if r.held_out { ", held-out split" } else { "" };
     let mut s = format!(
         "Evaluation of `{}` on `{}` ({} images, {crop}{split})\n\n| level | stride | L1 [0,1] | L1 (normalized) | PSNR dB | MS-SSIM | LPIPS-Alex | LPIPS-VGG | codebook usage | perplexity | tokens |\n|---|---|---|---|---|---|---|---|---|---|---|\n",

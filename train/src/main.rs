@@ -227,7 +227,15 @@ fn main() -> Result<()> {
                 limit,
                 held_out,
             };
-            eval(&weights, &data, &lpips, lpips_vgg.as_deref(), &opts, out, device)?
+            eval(
+                &weights,
+                &data,
+                &lpips,
+                lpips_vgg.as_deref(),
+                &opts,
+                out,
+                device,
+            )?
         }
         Command::Plot {
             logs,
@@ -270,7 +278,11 @@ fn main() -> Result<()> {
             let half: Vec<(String, tch::Tensor)> = tensors
                 .into_iter()
                 .map(|(n, t)| {
-                    let t = if t.is_floating_point() { t.to_kind(tch::Kind::Half) } else { t };
+                    let t = if t.is_floating_point() {
+                        t.to_kind(tch::Kind::Half)
+                    } else {
+                        t
+                    };
                     (n, t)
                 })
                 .collect();

@@ -89,7 +89,13 @@ impl Adam {
         let bc2 = 1.0 - beta2.powf(self.steps as f64);
         tch::no_grad(|| {
             let scaled = self.lr_scales.iter();
-            for (((var, m), v), scale) in self.vars.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(scaled) {
+            for (((var, m), v), scale) in self
+                .vars
+                .iter_mut()
+                .zip(&mut self.m)
+                .zip(&mut self.v)
+                .zip(scaled)
+            {
                 let g = var.grad();
                 if !g.defined() {
                     continue;

@@ -92,7 +92,10 @@ pub fn table2(rows: &[EvalRow]) -> String {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|v| v.as_f64().map_or("–".into(), |x| format!("{:.1} %", 100.0 * x)))
+            .map(|v| {
+                v.as_f64()
+                    .map_or("–".into(), |x| format!("{:.1} %", 100.0 * x))
+            })
             .collect();
         s += &format!(
             "| {} | {} | {} / {} | {} | {} | {} | {} |\n",
@@ -123,7 +126,9 @@ pub fn reconstruction_grid(
     size: u32,
     device: tch::Device,
 ) -> Result<image::RgbImage, TrainError> {
-    let x = crate::data::load_center_crop(image, size)?.unsqueeze(0).to_device(device);
+    let x = crate::data::load_center_crop(image, size)?
+        .unsqueeze(0)
+        .to_device(device);
     let mut rows: Vec<(Vec<usize>, Vec<tch::Tensor>)> = Vec::new();
     for (_, path) in models {
         let weights = crate::export::read_weights(path)?;
@@ -193,9 +198,21 @@ mod tests {
         let rows = [row("pooling", 3), row("single-s4", 1)];
         let t1 = table1(&rows);
         assert_eq!(t1.lines().count(), 2 + 4);
-        assert!(t1.contains("| pooling | 2 | 16 | 0.3000 | – | 0.5000 | 22.00 |"), "{t1}");
+        assert!(
+            t1.contains("| pooling | 2 | 16 | 0.3000 | – | 0.5000 | 22.00 |"),
+            "{t1}"
+        );
         let t2 = table2(&rows);
-        assert_eq!(t2.lines().count(), 3, "single-level models have no sharing row");
-        assert!(t2.contains("| pooling | 100 / 99 / 98 | 90 / 1024 | 9 | 80 | 92.0 % | 99.0 %, 97.5 % |"), "{t2}");
+        assert_eq!(
+            t2.lines().count(),
+            3,
+            "single-level models have no sharing row"
+        );
+        assert!(
+            t2.contains(
+                "| pooling | 100 / 99 / 98 | 90 / 1024 | 9 | 80 | 92.0 % | 99.0 %, 97.5 % |"
+            ),
+            "{t2}"
+        );
     }
 }

@@ -178,10 +178,7 @@ impl Trainer {
         if self.window_steps == 0 {
             return Ok(None);
         }
-        let mut counter = UsageCounter::new(
-            self.model_cfg.levels,
-            self.model_cfg.codebook_size,
-        );
+        let mut counter = UsageCounter::new(self.model_cfg.levels, self.model_cfg.codebook_size);
         for l in 0..self.model_cfg.levels {
             let row = Vec::<i64>::try_from(&self.window.get(l as i64).to_device(Device::Cpu))?;
             counter.add(l, &row);
@@ -220,8 +217,7 @@ impl Trainer {
     /// coarsest level's, and as many drawn from each finer one), instead of every position,
     /// which gives the finest level about three quarters of the sample.
     pub fn kmeans_init(&mut self, images01: &Tensor) {
-        let (latents, sizes) =
-            tch::no_grad(|| self.flat_latents(&images01.to_device(self.device)));
+        let (latents, sizes) = tch::no_grad(|| self.flat_latents(&images01.to_device(self.device)));
         let latents = if self.cfg.codebook.level_quotas {
             let rows = balanced_rows(&sizes, &mut self.rng);
             latents.index_select(0, &Tensor::from_slice(&rows).to_device(self.device))

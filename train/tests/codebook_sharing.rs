@@ -63,12 +63,18 @@ fn torch_init_bounds_every_conv_by_one_over_root_fan_in() {
         let max = w.abs().max().double_value(&[]);
         assert!(max <= bound + 1e-7, "{name}: {max} > {bound}");
         let bias = t.varstore().variables()[&name.replace(".weight", ".bias")].shallow_clone();
-        assert!(bias.abs().max().double_value(&[]) <= bound + 1e-7, "{name} bias");
+        assert!(
+            bias.abs().max().double_value(&[]) <= bound + 1e-7,
+            "{name} bias"
+        );
         // PyTorch's default has 1/6 of tch's weight variance (uniform bounds 1 vs √6).
-        let var_ratio = w.var(false).double_value(&[])
-            / var(&tch_default, &name).var(false).double_value(&[]);
+        let var_ratio =
+            w.var(false).double_value(&[]) / var(&tch_default, &name).var(false).double_value(&[]);
         if s.iter().product::<i64>() >= 256 {
-            assert!((0.1..0.3).contains(&var_ratio), "{name}: variance ratio {var_ratio}");
+            assert!(
+                (0.1..0.3).contains(&var_ratio),
+                "{name}: variance ratio {var_ratio}"
+            );
         }
     }
     assert!(convs > 10, "found only {convs} convolutions");
@@ -100,7 +106,10 @@ fn kmeans_warmup_feeds_unquantized_latents_then_initialises_the_codebook() {
         assert_eq!(s.levels[0].codebook, 0.0);
         assert_eq!(s.levels[0].commit, 0.0);
         if k < 2 {
-            assert!(t.model().codebook().equal(&initial), "no codebook change during warm-up");
+            assert!(
+                t.model().codebook().equal(&initial),
+                "no codebook change during warm-up"
+            );
         }
     }
     // The third step ended the warm-up: the k-means has replaced the ±1/N init.
@@ -196,7 +205,10 @@ fn bad_sharing_switches_are_clear_config_errors() {
         }
     }
     assert!(matches!(
-        TrainConfig::parse(&format!("{base}[init]\nscheme = \"xavier\""), Path::new("t.toml")),
+        TrainConfig::parse(
+            &format!("{base}[init]\nscheme = \"xavier\""),
+            Path::new("t.toml")
+        ),
         Err(TrainError::ConfigParse { .. })
     ));
 }
@@ -269,16 +281,21 @@ fn the_learning_rate_horizon_survives_resume_and_stop_after_leaves_it_alone() {
     assert!(run_dir.join("checkpoint.prev.safetensors").is_file());
     assert!(!run_dir.join("checkpoint.safetensors.tmp").exists());
     let log = std::fs::read_to_string(run_dir.join("log.jsonl")).unwrap();
-    let records: Vec<serde_json::Value> =
-        log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let windows: Vec<&serde_json::Value> =
-        records.iter().filter_map(|r| r.get("window")).collect();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let windows: Vec<&serde_json::Value> = records.iter().filter_map(|r| r.get("window")).collect();
     assert!(!windows.is_empty());
     for w in &windows {
         // Every logged window covers the two steps since the previous log line.
         assert_eq!(w["steps"], 2);
         let tokens = w["levels"][0]["tokens"].as_u64().unwrap();
-        assert_eq!(tokens, 2 * 2 * 8 * 8, "2 steps × batch 2 × the 8×8 level-0 grid");
+        assert_eq!(
+            tokens,
+            2 * 2 * 8 * 8,
+            "2 steps × batch 2 × the 8×8 level-0 grid"
+        );
         assert!(w["used_by_all_chance"].as_f64().is_some());
     }
     let vals: Vec<&serde_json::Value> = records

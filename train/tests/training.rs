@@ -204,8 +204,8 @@ fn shipped_configs_parse_and_validate() {
         for entry in std::fs::read_dir(&sub).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                let cfg = TrainConfig::load(&path)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let cfg =
+                    TrainConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 assert!(cfg.model_config().is_ok(), "{}", path.display());
                 checked += 1;
             }
