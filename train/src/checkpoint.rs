@@ -8,7 +8,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use tch::{Kind, Tensor};
 
 use crate::TrainError;
-use crate::export::to_vec_f32;
+use crate::export::{to_vec_f32, write_atomic};
 
 /// Scalar state saved beside the tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,29 +109,10 @@ pub fn previous_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
-/// Writes `bytes` to `path` durably and atomically, keeping the file it replaces as
-/// [`previous_path`]: the data is fsync'ed before the rename and the folder after it, and
-/// `path` exists at every moment (the old file is hard-linked aside, not moved), so a crash
-/// or a full disk at any point leaves a loadable checkpoint.
+/// Writes `bytes` to `path` with [`write_atomic`], first keeping the file it replaces as
+/// [`previous_path`]. The old file is hard-linked aside, not moved, so `path` exists at every
+/// moment and a crash or a full disk at any point leaves a loadable checkpoint.
 fn write_keeping_previous(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TrainError::io(&tmp, e));
-    }
     if path.is_file() {
         let prev = previous_path(path);
         let _ = std::fs::remove_file(&prev);
@@ -139,12 +120,7 @@ fn write_keeping_previous(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
             .or_else(|_| std::fs::copy(path, &prev).map(|_| ()))
             .map_err(|e| TrainError::io(&prev, e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-    // The rename itself is durable only once the folder is.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_atomic(path, bytes)
 }
 
 fn mismatch(path: &Path, reason: String) -> TrainError {

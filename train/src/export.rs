@@ -126,17 +126,34 @@ pub fn write_weights(path: &Path, weights: &Weights, dtype: StoreDtype) -> Resul
     write_atomic(path, &weights.to_safetensors(dtype))
 }
 
-/// Writes `bytes` to a sibling temp file, then renames it over `path`, so a reader (or a
-/// run killed mid-write) never sees a half-written file.
+/// Writes `bytes` to a sibling temp file, fsyncs it, renames it over `path` and fsyncs the
+/// folder, so a reader (or a run killed or a machine lost mid-write) never sees a half-written
+/// file. A failed write removes the temp file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    }
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(TrainError::io(&tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
+    // The rename itself is durable only once the folder is.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Keys a `KEY=VALUE` provenance entry may not set: the loader and the codec own them.

@@ -185,6 +185,14 @@ enum Command {
     },
 }
 
+/// A `label=path` argument, or a bare path labelled by itself.
+fn labelled(arg: &str) -> (String, PathBuf) {
+    match arg.split_once('=') {
+        Some((label, path)) => (label.to_string(), PathBuf::from(path)),
+        None => (arg.to_string(), PathBuf::from(arg)),
+    }
+}
+
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
@@ -258,13 +266,7 @@ fn main() -> Result<()> {
             size,
             out,
         } => {
-            let models: Vec<(String, PathBuf)> = models
-                .iter()
-                .map(|m| match m.split_once('=') {
-                    Some((l, p)) => (l.to_string(), PathBuf::from(p)),
-                    None => (m.clone(), PathBuf::from(m)),
-                })
-                .collect();
+            let models: Vec<(String, PathBuf)> = models.iter().map(|m| labelled(m)).collect();
             let grid =
                 hvq_train::report::reconstruction_grid(&models, &image, size, tch::Device::Cpu)?;
             grid.save(&out)
@@ -294,8 +296,8 @@ fn main() -> Result<()> {
             let rows = evals
                 .iter()
                 .map(|e| {
-                    let (label, path) = e.split_once('=').unwrap_or((e.as_str(), e.as_str()));
-                    hvq_train::report::EvalRow::read(label, Path::new(path))
+                    let (label, path) = labelled(e);
+                    hvq_train::report::EvalRow::read(&label, &path)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             println!(
@@ -411,13 +413,7 @@ fn eval(
 }
 
 fn plot(logs: &[String], out: &Path, metric: String, smooth: usize) -> Result<()> {
-    let runs: Vec<(String, PathBuf)> = logs
-        .iter()
-        .map(|s| match s.split_once('=') {
-            Some((label, path)) => (label.to_string(), PathBuf::from(path)),
-            None => (s.clone(), PathBuf::from(s)),
-        })
-        .collect();
+    let runs: Vec<(String, PathBuf)> = logs.iter().map(|s| labelled(s)).collect();
     let opts = PlotOptions {
         metric,
         smooth,

@@ -1,5 +1,6 @@
 //! The shared-codebook switches (initialisation, k-means warm-up, per-level quotas, restarts
-//! that reset Adam, codebook learning-rate scale) and the run hygiene around them (learning-rate
+//! that reset Adam, codebook learning-rate scale; their exact resume is tested in training.rs
+//! beside the other resume tests) and the run hygiene around them (learning-rate
 //! horizon kept across resume, non-finite loss, previous checkpoint kept, usage windows and
 //! validation records in the log). Tiny preset, in-memory or generated data.
 
@@ -129,44 +130,6 @@ fn codebook_lr_scale_zero_freezes_the_codebook_only() {
     t.train_step(&images(0)).unwrap();
     assert!(t.model().codebook().equal(&cb));
     assert!(!var(&t, "encoder.conv_in.weight").equal(&conv));
-}
-
-fn resume_matches(extra: &str) {
-    let cfg = config(&format!(
-        "[schedule]\nsteps = 8\nbatch = 4\nlr = 1e-3\nwarmup_steps = 2\n{extra}"
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("checkpoint.safetensors");
-    let mut a = Trainer::new(&cfg, Device::Cpu).unwrap();
-    for s in 0..8 {
-        a.train_step(&images(s)).unwrap();
-    }
-    let mut b = Trainer::new(&cfg, Device::Cpu).unwrap();
-    for s in 0..4 {
-        b.train_step(&images(s)).unwrap();
-    }
-    b.save_checkpoint(&ckpt).unwrap();
-    drop(b);
-    let mut c = Trainer::new(&cfg, Device::Cpu).unwrap();
-    c.load_checkpoint(&ckpt).unwrap();
-    for s in 4..8 {
-        c.train_step(&images(s)).unwrap();
-    }
-    let (va, vc) = (a.varstore().variables(), c.varstore().variables());
-    for (name, pa) in &va {
-        assert!(pa.equal(&vc[name]), "{name} differs after resume ({extra})");
-    }
-}
-
-#[test]
-fn resume_is_bit_identical_with_every_sharing_switch_on() {
-    tch::set_num_threads(1);
-    resume_matches(
-        "[init]\nscheme = \"torch\"\nzero_downconv = true\n[codebook]\nkmeans_init = true\nkmeans_step = 2\nlevel_quotas = true\nrestart_dead = true\nrestart_every = 2\nrestart_resets_optimizer = true\nlr_scale = 5.0",
-    );
-    resume_matches(
-        "[codebook]\nmode = \"ema\"\nema_level_weights = true\nrestart_dead = true\nrestart_every = 3\nlevel_quotas = true",
-    );
 }
 
 #[test]

@@ -114,6 +114,17 @@ fn resume_is_bit_identical_with_ema_and_dead_code_restart() {
 }
 
 #[test]
+fn resume_is_bit_identical_with_every_shared_codebook_switch_on() {
+    single_thread();
+    resume_matches(
+        "[init]\nscheme = \"torch\"\nzero_downconv = true\n[codebook]\nkmeans_init = true\nkmeans_step = 4\nlevel_quotas = true\nrestart_dead = true\nrestart_every = 2\nrestart_resets_optimizer = true\nlr_scale = 5.0",
+    );
+    resume_matches(
+        "[codebook]\nmode = \"ema\"\nema_level_weights = true\nrestart_dead = true\nrestart_every = 2\nlevel_quotas = true",
+    );
+}
+
+#[test]
 fn kmeans_init_places_entries_on_latents() {
     single_thread();
     let cfg = config("[codebook]\nkmeans_init = true\nkmeans_iters = 5");
