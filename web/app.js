@@ -78,6 +78,12 @@ function setProgress(fraction) {
   else if (fraction !== null) bar.value = fraction;
 }
 
+/** Progress of an encode or decode in tiles: a bar once there is more than one tile. */
+function tileBar(p) {
+  demo.tiles = { stage: p.stage, done: p.loaded, total: p.total };
+  if (p.total > 1) setProgress(p.loaded / p.total);
+}
+
 /** Runs `fn` as one user action: status shows `label`, errors become the page message, the page stays usable. */
 async function action(label, fn) {
   demo.busy++;
@@ -237,7 +243,7 @@ async function showHvq(hvq, original, encodeMs, sourceName) {
   const info = await call('info', { hvq });
   // Ask for the best decodable level first: this is where a file for another model or a damaged
   // file is refused, before the page is cleared.
-  await call('decode', { hvq: hvq.slice() });
+  await call('decode', { hvq: hvq.slice() }, tileBar);
   const grids = await call('tokens', { hvq: hvq.slice() });
 
   const { width, height } = info;
@@ -312,7 +318,7 @@ async function encodeBlob(blob, name) {
     const img = await call('readImage', { blob, maxSide });
     setStatus('busy', `Encoding ${name} (${img.width}×${img.height}) on ${demo.model.backendName}…`);
     const rgba = img.rgba.slice();
-    const enc = await call('encode', img, undefined, [img.rgba.buffer]);
+    const enc = await call('encode', img, tileBar, [img.rgba.buffer]);
     setStatus('busy', `Decoding every level…`);
     await showHvq(enc.hvq, rgba, enc.ms, name);
   });

@@ -90,6 +90,9 @@ async function readImage(blob, maxSide) {
   return data;
 }
 
+/** A codec progress callback that posts `{stage, loaded: tiles done, total: tiles}` for call `id`. */
+const tileProgress = (id, stage) => (done, total) => post({ id, progress: { stage, loaded: done, total } });
+
 function needCodec() {
   if (!codec) throw new Error('the model is not loaded yet');
   return codec;
@@ -126,11 +129,12 @@ const ops = {
     return { width: img.width, height: img.height, rgba: img.data };
   },
 
-  async encode({ width, height, rgba }) {
+  async encode({ width, height, rgba }, id) {
     const c = needCodec();
     const t0 = performance.now();
-    const hvq = await c.encode(new ImageData(rgba, width, height));
-    return { hvq, ms: performance.now() - t0 };
+    // Images above about 0.4 megapixels run in tiles (bounded memory); report each one.
+    const hvq = await c.encode(new ImageData(rgba, width, height), undefined, tileProgress(id, 'encode'));
+    return { hvq, ms: performance.now() - t0, tiles: c.tilesFor(width, height) };
   },
 
   async info({ hvq }) {
@@ -141,10 +145,10 @@ const ops = {
     return needCodec().readTokens(hvq);
   },
 
-  async decode({ hvq, level }) {
+  async decode({ hvq, level }, id) {
     const c = needCodec();
     const t0 = performance.now();
-    const img = await c.decode(hvq, level ?? undefined);
+    const img = await c.decode(hvq, level ?? undefined, tileProgress(id, 'decode'));
     return { width: img.width, height: img.height, rgba: img.rgba, level: img.level, ms: performance.now() - t0 };
   },
 };

@@ -7,7 +7,10 @@ use hvq_spec::{ModelConfig, TokenGrid, Weights};
 
 use crate::backend::{Engine, SharedContext};
 use crate::model::priors_of;
-use crate::{Backend, BackendKind, CodecError, LevelSelection, Limits, Result, RgbImage};
+use crate::tiling::{self, Assembler, Plan, Span};
+use crate::{
+    Backend, BackendKind, CodecError, LevelSelection, Limits, Progress, Result, RgbImage, Tiling,
+};
 
 /// The tokens of one image: its original size and one grid per encoded level.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,7 @@ pub struct CodecBuilder {
     weights: Arc<Weights>,
     backend: Backend,
     limits: Limits,
+    tiling: Tiling,
     gpu: SharedContext,
 }
 
@@ -83,6 +87,13 @@ impl CodecBuilder {
         self
     }
 
+    /// Sets how large images are split into tiles (default [`Tiling::default`]); the tile size
+    /// sets peak memory. See [`Tiling`] for what tiling changes.
+    pub fn tiling(mut self, tiling: Tiling) -> Self {
+        self.tiling = tiling;
+        self
+    }
+
     /// Instantiates the model on the backend. Async because a wgpu adapter and device are
     /// requested asynchronously (the only way in a browser).
     ///
@@ -99,6 +110,7 @@ impl CodecBuilder {
             priors,
             engine,
             limits: self.limits,
+            tiling: self.tiling,
         })
     }
 
@@ -119,6 +131,7 @@ pub struct Codec {
     priors: Priors,
     engine: Engine,
     limits: Limits,
+    tiling: Tiling,
 }
 
 impl Codec {
@@ -128,6 +141,7 @@ impl Codec {
             weights: weights.into(),
             backend: Backend::Auto,
             limits: Limits::default(),
+            tiling: Tiling::default(),
             gpu: None,
         }
     }
@@ -166,6 +180,22 @@ impl Codec {
         &self.limits
     }
 
+    /// How large images are split into tiles.
+    pub fn tiling(&self) -> &Tiling {
+        &self.tiling
+    }
+
+    /// How many tiles an image of `width × height` runs in (1 when it runs whole): the `total`
+    /// that progress callbacks will report.
+    pub fn tiles_for(&self, width: u32, height: u32) -> usize {
+        let s = self.config.coarsest_stride();
+        let (w, h) = (
+            (width as usize).div_ceil(s) * s,
+            (height as usize).div_ceil(s) * s,
+        );
+        Plan::new(&self.tiling, w, h, s).tiles()
+    }
+
     /// The entropy-coding priors used for `.hvq` files.
     pub fn priors(&self) -> &Priors {
         &self.priors
@@ -182,15 +212,61 @@ impl Codec {
         image: &RgbImage,
         levels: impl Into<LevelSelection>,
     ) -> Result<Tokens> {
-        let levels = levels.into().resolve(self.config.levels)?;
-        self.encode_levels(image, &levels).await
+        self.encode_with_progress_async(image, levels, |_| {}).await
     }
 
-    async fn encode_levels(&self, image: &RgbImage, levels: &[usize]) -> Result<Tokens> {
-        let (w, h) = self.padded_size(image)?;
-        let map = image.to_padded_map(w, h);
-        let mut grids = self.engine.encode(&map, levels).await?;
-        grids.sort_by_key(|g| g.level);
+    /// [`encode_async`](Self::encode_async), calling `progress` after every tile (an image larger
+    /// than [`Tiling::whole_max_pixels`] runs in tiles; see [`Tiling`]).
+    pub async fn encode_with_progress_async(
+        &self,
+        image: &RgbImage,
+        levels: impl Into<LevelSelection>,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Tokens> {
+        let levels = levels.into().resolve(self.config.levels)?;
+        self.encode_levels(image, &levels, &mut progress).await
+    }
+
+    async fn encode_levels(
+        &self,
+        image: &RgbImage,
+        levels: &[usize],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Tokens> {
+        let (w, h) = self.padded_size(image.width(), image.height())?;
+        let plan = Plan::new(&self.tiling, w, h, self.config.coarsest_stride());
+        let mut grids: Vec<TokenGrid> = levels
+            .iter()
+            .map(|&level| {
+                let f = self.config.level_stride(level);
+                TokenGrid {
+                    level,
+                    height: h / f,
+                    width: w / f,
+                    tokens: vec![0; (h / f) * (w / f)],
+                }
+            })
+            .collect();
+        let total = plan.tiles();
+        for (j, ys) in plan.ys.iter().enumerate() {
+            for (i, xs) in plan.xs.iter().enumerate() {
+                let map = tiling::input_map(image, xs.input, ys.input);
+                let tile = self.engine.encode(&map, levels).await?;
+                drop(map);
+                for part in &tile {
+                    let f = self.config.level_stride(part.level);
+                    let grid = grids
+                        .iter_mut()
+                        .find(|g| g.level == part.level)
+                        .expect("the backend returns the levels asked for");
+                    paste_core(grid, part, (xs, ys), f);
+                }
+                progress(Progress {
+                    done: j * plan.xs.len() + i + 1,
+                    total,
+                });
+            }
+        }
         Ok(Tokens {
             width: image.width(),
             height: image.height(),
@@ -198,15 +274,26 @@ impl Codec {
         })
     }
 
-    /// Checks `image` against the limits and returns its size padded to the coarsest stride.
-    fn padded_size(&self, image: &RgbImage) -> Result<(usize, usize)> {
-        self.limits
-            .check_image(image.width().into(), image.height().into())?;
+    /// Checks a `width × height` image against the limits, before and after padding, and returns
+    /// its size padded to the coarsest stride.
+    fn padded_size(&self, width: u32, height: u32) -> Result<(usize, usize)> {
+        self.limits.check_image(width.into(), height.into())?;
         let s = self.config.coarsest_stride();
-        Ok((
-            (image.width() as usize).div_ceil(s) * s,
-            (image.height() as usize).div_ceil(s) * s,
-        ))
+        let (w, h) = (
+            (width as usize).div_ceil(s) * s,
+            (height as usize).div_ceil(s) * s,
+        );
+        if (w as u64).saturating_mul(h as u64) > self.limits.max_pixels {
+            return Err(CodecError::PaddedImageTooLarge {
+                width: width.into(),
+                height: height.into(),
+                padded_width: w as u64,
+                padded_height: h as u64,
+                stride: s as u64,
+                limit: self.limits.max_pixels,
+            });
+        }
+        Ok((w, h))
     }
 
     /// Encodes many images; one result per image, so one bad image does not fail the others.
@@ -227,12 +314,12 @@ impl Codec {
             use rayon::prelude::*;
             return images
                 .par_iter()
-                .map(|img| pollster::block_on(self.encode_levels(img, &levels)))
+                .map(|img| pollster::block_on(self.encode_levels(img, &levels, &mut |_| {})))
                 .collect();
         }
         let mut out = Vec::with_capacity(images.len());
         for img in images {
-            out.push(self.encode_levels(img, &levels).await);
+            out.push(self.encode_levels(img, &levels, &mut |_| {}).await);
         }
         out
     }
@@ -248,21 +335,52 @@ impl Codec {
         width: u32,
         height: u32,
     ) -> Result<RgbImage> {
-        self.check_grid(grid, width, height)?;
-        let map = self.engine.decode(grid).await?;
-        assert!(
-            map.channels == 3 && map.width >= width as usize && map.height >= height as usize,
-            "backend returned a {}×{}×{} map for a {width}×{height} image",
-            map.channels,
-            map.width,
-            map.height
-        );
-        Ok(RgbImage::from_map_cropped(&map, width, height))
+        self.decode_with_progress_async(grid, width, height, |_| {})
+            .await
     }
 
-    /// Checks a grid against the model, the image size and the limits, before any decoding.
-    fn check_grid(&self, grid: &TokenGrid, width: u32, height: u32) -> Result<()> {
-        self.limits.check_image(width.into(), height.into())?;
+    /// [`decode_async`](Self::decode_async), calling `progress` after every tile (see [`Tiling`]).
+    pub async fn decode_with_progress_async(
+        &self,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<RgbImage> {
+        let (w, h) = self.check_grid(grid, width, height)?;
+        let f = self.config.level_stride(grid.level);
+        let plan = Plan::new(&self.tiling, w, h, self.config.coarsest_stride());
+        let total = plan.tiles();
+        let mut image = Assembler::new(plan, w, width as usize, height as usize);
+        for j in 0..image.plan().ys.len() {
+            for i in 0..image.plan().xs.len() {
+                let (xs, ys) = (image.plan().xs[i], image.plan().ys[j]);
+                let part = cut_tokens(grid, (&xs, &ys), f);
+                let map = self.engine.decode(&part).await?;
+                assert!(
+                    (map.channels, map.width, map.height) == (3, part.width * f, part.height * f),
+                    "backend returned a {}×{}×{} map for a {}×{} grid at stride {f}",
+                    map.channels,
+                    map.width,
+                    map.height,
+                    part.width,
+                    part.height
+                );
+                image.add(i, j, &map);
+                progress(Progress {
+                    done: j * image.plan().xs.len() + i + 1,
+                    total,
+                });
+            }
+            image.end_stripe();
+        }
+        Ok(image.into_image())
+    }
+
+    /// Checks a grid against the model, the image size and the limits, before any decoding;
+    /// returns the padded image size.
+    fn check_grid(&self, grid: &TokenGrid, width: u32, height: u32) -> Result<(usize, usize)> {
+        let padded = self.padded_size(width, height)?;
         if grid.level >= self.config.levels {
             return Err(CodecError::LevelNotAvailable {
                 requested: grid.level,
@@ -295,7 +413,7 @@ impl Codec {
                 codebook_size: n,
             });
         }
-        Ok(())
+        Ok(padded)
     }
 
     /// `(width, height)` of level `level`'s grid for an image of `width × height`.
@@ -306,6 +424,36 @@ impl Codec {
             (width as usize).div_ceil(coarse) * scale,
             (height as usize).div_ceil(coarse) * scale,
         )
+    }
+}
+
+/// Copies the core of one tile's grid (`part`, over the tile's input extent) into `grid`.
+fn paste_core(grid: &mut TokenGrid, part: &TokenGrid, (xs, ys): (&Span, &Span), f: usize) {
+    let (x0, x1) = (xs.core.0 / f, xs.core.1 / f);
+    let (dx, dy) = ((xs.core.0 - xs.input.0) / f, (ys.core.0 - ys.input.0) / f);
+    for y in ys.core.0 / f..ys.core.1 / f {
+        let src = (y - ys.core.0 / f + dy) * part.width + dx;
+        grid.tokens[y * grid.width + x0..y * grid.width + x1]
+            .copy_from_slice(&part.tokens[src..src + (x1 - x0)]);
+    }
+}
+
+/// The tokens of one tile's input extent (core and halo) at stride `f`.
+fn cut_tokens(grid: &TokenGrid, (xs, ys): (&Span, &Span), f: usize) -> TokenGrid {
+    let (x0, x1) = (xs.input.0 / f, xs.input.1 / f);
+    let (y0, y1) = (ys.input.0 / f, ys.input.1 / f);
+    if (x0, y0, x1, y1) == (0, 0, grid.width, grid.height) {
+        return grid.clone();
+    }
+    let mut tokens = Vec::with_capacity((x1 - x0) * (y1 - y0));
+    for y in y0..y1 {
+        tokens.extend_from_slice(&grid.tokens[y * grid.width + x0..y * grid.width + x1]);
+    }
+    TokenGrid {
+        level: grid.level,
+        height: y1 - y0,
+        width: x1 - x0,
+        tokens,
     }
 }
 
@@ -345,6 +493,27 @@ impl Codec {
         pollster::block_on(self.decode_async(grid, width, height))
     }
 
+    /// Blocking [`encode_with_progress_async`](Self::encode_with_progress_async).
+    pub fn encode_with_progress(
+        &self,
+        image: &RgbImage,
+        levels: impl Into<LevelSelection>,
+        progress: impl FnMut(Progress),
+    ) -> Result<Tokens> {
+        pollster::block_on(self.encode_with_progress_async(image, levels, progress))
+    }
+
+    /// Blocking [`decode_with_progress_async`](Self::decode_with_progress_async).
+    pub fn decode_with_progress(
+        &self,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+        progress: impl FnMut(Progress),
+    ) -> Result<RgbImage> {
+        pollster::block_on(self.decode_with_progress_async(grid, width, height, progress))
+    }
+
     /// Blocking [`encode_to_hvq_async`](Self::encode_to_hvq_async).
     pub fn encode_to_hvq(
         &self,
@@ -357,5 +526,25 @@ impl Codec {
     /// Blocking [`decode_hvq_async`](Self::decode_hvq_async).
     pub fn decode_hvq(&self, bytes: &[u8], level: Option<usize>) -> Result<DecodedImage> {
         pollster::block_on(self.decode_hvq_async(bytes, level))
+    }
+
+    /// Blocking [`encode_to_hvq_with_progress_async`](Self::encode_to_hvq_with_progress_async).
+    pub fn encode_to_hvq_with_progress(
+        &self,
+        image: &RgbImage,
+        levels: impl Into<LevelSelection>,
+        progress: impl FnMut(Progress),
+    ) -> Result<Vec<u8>> {
+        pollster::block_on(self.encode_to_hvq_with_progress_async(image, levels, progress))
+    }
+
+    /// Blocking [`decode_hvq_with_progress_async`](Self::decode_hvq_with_progress_async).
+    pub fn decode_hvq_with_progress(
+        &self,
+        bytes: &[u8],
+        level: Option<usize>,
+        progress: impl FnMut(Progress),
+    ) -> Result<DecodedImage> {
+        pollster::block_on(self.decode_hvq_with_progress_async(bytes, level, progress))
     }
 }

@@ -76,6 +76,27 @@ pub enum CodecError {
         /// The limit in pixels.
         limit: u64,
     },
+    /// An image is within [`crate::Limits::max_pixels`] but not once padded to the model's
+    /// coarsest stride (a 1-pixel-wide strip becomes 16 pixels wide): refused before any
+    /// allocation, because the work and memory follow the padded size.
+    #[error(
+        "image of {width}×{height} pixels is {padded_width}×{padded_height} once padded to the \
+         model's {stride}-pixel grid, which exceeds the limit of {limit} pixels"
+    )]
+    PaddedImageTooLarge {
+        /// Width in pixels.
+        width: u64,
+        /// Height in pixels.
+        height: u64,
+        /// Padded width.
+        padded_width: u64,
+        /// Padded height.
+        padded_height: u64,
+        /// The model's coarsest stride in pixels.
+        stride: u64,
+        /// The limit in pixels.
+        limit: u64,
+    },
     /// A `.hvq` file is larger than [`crate::Limits::max_file_bytes`].
     #[error("file of {got} bytes exceeds the limit of {limit} bytes")]
     FileTooLarge {

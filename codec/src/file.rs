@@ -3,7 +3,7 @@
 use hvq_format::{CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, Header, HvqFile};
 use hvq_spec::fingerprint_hex;
 
-use crate::{Codec, CodecError, DecodedImage, LevelSelection, Result, RgbImage, Tokens};
+use crate::{Codec, CodecError, DecodedImage, LevelSelection, Progress, Result, RgbImage, Tokens};
 
 /// What a `.hvq` file holds, read from its header and chunk headers.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,7 +142,20 @@ impl Codec {
         image: &RgbImage,
         levels: impl Into<LevelSelection>,
     ) -> Result<Vec<u8>> {
-        let tokens = self.encode_async(image, levels).await?;
+        self.encode_to_hvq_with_progress_async(image, levels, |_| {})
+            .await
+    }
+
+    /// [`encode_to_hvq_async`](Self::encode_to_hvq_async), calling `progress` after every tile.
+    pub async fn encode_to_hvq_with_progress_async(
+        &self,
+        image: &RgbImage,
+        levels: impl Into<LevelSelection>,
+        progress: impl FnMut(Progress),
+    ) -> Result<Vec<u8>> {
+        let tokens = self
+            .encode_with_progress_async(image, levels, progress)
+            .await?;
         self.tokens_to_hvq(&tokens)
     }
 
@@ -212,6 +225,17 @@ impl Codec {
         bytes: &[u8],
         level: Option<usize>,
     ) -> Result<DecodedImage> {
+        self.decode_hvq_with_progress_async(bytes, level, |_| {})
+            .await
+    }
+
+    /// [`decode_hvq_async`](Self::decode_hvq_async), calling `progress` after every tile.
+    pub async fn decode_hvq_with_progress_async(
+        &self,
+        bytes: &[u8],
+        level: Option<usize>,
+        progress: impl FnMut(Progress),
+    ) -> Result<DecodedImage> {
         let file = self.read_file(bytes)?;
         let grid = match level {
             None => file.finest(),
@@ -222,7 +246,7 @@ impl Codec {
             available: file.grids.iter().rev().map(|g| g.level).collect(),
         })?;
         let image = self
-            .decode_async(grid, file.header.width, file.header.height)
+            .decode_with_progress_async(grid, file.header.width, file.header.height, progress)
             .await?;
         Ok(DecodedImage {
             image,

@@ -78,6 +78,7 @@ mod file;
 mod model;
 mod options;
 mod rgb;
+mod tiling;
 
 pub use codec::{Codec, CodecBuilder, DecodedImage, Tokens};
 pub use error::{CodecError, Result};
@@ -85,6 +86,7 @@ pub use file::{FileInfo, LevelInfo, inspect, is_hvq};
 pub use model::{default_model_bytes, has_default_model, load_weights};
 pub use options::{Backend, BackendKind, LevelSelection, Limits, UnknownBackend};
 pub use rgb::RgbImage;
+pub use tiling::{Progress, Tiling};
 
 pub use hvq_format::{FormatError, Priors};
 pub use hvq_spec::{ModelConfig, SpecError, TokenGrid, Weights};

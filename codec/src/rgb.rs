@@ -3,8 +3,6 @@
 
 use std::io::Cursor;
 
-use hvq_spec::FeatureMap;
-
 use crate::{CodecError, Limits, Result};
 
 /// An 8-bit RGB image, row-major, 3 bytes per pixel, no padding between rows.
@@ -106,46 +104,6 @@ impl RgbImage {
     pub fn to_image(&self) -> image::RgbImage {
         image::RgbImage::from_raw(self.width, self.height, self.data.clone())
             .expect("buffer length is checked on construction")
-    }
-
-    /// The model's input layout: CHW f32 in `[0, 1]`, edge-padded to `padded_w × padded_h`.
-    ///
-    /// Edge replication (not zeros) because the encoder would otherwise see a hard black border
-    /// and spend tokens on it (DESIGN.md §5).
-    pub(crate) fn to_padded_map(&self, padded_w: usize, padded_h: usize) -> FeatureMap {
-        let (w, h) = (self.width as usize, self.height as usize);
-        let mut map = FeatureMap::zeros(3, padded_h, padded_w);
-        for c in 0..3 {
-            for y in 0..padded_h {
-                let row = y.min(h - 1) * w;
-                let out = (c * padded_h + y) * padded_w;
-                for x in 0..padded_w {
-                    let v = self.data[(row + x.min(w - 1)) * 3 + c];
-                    map.data[out + x] = f32::from(v) / 255.0;
-                }
-            }
-        }
-        map
-    }
-
-    /// The top-left `width × height` of a decoded CHW map in `[0, 1]`, rounded to 8 bits.
-    pub(crate) fn from_map_cropped(map: &FeatureMap, width: u32, height: u32) -> Self {
-        let (w, h) = (width as usize, height as usize);
-        debug_assert!(map.channels == 3 && map.width >= w && map.height >= h);
-        let mut data = Vec::with_capacity(w * h * 3);
-        for y in 0..h {
-            for x in 0..w {
-                for c in 0..3 {
-                    let v = map.at(c, y, x).clamp(0.0, 1.0);
-                    data.push((v * 255.0).round() as u8);
-                }
-            }
-        }
-        RgbImage {
-            width,
-            height,
-            data,
-        }
     }
 }
 

@@ -180,6 +180,20 @@ fn argument_error(msg: String) -> JsValue {
     js_error(&ArgumentError(msg), "Argument")
 }
 
+/// A progress callback for the codec that calls the JS function `f(done, total)`, if one was given.
+/// An exception thrown by `f` is ignored: progress display must not fail the work.
+fn reporter(f: Option<js_sys::Function>) -> impl FnMut(hvq_codec::Progress) {
+    move |p| {
+        if let Some(f) = &f {
+            let _ = f.call2(
+                &JsValue::NULL,
+                &(p.done as u32).into(),
+                &(p.total as u32).into(),
+            );
+        }
+    }
+}
+
 fn u32_arg(v: &JsValue, what: &str) -> Result<u32, JsValue> {
     v.as_f64()
         .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
@@ -386,16 +400,29 @@ impl HvqCodec {
         Ok(vec![w as u32, h as u32])
     }
 
+    /// How many tiles an image of `width × height` runs in (1 when it runs whole): the `total` that
+    /// `onProgress` callbacks report.
+    #[wasm_bindgen(js_name = tilesFor)]
+    pub fn tiles_for(&self, width: u32, height: u32) -> u32 {
+        self.codec.tiles_for(width, height) as u32
+    }
+
     /// Encodes an image (`ImageData` or `{data, width, height}` RGBA8; alpha is ignored) to a `.hvq`
-    /// file holding `levels` (default: all).
+    /// file holding `levels` (default: all). `onProgress(done, total)` is called after every tile
+    /// (an image larger than about 0.4 megapixels runs in tiles, so memory stays bounded).
     #[wasm_bindgen(unchecked_return_type = "Promise<Uint8Array>")]
     pub fn encode(
         &self,
         #[wasm_bindgen(unchecked_param_type = "HvqImageInput")] image: JsValue,
         levels: Option<Vec<u32>>,
+        #[wasm_bindgen(
+            js_name = onProgress,
+            unchecked_param_type = "((done: number, total: number) => void) | undefined"
+        )]
+        on_progress: Option<js_sys::Function>,
     ) -> Result<js_sys::Promise, JsValue> {
         let image = image_arg(&image)?;
-        Ok(self.encode_hvq(image, levels_arg(levels)))
+        Ok(self.encode_hvq(image, levels_arg(levels), on_progress))
     }
 
     /// Encodes RGBA8 pixels (`width * height * 4` bytes, row-major) to a `.hvq` file holding `levels`.
@@ -406,9 +433,14 @@ impl HvqCodec {
         width: u32,
         height: u32,
         levels: Option<Vec<u32>>,
+        #[wasm_bindgen(
+            js_name = onProgress,
+            unchecked_param_type = "((done: number, total: number) => void) | undefined"
+        )]
+        on_progress: Option<js_sys::Function>,
     ) -> Result<js_sys::Promise, JsValue> {
         let image = RgbImage::from_rgba8(width, height, rgba).map_err(codec_error)?;
-        Ok(self.encode_hvq(image, levels_arg(levels)))
+        Ok(self.encode_hvq(image, levels_arg(levels), on_progress))
     }
 
     /// Encodes an image file's bytes (PNG, JPEG, WebP, BMP, GIF, TIFF; read by the codec itself, so the
@@ -418,16 +450,26 @@ impl HvqCodec {
         &self,
         bytes: &[u8],
         levels: Option<Vec<u32>>,
+        #[wasm_bindgen(
+            js_name = onProgress,
+            unchecked_param_type = "((done: number, total: number) => void) | undefined"
+        )]
+        on_progress: Option<js_sys::Function>,
     ) -> Result<js_sys::Promise, JsValue> {
         let image = RgbImage::decode(bytes, self.codec.limits()).map_err(codec_error)?;
-        Ok(self.encode_hvq(image, levels_arg(levels)))
+        Ok(self.encode_hvq(image, levels_arg(levels), on_progress))
     }
 
-    fn encode_hvq(&self, image: RgbImage, levels: LevelSelection) -> js_sys::Promise {
+    fn encode_hvq(
+        &self,
+        image: RgbImage,
+        levels: LevelSelection,
+        on_progress: Option<js_sys::Function>,
+    ) -> js_sys::Promise {
         let codec = Rc::clone(&self.codec);
         future_to_promise(async move {
             let hvq = codec
-                .encode_to_hvq_async(&image, levels)
+                .encode_to_hvq_with_progress_async(&image, levels, reporter(on_progress))
                 .await
                 .map_err(codec_error)?;
             Ok(Uint8Array::from(hvq.as_slice()).into())
@@ -441,13 +483,18 @@ impl HvqCodec {
         &self,
         #[wasm_bindgen(unchecked_param_type = "HvqImageInput")] image: JsValue,
         levels: Option<Vec<u32>>,
+        #[wasm_bindgen(
+            js_name = onProgress,
+            unchecked_param_type = "((done: number, total: number) => void) | undefined"
+        )]
+        on_progress: Option<js_sys::Function>,
     ) -> Result<js_sys::Promise, JsValue> {
         let image = image_arg(&image)?;
         let levels = levels_arg(levels);
         let codec = Rc::clone(&self.codec);
         Ok(future_to_promise(async move {
             let tokens = codec
-                .encode_async(&image, levels)
+                .encode_with_progress_async(&image, levels, reporter(on_progress))
                 .await
                 .map_err(codec_error)?;
             Ok(grids_to_js(&tokens))
@@ -456,9 +503,19 @@ impl HvqCodec {
 
     /// Decodes a `.hvq` file, or any prefix of one, at `level` (default: the finest complete level).
     /// Rejects for a file made by another model (`kind` `FingerprintMismatch`), a damaged file
-    /// (`Format.*`), or a prefix with no complete level (`NoCompleteLevel`).
+    /// (`Format.*`), or a prefix with no complete level (`NoCompleteLevel`). `onProgress(done,
+    /// total)` is called after every tile.
     #[wasm_bindgen(unchecked_return_type = "Promise<HvqDecodedImage>")]
-    pub fn decode(&self, hvq: Vec<u8>, level: Option<u32>) -> js_sys::Promise {
+    pub fn decode(
+        &self,
+        hvq: Vec<u8>,
+        level: Option<u32>,
+        #[wasm_bindgen(
+            js_name = onProgress,
+            unchecked_param_type = "((done: number, total: number) => void) | undefined"
+        )]
+        on_progress: Option<js_sys::Function>,
+    ) -> js_sys::Promise {
         let codec = Rc::clone(&self.codec);
         future_to_promise(async move {
             let DecodedImage {
@@ -466,7 +523,11 @@ impl HvqCodec {
                 level,
                 truncated,
             } = codec
-                .decode_hvq_async(&hvq, level.map(|l| l as usize))
+                .decode_hvq_with_progress_async(
+                    &hvq,
+                    level.map(|l| l as usize),
+                    reporter(on_progress),
+                )
                 .await
                 .map_err(codec_error)?;
             Ok(image_to_js(&image, level, truncated))
@@ -481,6 +542,11 @@ impl HvqCodec {
         #[wasm_bindgen(unchecked_param_type = "HvqTokenGrid")] grid: JsValue,
         width: u32,
         height: u32,
+        #[wasm_bindgen(
+            js_name = onProgress,
+            unchecked_param_type = "((done: number, total: number) => void) | undefined"
+        )]
+        on_progress: Option<js_sys::Function>,
     ) -> Result<js_sys::Promise, JsValue> {
         let get = |k: &str| Reflect::get(&grid, &k.into()).unwrap_or(JsValue::UNDEFINED);
         let tokens = get("tokens");
@@ -498,7 +564,7 @@ impl HvqCodec {
         let codec = Rc::clone(&self.codec);
         Ok(future_to_promise(async move {
             let image = codec
-                .decode_async(&grid, width, height)
+                .decode_with_progress_async(&grid, width, height, reporter(on_progress))
                 .await
                 .map_err(codec_error)?;
             Ok(image_to_js(&image, grid.level, false))
