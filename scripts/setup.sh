@@ -20,7 +20,8 @@ if ((${#need_apt[@]})); then
 fi
 
 # Project-local venv holding only the CPU parts of the pip libtorch (DESIGN.md §3).
-if [ ! -f .venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so ]; then
+# The venv's Python version is whatever python3 this machine has (the wheel exists for 3.10–3.13).
+if ! compgen -G ".venv/lib/python3*/site-packages/torch/lib/libtorch_cpu.so" >/dev/null; then
   echo "setup: installing pip torch==$TORCH_VERSION (CPU libraries) into .venv"
   /usr/bin/python3 -m venv .venv
   .venv/bin/pip install -q --no-deps "torch==$TORCH_VERSION" \
