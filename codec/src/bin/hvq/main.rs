@@ -93,12 +93,21 @@ enum Command {
     },
     /// Tokenize every image under a directory into sharded `.npy` files for training; resumable.
     ///
-    /// OUT gets `manifest.json` (settings and the sorted file list) and one folder per shard,
-    /// `shard-NNNNN/`, holding `index.jsonl` (one line per image: file, size, and per level the
-    /// offset and grid size in that level's array, or an error) and `level<L>.npy` (the tokens of
-    /// every image of the shard at level L, concatenated, one dimension). A shard folder appears
-    /// only when complete (written under a temporary name, then renamed), so rerunning the same
-    /// command after an interruption skips the finished shards.
+    /// OUT gets `manifest.json` and one folder per shard, `shard-NNNNN/`, holding `index.jsonl`
+    /// (one line per image: file, size, and per level the offset and grid size in that level's
+    /// array, or an error), `level<L>.npy` (the tokens of every image of the shard at level L,
+    /// concatenated, one dimension) and `checksums.json` (size and SHA-256 of each). A shard
+    /// folder appears only when complete (written under a temporary name, then renamed).
+    ///
+    /// manifest.json: {"format": "hvq-tokens-v2", "fingerprint", "levels", "shard_size",
+    /// "shards": [{"first", "count"}], "files": [{"file"[, "file_hex"]}]}. Shard s holds
+    /// files[first..first+count]. `file` is the path below DIR with `/` separators; a name that
+    /// is not UTF-8 has U+FFFD in `file` and its exact bytes in `file_hex` (index lines too).
+    ///
+    /// Rerunning the same command resumes: finished shards are checked against their
+    /// checksums and a damaged one is encoded again. New images under DIR are refused unless
+    /// `--add` is given; images gone from DIR keep their tokens in finished shards. One bad image
+    /// is an error line in its shard's index, never the end of the run.
     TokenizeDir {
         /// Folder to scan recursively for images (png, jpg, jpeg, webp, bmp, gif, tif, tiff).
         dir: PathBuf,
@@ -114,6 +123,16 @@ enum Command {
         /// Images read and encoded at once. Default: the number of CPU threads.
         #[arg(long, short = 'j', value_parser = clap::value_parser!(u32).range(1..))]
         jobs: Option<u32>,
+        /// Tokenize images that are not in OUT's manifest yet into new shards after the
+        /// existing ones (existing shards are left as they are).
+        #[arg(long)]
+        add: bool,
+        /// Memory the images in flight may take together (estimated from each image's header;
+        /// K, M, G, T are powers of 1024). An image over it runs alone, so large photos are
+        /// encoded one at a time whatever `-j` is.
+        #[arg(long, value_name = "SIZE", default_value = tokenize_dir::DEFAULT_MEMORY_BUDGET,
+              value_parser = tokenize_dir::parse_size)]
+        memory_budget: u64,
     },
 }
 
@@ -176,6 +195,8 @@ fn run(cli: Cli) -> Result<()> {
             levels,
             shard_size,
             jobs,
+            add,
+            memory_budget,
         } => {
             let codec = load_codec(g)?;
             let jobs = jobs.map_or_else(rayon::current_num_threads, |j| j as usize);
@@ -185,6 +206,8 @@ fn run(cli: Cli) -> Result<()> {
                 levels: selection(levels),
                 shard_size: shard_size as usize,
                 jobs,
+                add,
+                memory_budget,
             };
             tokenize_dir::run(&codec, &opts)
         }

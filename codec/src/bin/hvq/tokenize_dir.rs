@@ -1,26 +1,75 @@
-//! `hvq tokenize-dir`: a folder of images → sharded token arrays, resumable.
+//! `hvq tokenize-dir`: a folder of images → sharded token arrays, resumable and appendable.
 //!
-//! Layout of OUT (also in `--help`):
-//! - `manifest.json`: format tag, model fingerprint, levels, shard size, and the sorted list of
-//!   input files (paths relative to DIR). Shards are fixed by this list, so a resumed run makes
-//!   exactly the shards the first run would have.
-//! - `shard-NNNNN/index.jsonl` + `shard-NNNNN/level<L>.npy`, written as `shard-NNNNN.tmp/` and
-//!   renamed when complete: a shard folder exists only when all of it does.
+//! # Layout of OUT
+//!
+//! - `manifest.json` (format `hvq-tokens-v2`):
+//!   ```json
+//!   { "format": "hvq-tokens-v2", "fingerprint": "<model, 64 hex digits>", "levels": [0, 1, 2],
+//!     "shard_size": 1000,
+//!     "shards": [{"first": 0, "count": 1000}, {"first": 1000, "count": 17}],
+//!     "files": [{"file": "a/b.png"}, {"file": "caf\ufffd.png", "file_hex": "636166e92e706e67"}] }
+//!   ```
+//!   `files` lists the images relative to DIR with `/` between folders. `file` is the name as
+//!   text; when the name is not UTF-8 (possible on unix), `file` has U+FFFD in place of the bad
+//!   bytes and `file_hex` holds the exact bytes, which are what is read and compared. Shard `s`
+//!   holds `files[first .. first + count]`. A first run lists the sorted files in shards of
+//!   `shard_size`; each `--add` run appends its new files, sorted, in new shards after the
+//!   existing ones (so the last shard of an earlier run may stay short).
+//! - `shard-NNNNN/index.jsonl`: one line per file of the shard, in order:
+//!   `{"file", ["file_hex"], "width", "height", "levels": [{"level", "offset", "height", "width"}]}`,
+//!   or `{"file", ["file_hex"], "error": "<why>"}` for an image that could not be read, decoded
+//!   or encoded (also printed as a warning; the run goes on).
+//! - `shard-NNNNN/level<L>.npy`: the tokens of every image of the shard at level L, concatenated
+//!   (one dimension, uint16 or uint32); `offset` in the index is where an image's grid starts.
+//! - `shard-NNNNN/checksums.json`: `{"files": [{"name", "bytes", "sha256"}]}` for the index and
+//!   every `.npy`. A shard is written as `shard-NNNNN.tmp/`, this record last, then renamed, so a
+//!   shard folder exists only when complete.
+//!
+//! # Reruns
+//!
+//! The same command resumes: every finished shard is checked against its `checksums.json` (sizes,
+//! then SHA-256); a damaged one is removed and encoded again, with a message. Other settings
+//! (model, levels, shard size) are refused. Images under DIR that are not in the manifest are
+//! refused too unless `--add` is given, which tokenizes them into new shards. Images in the
+//! manifest that are gone from DIR keep their tokens in finished shards; an unfinished shard
+//! records them as errors (`cannot read`). Encoding is deterministic, so a run killed at any
+//! point and rerun gives the same bytes as an uninterrupted one.
+//!
+//! # Memory
+//!
+//! `-j` workers read and encode images, but an image starts only when its estimated memory
+//! ([`budget::image_cost`]: its pixels, and the working memory of the whole image or, when it
+//! runs in tiles, of one tile) fits `--memory-budget` beside the images in flight, in file order;
+//! one larger than the budget runs alone. With the default budget (2 GiB) and tiles, a folder of
+//! 48-megapixel photos (about 1 GB each) is encoded two at a time whatever `-j` is, while
+//! training crops still run `-j` at a time.
 
+mod budget;
+mod manifest;
+mod verify;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
-use hvq_codec::{Codec, LevelSelection, RgbImage, Tokens};
+use hvq_codec::{BackendKind, Codec, LevelSelection, RgbImage, Tokens};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::npy;
+pub use budget::parse_size;
+use budget::{Budget, image_cost};
+use manifest::{FileEntry, Manifest, RelPath};
+use verify::{CHECKSUMS, FileSum};
 
 /// Extensions scanned for (lower-cased).
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"];
 const MANIFEST: &str = "manifest.json";
-const FORMAT_TAG: &str = "hvq-tokens-v1";
+/// The default of `--memory-budget`.
+pub const DEFAULT_MEMORY_BUDGET: &str = "2G";
 
 /// What the command was asked to do.
 pub struct Options {
@@ -29,22 +78,17 @@ pub struct Options {
     pub levels: LevelSelection,
     pub shard_size: usize,
     pub jobs: usize,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Manifest {
-    format: String,
-    fingerprint: String,
-    levels: Vec<usize>,
-    shard_size: usize,
-    shards: usize,
-    files: Vec<String>,
+    /// Tokenize images not yet in the manifest into new shards instead of refusing.
+    pub add: bool,
+    /// Bytes the images in flight may take together (estimated).
+    pub memory_budget: u64,
 }
 
 /// One line of a shard's `index.jsonl`.
 #[derive(Debug, Serialize)]
-struct IndexLine<'a> {
-    file: &'a str,
+struct IndexLine {
+    #[serde(flatten)]
+    file: FileEntry,
     #[serde(skip_serializing_if = "Option::is_none")]
     width: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,47 +111,30 @@ struct LevelEntry {
 pub fn run(codec: &Codec, opts: &Options) -> Result<()> {
     let levels = resolve_levels(codec, &opts.levels)?;
     let files = scan(&opts.dir, &opts.out)?;
-    if files.is_empty() {
-        bail!(
-            "no images ({}) under `{}`",
-            IMAGE_EXTENSIONS.join(", "),
-            opts.dir.display()
-        );
-    }
-    let manifest = Manifest {
-        format: FORMAT_TAG.into(),
-        fingerprint: hvq_spec::fingerprint_hex(&codec.fingerprint()),
+    let wanted = Manifest::new(
+        hvq_spec::fingerprint_hex(&codec.fingerprint()),
         levels,
-        shard_size: opts.shard_size,
-        shards: files.len().div_ceil(opts.shard_size),
-        files,
-    };
-    prepare_output(&opts.out, &manifest)?;
+        opts.shard_size,
+    );
+    let manifest = prepare_output(opts, wanted, files)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs)
         .build()
         .context("cannot start worker threads")?;
-    let todo: Vec<usize> = (0..manifest.shards)
-        .filter(|&s| !shard_dir(&opts.out, s).is_dir())
-        .collect();
-    let skipped = manifest.shards - todo.len();
+    let todo = pool.install(|| shards_to_do(&opts.out, &manifest))?;
+    let skipped = manifest.shards.len() - todo.len();
     if skipped > 0 {
         eprintln!(
-            "resuming: skipping {skipped} complete shard(s) of {}",
-            manifest.shards
+            "resuming: skipping {skipped} complete shard(s) of {} (checked)",
+            manifest.shards.len()
         );
     }
-    let bar = progress_bar(&manifest, &todo);
-    let mut failed = 0;
-    for &shard in &todo {
-        failed += pool.install(|| write_shard(codec, opts, &manifest, shard, &bar))?;
-    }
-    bar.finish_and_clear();
+    let failed = encode_shards(codec, opts, &manifest, &todo, &pool)?;
     eprintln!(
         "{}: {} images in {} shard(s) ({} written now, {skipped} already done, {failed} unreadable)",
         opts.out.display(),
         manifest.files.len(),
-        manifest.shards,
+        manifest.shards.len(),
         todo.len()
     );
     Ok(())
@@ -130,8 +157,10 @@ fn resolve_levels(codec: &Codec, sel: &LevelSelection) -> Result<Vec<usize>> {
     Ok(levels)
 }
 
-/// Image files under `dir` (not under `out`), as sorted relative paths with `/` separators.
-fn scan(dir: &Path, out: &Path) -> Result<Vec<String>> {
+/// Image files under `dir` (not under `out`), sorted by their raw names. Folders are entered
+/// but not followed through symbolic links (a link to a parent would loop); links to files are
+/// read.
+fn scan(dir: &Path, out: &Path) -> Result<Vec<RelPath>> {
     let out = out.canonicalize().ok();
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -139,23 +168,31 @@ fn scan(dir: &Path, out: &Path) -> Result<Vec<String>> {
         let entries =
             std::fs::read_dir(&d).with_context(|| format!("cannot list `{}`", d.display()))?;
         for entry in entries {
-            let path = entry
-                .with_context(|| format!("cannot list `{}`", d.display()))?
-                .path();
-            if path.is_dir() {
+            let entry = entry.with_context(|| format!("cannot list `{}`", d.display()))?;
+            let path = entry.path();
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("cannot list `{}`", d.display()))?;
+            if kind.is_dir() {
                 if out
                     .as_ref()
                     .is_none_or(|o| path.canonicalize().ok().as_ref() != Some(o))
                 {
                     stack.push(path);
                 }
-            } else if is_image_name(&path) {
-                let rel = path.strip_prefix(dir).unwrap_or(&path);
-                let parts: Vec<String> = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                files.push(parts.join("/"));
+                continue;
+            }
+            let is_file = kind.is_file() || (kind.is_symlink() && path.is_file());
+            if !is_file || !is_image_name(&path) {
+                continue;
+            }
+            let rel = path.strip_prefix(dir).unwrap_or(&path);
+            match RelPath::from_components(rel) {
+                Some(r) => files.push(r),
+                None => eprintln!(
+                    "warning: skipping `{}`: its name is not Unicode, which this platform cannot record",
+                    path.display()
+                ),
             }
         }
     }
@@ -169,35 +206,147 @@ fn is_image_name(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Creates OUT and its manifest, or checks that an existing one was made with the same settings;
-/// removes shards left half-written by an interrupted run.
-fn prepare_output(out: &Path, manifest: &Manifest) -> Result<()> {
+/// Creates OUT and its manifest, or reads the existing one and checks it against this run
+/// (settings; new files need `--add`, which appends them); removes shards left half-written.
+fn prepare_output(opts: &Options, mut wanted: Manifest, files: Vec<RelPath>) -> Result<Manifest> {
+    let out = &opts.out;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create `{}`", out.display()))?;
     let path = out.join(MANIFEST);
-    if path.exists() {
+    let manifest = if path.exists() {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read `{}`", path.display()))?;
-        let old: Manifest = serde_json::from_str(&text)
-            .with_context(|| format!("`{}` is not an hvq manifest", path.display()))?;
-        if old != *manifest {
+        let mut old = Manifest::from_json(&text, &path)?;
+        if let Some(why) = old.settings_differ(&wanted) {
             bail!(
-                "`{}` was started with other settings, another model, or another file list; \
-                 use a new output folder (or delete it to start over)",
+                "`{}` was started with other settings: {why}; use the same settings, a new \
+                 output folder, or delete it to start over",
                 out.display()
             );
         }
+        reconcile_files(opts, &mut old, files, &path)?;
+        old
     } else {
-        let text = serde_json::to_string_pretty(manifest)?;
-        crate::write_atomic(&path, text.as_bytes())?;
-    }
-    for shard in 0..manifest.shards {
+        if files.is_empty() {
+            bail!(
+                "no images ({}) under `{}`",
+                IMAGE_EXTENSIONS.join(", "),
+                opts.dir.display()
+            );
+        }
+        wanted.append(files);
+        crate::write_atomic(&path, wanted.to_json()?.as_bytes())?;
+        wanted
+    };
+    for shard in 0..manifest.shards.len() {
         let tmp = tmp_dir(out, shard);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)
                 .with_context(|| format!("cannot remove `{}`", tmp.display()))?;
         }
     }
+    Ok(manifest)
+}
+
+/// Compares the scanned files with the manifest's: new ones are appended with `--add` (and the
+/// manifest rewritten before any of them is encoded) or refused; gone ones are reported.
+fn reconcile_files(
+    opts: &Options,
+    manifest: &mut Manifest,
+    scanned: Vec<RelPath>,
+    path: &Path,
+) -> Result<()> {
+    let known: std::collections::HashSet<&RelPath> = manifest.files.iter().collect();
+    let found: std::collections::HashSet<&RelPath> = scanned.iter().collect();
+    let gone: Vec<&RelPath> = manifest
+        .files
+        .iter()
+        .filter(|f| !found.contains(f))
+        .collect();
+    if let Some(first) = gone.first() {
+        eprintln!(
+            "warning: {} image(s) of the manifest are no longer under `{}` (first: `{}`); \
+             finished shards keep their tokens, unfinished ones record them as errors",
+            gone.len(),
+            opts.dir.display(),
+            first.lossy()
+        );
+    }
+    let new: Vec<RelPath> = scanned
+        .iter()
+        .filter(|f| !known.contains(f))
+        .cloned()
+        .collect();
+    if new.is_empty() {
+        if opts.add {
+            eprintln!("--add: no new images under `{}`", opts.dir.display());
+        }
+        return Ok(());
+    }
+    if !opts.add {
+        bail!(
+            "{} image(s) under `{}` are not in `{}` (first: `{}`); rerun with --add to \
+             tokenize them into new shards after the existing ones, or use a new output folder",
+            new.len(),
+            opts.dir.display(),
+            opts.out.display(),
+            new[0].lossy()
+        );
+    }
+    let before = manifest.shards.len();
+    let count = new.len();
+    manifest.append(new);
+    crate::write_atomic(path, manifest.to_json()?.as_bytes())?;
+    eprintln!(
+        "--add: {count} new image(s) in {} new shard(s) after the {before} existing",
+        manifest.shards.len() - before
+    );
     Ok(())
+}
+
+/// Shards that are missing or fail their check; damaged ones are removed (with a message) so
+/// they are encoded again.
+fn shards_to_do(out: &Path, manifest: &Manifest) -> Result<Vec<usize>> {
+    let expected = shard_file_names(manifest);
+    let verdicts: Vec<Option<String>> = (0..manifest.shards.len())
+        .into_par_iter()
+        .map(|s| {
+            let dir = shard_dir(out, s);
+            if !dir.exists() {
+                return Some(String::new());
+            }
+            verify::check(&dir, &expected).err()
+        })
+        .collect();
+    let mut todo = Vec::new();
+    for (s, verdict) in verdicts.into_iter().enumerate() {
+        let Some(why) = verdict else { continue };
+        if !why.is_empty() {
+            let dir = shard_dir(out, s);
+            eprintln!(
+                "warning: `{}` is damaged ({why}); encoding it again",
+                dir.display()
+            );
+            remove_damaged(&dir)?;
+        }
+        todo.push(s);
+    }
+    Ok(todo)
+}
+
+fn remove_damaged(dir: &Path) -> Result<()> {
+    let r = if dir.is_dir() {
+        std::fs::remove_dir_all(dir)
+    } else {
+        std::fs::remove_file(dir)
+    };
+    r.with_context(|| format!("cannot remove `{}`", dir.display()))
+}
+
+/// The files a shard of `manifest` has besides `checksums.json`.
+fn shard_file_names(manifest: &Manifest) -> Vec<String> {
+    std::iter::once("index.jsonl".to_string())
+        .chain(manifest.levels.iter().map(|l| format!("level{l}.npy")))
+        .collect()
 }
 
 fn shard_dir(out: &Path, shard: usize) -> PathBuf {
@@ -208,102 +357,232 @@ fn tmp_dir(out: &Path, shard: usize) -> PathBuf {
     out.join(format!("shard-{shard:05}.tmp"))
 }
 
-fn progress_bar(manifest: &Manifest, todo: &[usize]) -> ProgressBar {
-    let remaining: usize = todo.iter().map(|&s| shard_files(manifest, s).len()).sum();
-    let bar = ProgressBar::new(remaining as u64);
+type Outcome = Result<Tokens, String>;
+
+/// A shard being filled: one slot per file, and how many are still empty.
+struct Pending {
+    slots: Vec<Option<Outcome>>,
+    remaining: usize,
+}
+
+/// What every worker shares.
+struct Work<'a> {
+    codec: &'a Codec,
+    opts: &'a Options,
+    manifest: &'a Manifest,
+    pool: &'a rayon::ThreadPool,
+    /// `(index into todo, slot in shard)` for every file to encode, in order.
+    queue: Vec<(usize, usize)>,
+    todo: &'a [usize],
+    pending: Vec<Mutex<Pending>>,
+    next: AtomicUsize,
+    budget: Budget,
+    /// Held around encoding on a GPU backend: its memory is not the host's, and one image at a
+    /// time keeps the device's use bounded as well.
+    device: Option<Mutex<()>>,
+    stop: AtomicBool,
+    error: Mutex<Option<anyhow::Error>>,
+    failed: AtomicUsize,
+    bar: ProgressBar,
+}
+
+/// Encodes the shards `todo` with `opts.jobs` workers under the memory budget; each shard is
+/// written as soon as its last image is done. Returns how many images failed.
+fn encode_shards(
+    codec: &Codec,
+    opts: &Options,
+    manifest: &Manifest,
+    todo: &[usize],
+    pool: &rayon::ThreadPool,
+) -> Result<usize> {
+    let queue: Vec<(usize, usize)> = todo
+        .iter()
+        .enumerate()
+        .flat_map(|(t, &s)| (0..manifest.shards[s].count).map(move |i| (t, i)))
+        .collect();
+    let pending = todo
+        .iter()
+        .map(|&s| {
+            let n = manifest.shards[s].count;
+            Mutex::new(Pending {
+                slots: (0..n).map(|_| None).collect(),
+                remaining: n,
+            })
+        })
+        .collect();
+    let bar = ProgressBar::new(queue.len() as u64);
     if let Ok(style) =
         ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
     {
         bar.set_style(style);
     }
-    bar
+    let work = Work {
+        codec,
+        opts,
+        manifest,
+        pool,
+        queue,
+        todo,
+        pending,
+        next: AtomicUsize::new(0),
+        budget: Budget::new(opts.memory_budget),
+        device: (codec.backend() != BackendKind::Cpu).then(|| Mutex::new(())),
+        stop: AtomicBool::new(false),
+        error: Mutex::new(None),
+        failed: AtomicUsize::new(0),
+        bar,
+    };
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.min(work.queue.len()) {
+            s.spawn(|| worker(&work));
+        }
+    });
+    work.bar.finish_and_clear();
+    if let Some(e) = lock(&work.error).take() {
+        return Err(e);
+    }
+    Ok(work.failed.load(Ordering::SeqCst))
 }
 
-fn shard_files(manifest: &Manifest, shard: usize) -> &[String] {
-    let start = shard * manifest.shard_size;
-    &manifest.files[start..(start + manifest.shard_size).min(manifest.files.len())]
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Encodes one shard into its temporary folder, then renames it into place. Returns how many
-/// images could not be read (they get an `error` line in the index and no tokens).
-fn write_shard(
-    codec: &Codec,
-    opts: &Options,
-    manifest: &Manifest,
-    shard: usize,
-    bar: &ProgressBar,
-) -> Result<usize> {
-    let files = shard_files(manifest, shard);
-    let mut results: Vec<Result<Tokens, String>> = Vec::with_capacity(files.len());
-    // Batches of a few images per worker keep memory bounded by the batch, not the shard.
-    for batch in files.chunks(opts.jobs * 2) {
-        let loaded: Vec<Result<RgbImage, String>> = batch
-            .par_iter()
-            .map(|f| load(codec, &opts.dir.join(f)))
-            .collect();
-        // Unreadable files keep their slot (with the error) so results stay in file order.
-        let mut images = Vec::with_capacity(loaded.len());
-        let slots: Vec<Result<(), String>> = loaded
-            .into_iter()
-            .map(|r| r.map(|img| images.push(img)))
-            .collect();
-        let mut encoded = codec
-            .encode_batch(&images, manifest.levels.clone())
-            .into_iter();
-        for slot in slots {
-            let next = slot.map(|()| {
-                encoded
-                    .next()
-                    .expect("encode_batch gives one result per image")
-            });
-            results.push(next.and_then(|r| r.map_err(|e| hvq_error_chain(&e))));
-            bar.inc(1);
+fn worker(w: &Work) {
+    while !w.stop.load(Ordering::SeqCst) {
+        let ticket = w.next.fetch_add(1, Ordering::SeqCst);
+        let Some(&(t, slot)) = w.queue.get(ticket) else {
+            return;
+        };
+        let shard = w.todo[t];
+        let file = &w.manifest.shard_files(shard)[slot];
+        let Some(outcome) = encode_one(w, ticket, file) else {
+            return;
+        };
+        if let Err(e) = &outcome {
+            w.failed.fetch_add(1, Ordering::SeqCst);
+            w.bar
+                .suspend(|| eprintln!("warning: skipping `{}`: {e}", file.lossy()));
+        }
+        w.bar.inc(1);
+        let full = {
+            let mut p = lock(&w.pending[t]);
+            p.slots[slot] = Some(outcome);
+            p.remaining -= 1;
+            (p.remaining == 0).then(|| std::mem::take(&mut p.slots))
+        };
+        if let Some(slots) = full {
+            let results: Vec<Outcome> = slots.into_iter().flatten().collect();
+            if let Err(e) = write_shard(w, shard, &results) {
+                lock(&w.error).get_or_insert(e);
+                w.stop.store(true, Ordering::SeqCst);
+                w.budget.stop();
+                return;
+            }
         }
     }
-    for (f, r) in files.iter().zip(&results) {
-        if let Err(e) = r {
-            bar.suspend(|| eprintln!("warning: skipping `{f}`: {e}"));
+}
+
+/// Reads, decodes and encodes one image under the budget; `None` when the run was stopped.
+/// Every failure, a panic in the codec included, is the image's error, not the run's.
+fn encode_one(w: &Work, ticket: usize, file: &RelPath) -> Option<Outcome> {
+    let path = file.under(&w.opts.dir);
+    let cost = match estimate(w.codec, &path) {
+        Ok(c) => c,
+        Err(e) => {
+            // The ticket still has to pass, or every later image would wait for it.
+            drop(w.budget.acquire(ticket, 0)?);
+            return Some(Err(e));
         }
+    };
+    let _grant = w.budget.acquire(ticket, cost)?;
+    let run = || -> Outcome {
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read: {e}"))?;
+        let image = RgbImage::decode(&bytes, w.codec.limits()).map_err(|e| error_chain(&e))?;
+        drop(bytes);
+        let _device = w.device.as_ref().map(lock);
+        w.pool
+            .install(|| w.codec.encode(&image, w.manifest.levels.clone()))
+            .map_err(|e| error_chain(&e))
+    };
+    Some(catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(format!("internal error in the codec: {msg}"))
+    }))
+}
+
+/// The budget an image needs, from its file size and header (no pixels are decoded). A file
+/// whose header does not parse, or whose size is over the limit, costs only its bytes: decoding
+/// will refuse it before allocating pixels.
+fn estimate(codec: &Codec, path: &Path) -> Result<u64, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    let limits = codec.limits();
+    // The largest file an image within the pixel limit needs: 16 bytes a pixel (RGBA f32)
+    // uncompressed, plus room for metadata.
+    let max_file = limits
+        .max_pixels
+        .saturating_mul(16)
+        .saturating_add(64 << 20);
+    if meta.len() > max_file {
+        return Err(format!(
+            "the file is {} bytes, more than any image within the limit of {} pixels needs",
+            meta.len(),
+            limits.max_pixels
+        ));
     }
-    let tmp = tmp_dir(&opts.out, shard);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
-    write_shard_files(&tmp, files, &results, manifest, codec)?;
-    let done = shard_dir(&opts.out, shard);
-    std::fs::rename(&tmp, &done)
-        .with_context(|| format!("cannot move `{}` into place", tmp.display()))?;
-    Ok(results.iter().filter(|r| r.is_err()).count())
+    let header = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .ok()
+        .and_then(|r| r.into_decoder().ok())
+        .map(|d| {
+            use image::ImageDecoder;
+            let (w, h) = d.dimensions();
+            (
+                u64::from(w) * u64::from(h),
+                d.color_type().bytes_per_pixel(),
+            )
+        });
+    Ok(match header {
+        Some((pixels, bpp)) if pixels <= limits.max_pixels => {
+            image_cost(codec.config(), codec.tiling(), meta.len(), pixels, bpp.into())
+        }
+        _ => meta.len(),
+    })
 }
 
-fn load(codec: &Codec, path: &Path) -> Result<RgbImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    RgbImage::decode(&bytes, codec.limits()).map_err(|e| hvq_error_chain(&e))
-}
-
-fn hvq_error_chain(e: &dyn std::error::Error) -> String {
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let c_text = c.to_string();
+        // Some errors repeat their source's text in their own; say it once.
+        if !s.ends_with(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
         cause = c.source();
     }
     s
 }
 
-fn write_shard_files(
-    dir: &Path,
-    files: &[String],
-    results: &[Result<Tokens, String>],
-    manifest: &Manifest,
-    codec: &Codec,
-) -> Result<()> {
+/// Writes one shard into its temporary folder (the checksum record last) and renames it into
+/// place.
+fn write_shard(w: &Work, shard: usize, results: &[Outcome]) -> Result<()> {
+    let files = w.manifest.shard_files(shard);
+    let levels = &w.manifest.levels;
     let mut index = Vec::new();
-    let mut arrays: Vec<Vec<u32>> = vec![Vec::new(); manifest.levels.len()];
+    let mut arrays: Vec<Vec<u32>> = vec![Vec::new(); levels.len()];
     for (file, result) in files.iter().zip(results) {
         let line = match result {
-            Ok(t) => {
-                let levels = manifest
-                    .levels
+            Ok(t) => IndexLine {
+                file: file.entry(),
+                width: Some(t.width),
+                height: Some(t.height),
+                levels: levels
                     .iter()
                     .zip(arrays.iter_mut())
                     .filter_map(|(&l, array)| {
@@ -317,17 +596,11 @@ fn write_shard_files(
                         array.extend_from_slice(&g.tokens);
                         Some(entry)
                     })
-                    .collect();
-                IndexLine {
-                    file,
-                    width: Some(t.width),
-                    height: Some(t.height),
-                    levels,
-                    error: None,
-                }
-            }
+                    .collect(),
+                error: None,
+            },
             Err(e) => IndexLine {
-                file,
+                file: file.entry(),
                 width: None,
                 height: None,
                 levels: Vec::new(),
@@ -337,13 +610,24 @@ fn write_shard_files(
         serde_json::to_writer(&mut index, &line)?;
         index.push(b'\n');
     }
-    let dtype = npy::Dtype::for_codebook(codec.config().codebook_size);
-    for (&level, array) in manifest.levels.iter().zip(&arrays) {
+    let mut contents = vec![("index.jsonl".to_string(), index)];
+    let dtype = npy::Dtype::for_codebook(w.codec.config().codebook_size);
+    for (&level, array) in levels.iter().zip(&arrays) {
         let mut buf = Vec::new();
         npy::write(&mut buf, &[array.len()], dtype, array)?;
-        let path = dir.join(format!("level{level}.npy"));
-        std::fs::write(&path, buf).with_context(|| format!("cannot write `{}`", path.display()))?;
+        contents.push((format!("level{level}.npy"), buf));
     }
-    let path = dir.join("index.jsonl");
-    std::fs::write(&path, index).with_context(|| format!("cannot write `{}`", path.display()))
+    let sums = contents.iter().map(|(n, d)| FileSum::of(n, d)).collect();
+    contents.push((CHECKSUMS.to_string(), verify::record(sums)?));
+
+    let tmp = tmp_dir(&w.opts.out, shard);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
+    for (name, data) in &contents {
+        let path = tmp.join(name);
+        std::fs::write(&path, data)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+    }
+    let done = shard_dir(&w.opts.out, shard);
+    std::fs::rename(&tmp, &done)
+        .with_context(|| format!("cannot move `{}` into place", tmp.display()))
 }

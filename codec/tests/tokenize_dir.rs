@@ -1,0 +1,380 @@
+//! `hvq tokenize-dir` run as a user would (tiny random model): resume checks finished shards,
+//! raw file names survive, `--add` appends, bad images are error lines, kills resume exactly.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{pattern, tiny_weights};
+use hvq_spec::StoreDtype;
+
+/// A temporary folder with `model.safetensors` and an image folder `data/`.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("model.safetensors"),
+            tiny_weights(1).to_safetensors(StoreDtype::F32),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn image(&self, name: &str, w: u32, h: u32) {
+        let path = self.path("data").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        save_png(&path, w, h);
+    }
+
+    fn command(&self, out: &str, extra: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hvq"));
+        c.current_dir(self.dir.path())
+            .args(["--backend", "cpu", "--model", "model.safetensors"])
+            .args(["tokenize-dir", "data", "-o", out])
+            .args(extra);
+        for (flag, value) in [("--shard-size", "2"), ("--levels", "0,2"), ("-j", "2")] {
+            if !extra.contains(&flag) {
+                c.args([flag, value]);
+            }
+        }
+        c
+    }
+
+    /// `hvq tokenize-dir data -o OUT EXTRA`, with `--shard-size 2 --levels 0,2 -j 2` unless
+    /// EXTRA sets them.
+    fn run(&self, out: &str, extra: &[&str]) -> Output {
+        self.command(out, extra)
+            .output()
+            .expect("the hvq binary runs")
+    }
+
+    /// Every file under `out`, by relative path.
+    fn tree(&self, out: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+        let root = self.path(out);
+        let mut files = BTreeMap::new();
+        if !root.exists() {
+            return files;
+        }
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(&root).unwrap().to_path_buf();
+                    files.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        files
+    }
+}
+
+fn save_png(path: &Path, w: u32, h: u32) {
+    std::fs::write(
+        path,
+        pattern(w, h).encode_as(image::ImageFormat::Png).unwrap(),
+    )
+    .unwrap();
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(out: &Output) -> String {
+    let err = stderr(out);
+    assert!(out.status.success(), "hvq failed: {err}");
+    assert!(!err.contains("panicked"), "hvq panicked: {err}");
+    err
+}
+
+#[track_caller]
+fn fails_with(out: &Output, expected: &str) -> String {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "hvq succeeded, expected {expected:?}"
+    );
+    assert!(err.contains(expected), "stderr lacks {expected:?}: {err}");
+    assert!(!err.contains("panicked"), "hvq panicked: {err}");
+    err
+}
+
+fn index(f: &Fixture, out: &str, shard: usize) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(f.path(out).join(format!("shard-{shard:05}/index.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Five images in three shards.
+fn five_images(f: &Fixture) {
+    for (i, (w, h)) in [(16, 16), (9, 7), (20, 12), (8, 8), (33, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        f.image(&format!("img{i}.png"), w, h);
+    }
+}
+
+#[test]
+fn resume_encodes_a_damaged_or_incomplete_shard_again() {
+    let f = Fixture::new();
+    five_images(&f);
+    ok(&f.run("tok", &[]));
+    let reference = f.tree("tok");
+    assert!(reference.contains_key(Path::new("shard-00000/checksums.json")));
+    let out = f.path("tok");
+    // Deleted, truncated, one bit flipped (same size), and a shard without its record.
+    std::fs::remove_file(out.join("shard-00000/level0.npy")).unwrap();
+    let npy = out.join("shard-00001/level2.npy");
+    let bytes = std::fs::read(&npy).unwrap();
+    std::fs::write(&npy, &bytes[..bytes.len() - 1]).unwrap();
+    let npy = out.join("shard-00002/level0.npy");
+    let mut bytes = std::fs::read(&npy).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&npy, &bytes).unwrap();
+    let err = ok(&f.run("tok", &[]));
+    for (shard, why) in [
+        ("shard-00000", "level0.npy"),
+        ("shard-00001", "level2.npy is"),
+        ("shard-00002", "SHA-256"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(shard) && l.contains("damaged") && l.contains(why)),
+            "{shard}: {err}"
+        );
+    }
+    assert!(err.contains("3 written now"), "{err}");
+    assert_eq!(f.tree("tok"), reference);
+
+    std::fs::remove_file(out.join("shard-00001/checksums.json")).unwrap();
+    let err = ok(&f.run("tok", &[]));
+    assert!(err.contains("skipping 2 complete shard(s)"), "{err}");
+    assert_eq!(f.tree("tok"), reference);
+    // Intact shards are checked and kept.
+    let err = ok(&f.run("tok", &[]));
+    assert!(
+        err.contains("skipping 3 complete shard(s)") && !err.contains("damaged"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_names_are_kept_exactly_and_found_again() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new();
+    f.image("a.png", 8, 8);
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.png");
+    save_png(&f.path("data").join(latin1), 9, 9);
+    let err = ok(&f.run("tok", &[]));
+    assert!(err.contains("0 unreadable"), "{err}");
+    let lines = index(&f, "tok", 0);
+    assert_eq!(lines[0]["file"], "a.png");
+    assert!(lines[0].get("file_hex").is_none());
+    assert_eq!(lines[1]["file"], "caf\u{fffd}.png");
+    assert_eq!(lines[1]["file_hex"], "636166e92e706e67");
+    assert_eq!(
+        lines[1]["width"], 9,
+        "tokenized, not skipped: {:?}",
+        lines[1]
+    );
+    let manifest = std::fs::read_to_string(f.path("tok/manifest.json")).unwrap();
+    assert!(manifest.contains("636166e92e706e67"), "{manifest}");
+    // The rerun finds the same two files: nothing new, nothing gone.
+    let err = ok(&f.run("tok", &[]));
+    assert!(
+        err.contains("skipping 1 complete shard(s)") && !err.contains("warning"),
+        "{err}"
+    );
+}
+
+#[test]
+fn add_appends_new_images_in_new_shards_and_leaves_the_old_ones() {
+    let f = Fixture::new();
+    for (i, name) in ["b.png", "d.png", "f.png"].into_iter().enumerate() {
+        f.image(name, 8 + i as u32, 8);
+    }
+    ok(&f.run("tok", &[]));
+    let before = f.tree("tok");
+    // New files sort before and between the old ones; they still go after them.
+    f.image("a.png", 12, 8);
+    f.image("sub/c.png", 16, 9);
+    f.image("e.png", 7, 7);
+    let err = fails_with(&f.run("tok", &[]), "--add");
+    assert!(err.contains("3 image(s)"), "{err}");
+    assert_eq!(f.tree("tok"), before, "a refused run changes nothing");
+
+    let err = ok(&f.run("tok", &["--add"]));
+    assert!(err.contains("3 new image(s) in 2 new shard(s)"), "{err}");
+    let after = f.tree("tok");
+    for (path, bytes) in &before {
+        if path != Path::new("manifest.json") {
+            assert_eq!(after.get(path), Some(bytes), "{path:?} changed");
+        }
+    }
+    let names = |s| -> Vec<String> {
+        index(&f, "tok", s)
+            .iter()
+            .map(|l| l["file"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(1), ["f.png"]);
+    assert_eq!(names(2), ["a.png", "e.png"]);
+    assert_eq!(names(3), ["sub/c.png"]);
+
+    // Nothing new: --add resumes; a plain rerun accepts the grown manifest.
+    assert!(ok(&f.run("tok", &["--add"])).contains("no new images"));
+    assert!(ok(&f.run("tok", &[])).contains("skipping 4 complete shard(s)"));
+    // A removed image is reported; its tokens stay.
+    std::fs::remove_file(f.path("data/d.png")).unwrap();
+    let err = ok(&f.run("tok", &[]));
+    assert!(
+        err.contains("1 image(s) of the manifest are no longer under") && err.contains("d.png"),
+        "{err}"
+    );
+    assert_eq!(f.tree("tok"), after);
+    // Other settings are still refused, naming the difference.
+    fails_with(&f.run("tok", &["--levels", "1"]), "levels [0, 2]");
+}
+
+/// A PNG signature and IHDR claiming `w × h`, then a stub of compressed data and IEND.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &[0x78, 0x9c]);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+#[test]
+fn every_bad_image_is_one_error_line_and_the_run_goes_on() {
+    let f = Fixture::new();
+    f.image("a_good.png", 8, 8);
+    let data = f.path("data");
+    let good = std::fs::read(data.join("a_good.png")).unwrap();
+    std::fs::write(data.join("b_garbage.png"), b"not a png").unwrap();
+    std::fs::write(data.join("c_empty.jpg"), b"").unwrap();
+    std::fs::write(data.join("d_cut.png"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(data.join("e_huge.png"), png_header_only(100_000, 100_000)).unwrap();
+    std::fs::write(data.join("f_nodata.png"), png_header_only(64, 64)).unwrap();
+    f.image("g_good.png", 9, 9);
+    let out = f.run("tok", &["--shard-size", "100"]);
+    let err = ok(&out);
+    let lines = index(&f, "tok", 0);
+    assert_eq!(lines.len(), 7);
+    for l in &lines {
+        let name = l["file"].as_str().unwrap();
+        let good = name.contains("good");
+        assert_eq!(l.get("error").is_none(), good, "{l}");
+        assert_eq!(l.get("levels").is_some(), good, "{l}");
+        if !good {
+            let warnings = err
+                .lines()
+                .filter(|w| w.contains(&format!("skipping `{name}`")))
+                .count();
+            assert_eq!(warnings, 1, "{name}: {err}");
+        }
+    }
+    assert!(
+        lines[4]["error"].as_str().unwrap().contains("100000"),
+        "the limit error names the size: {}",
+        lines[4]
+    );
+    assert!(err.contains("5 unreadable"), "{err}");
+}
+
+#[test]
+fn the_memory_budget_changes_scheduling_not_results() {
+    let f = Fixture::new();
+    five_images(&f);
+    ok(&f.run("wide", &["--memory-budget", "1T", "-j", "3"]));
+    // Far below any image's estimate: every image runs alone.
+    ok(&f.run("narrow", &["--memory-budget", "1k", "-j", "3"]));
+    assert_eq!(f.tree("wide"), f.tree("narrow"));
+    for bad in ["0", "lots", "2X"] {
+        let out = f.run("x", &["--memory-budget", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+    }
+}
+
+/// Killed with SIGKILL at several moments, then rerun: the output is the same bytes as an
+/// uninterrupted run's, and every shard folder present at the kill was complete.
+#[cfg(unix)]
+#[test]
+fn a_killed_run_resumes_to_the_same_bytes() {
+    let f = Fixture::new();
+    for i in 0..12 {
+        f.image(&format!("img{i:02}.png"), 64 + i, 40);
+    }
+    ok(&f.run("ref", &["--shard-size", "3"]));
+    let reference = f.tree("ref");
+    // From before the manifest exists to the last shard (a run takes about 200 ms on 2 cores).
+    for (attempt, delay_ms) in [5, 60, 150, 250].into_iter().enumerate() {
+        let out = format!("kill{attempt}");
+        let mut child = f
+            .command(&out, &["--shard-size", "3"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // What a reader may use: the manifest and published shards (not temporary files).
+        for (path, bytes) in f.tree(&out) {
+            let top = path
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy();
+            let published = path == Path::new("manifest.json")
+                || (top.starts_with("shard-") && !top.ends_with(".tmp"));
+            if published {
+                assert_eq!(reference.get(&path), Some(&bytes), "{out}: {path:?}");
+            }
+        }
+        ok(&f.run(&out, &["--shard-size", "3"]));
+        assert_eq!(f.tree(&out), reference, "{out}");
+    }
+}
