@@ -38,10 +38,28 @@ pub struct Tiling {
 
 impl Default for Tiling {
     fn default() -> Self {
-        // A Kodak photo (768×512) runs whole, so every figure measured on Kodak is a whole-image
-        // figure; a 512 + 2·32 tile holds the CPU backend's peak near 0.6 GB with the `small` model.
+        // A 512 + 2·32 tile holds the CPU backend's peak near 0.6 GB with the `small` model, and a
+        // Kodak photo (768×512, 1.5 tiles) still runs whole, so every Kodak figure is a
+        // whole-image figure.
+        Tiling::with_tile(512)
+    }
+}
+
+impl Tiling {
+    /// Tiles of `tile` pixels a side with a 32-pixel halo; an image of at most 1.5 tiles' area
+    /// runs whole (cutting it would cost more halo than it saves memory).
+    pub const fn with_tile(tile: u32) -> Self {
         Tiling {
-            whole_max_pixels: 768 * 512,
+            whole_max_pixels: tile as u64 * tile as u64 * 3 / 2,
+            tile,
+            overlap: 32,
+        }
+    }
+
+    /// Every image runs whole, whatever its size: memory then grows with the image.
+    pub const fn never() -> Self {
+        Tiling {
+            whole_max_pixels: u64::MAX,
             tile: 512,
             overlap: 32,
         }
