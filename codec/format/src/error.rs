@@ -12,6 +12,16 @@ pub enum LimitKind {
     Tokens,
 }
 
+impl std::fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LimitKind::Pixels => "pixels",
+            LimitKind::FileBytes => "bytes",
+            LimitKind::Tokens => "tokens",
+        })
+    }
+}
+
 /// What is wrong with a chunk's entropy-coded payload (its checksum was right, its content is not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -22,6 +32,16 @@ pub enum PayloadFault {
     TrailingZeroWord,
     /// Compressed data is left over after the grid's last token was decoded.
     TrailingData,
+}
+
+impl std::fmt::Display for PayloadFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PayloadFault::Length => "its length is not a whole number of 4-byte words",
+            PayloadFault::TrailingZeroWord => "it ends with a zero word, which no encoder writes",
+            PayloadFault::TrailingData => "coded data is left over after the last token",
+        })
+    }
 }
 
 /// What is wrong with a priors table or its metadata string.
@@ -44,6 +64,22 @@ pub enum PriorsFault {
     TrailingBytes,
 }
 
+impl std::fmt::Display for PriorsFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PriorsFault::LevelCount => "no levels, or more than the format allows",
+            PriorsFault::CodebookSize => {
+                "a codebook size out of range, or levels of different sizes"
+            }
+            PriorsFault::Tag => "the metadata string lacks its `hvqp1:` tag",
+            PriorsFault::Base64 => "the metadata string is not unpadded base64url, or too long",
+            PriorsFault::Varint => "a number is cut short or overflows",
+            PriorsFault::Frequencies => "a level's frequencies are zero or do not sum to 2^24",
+            PriorsFault::TrailingBytes => "bytes are left after the last frequency",
+        })
+    }
+}
+
 /// Every way reading or writing a `.hvq` file or a priors table can fail.
 ///
 /// Offsets are byte offsets from the start of the file. Errors from bad input never panic:
@@ -60,7 +96,7 @@ pub enum FormatError {
         needed_at_least: usize,
     },
     /// The first 8 bytes are not the `.hvq` magic (not an hvq file, or damaged by a text-mode transfer).
-    #[error("not an .hvq file: bad magic {got:02x?}")]
+    #[error("not an .hvq file: it does not start with the .hvq signature")]
     BadMagic {
         /// The bytes found (as many as were available, zero-filled).
         got: [u8; 8],
@@ -74,7 +110,9 @@ pub enum FormatError {
         supported: u8,
     },
     /// The header checksum does not match: the header is damaged.
-    #[error("header checksum mismatch: stored {expected:08x}, computed {got:08x}")]
+    #[error(
+        "the file header is damaged (checksum mismatch: stored {expected:08x}, computed {got:08x})"
+    )]
     HeaderChecksum {
         /// CRC32 stored in the file.
         expected: u32,
@@ -114,13 +152,13 @@ pub enum FormatError {
         model_levels: usize,
     },
     /// A priors table or metadata string is malformed.
-    #[error("invalid priors: {fault:?}")]
+    #[error("invalid priors: {fault}")]
     InvalidPriors {
         /// What is wrong.
         fault: PriorsFault,
     },
     /// A chunk's header checksum does not match.
-    #[error("chunk {chunk} at offset {offset}: chunk header checksum mismatch")]
+    #[error("chunk {chunk} at offset {offset}: its header is damaged (checksum mismatch)")]
     ChunkHeaderChecksum {
         /// Index of the chunk in the file (0 = first after the header).
         chunk: usize,
@@ -132,7 +170,9 @@ pub enum FormatError {
         got: u32,
     },
     /// A chunk's payload checksum does not match.
-    #[error("chunk {chunk} (level {level}) at offset {offset}: payload checksum mismatch")]
+    #[error(
+        "chunk {chunk} (level {level}) at offset {offset}: its data is damaged (checksum mismatch)"
+    )]
     ChunkChecksum {
         /// Index of the chunk in the file.
         chunk: usize,
@@ -168,7 +208,10 @@ pub enum FormatError {
         level: usize,
     },
     /// A grid's size is not the one the header's width, height and stride imply.
-    #[error("level {level}: grid {got:?} but the header implies {expected:?}")]
+    #[error(
+        "level {level}: a grid of {}×{} tokens, but the header implies {}×{}",
+        got.1, got.0, expected.1, expected.0
+    )]
     GridSize {
         /// The level.
         level: usize,
@@ -215,7 +258,7 @@ pub enum FormatError {
         param: u16,
     },
     /// A chunk's payload passed its checksum but is not valid entropy-coded data.
-    #[error("chunk at offset {offset} (level {level}): corrupt payload ({fault:?})")]
+    #[error("chunk at offset {offset} (level {level}): corrupt coded tokens: {fault}")]
     CorruptPayload {
         /// Offset of the chunk.
         offset: u64,
@@ -225,7 +268,7 @@ pub enum FormatError {
         fault: PayloadFault,
     },
     /// A size exceeds a limit of [`Limits`](crate::Limits) or of the format (checked before allocating).
-    #[error("{what:?} over limit: {got} > {limit}")]
+    #[error("too many {what}: {got}, the limit is {limit}")]
     OverLimit {
         /// Which limit.
         what: LimitKind,
@@ -233,6 +276,18 @@ pub enum FormatError {
         limit: u64,
         /// The size the file asks for.
         got: u64,
+    },
+    /// Bytes after the last chunk are not a chunk (data appended to the file); only
+    /// [`read_file_strict`](crate::read_file_strict) and [`Reader::finish_strict`](crate::Reader::finish_strict)
+    /// return this (the progressive readers report `truncated_tail` and `appended_data_at` instead).
+    #[error(
+        "{len} bytes at offset {offset}, after the last chunk, are not a chunk (data appended to the file?)"
+    )]
+    TrailingData {
+        /// Offset of the first byte that is not a chunk.
+        offset: u64,
+        /// How many bytes follow from there.
+        len: u64,
     },
     /// The file ends inside a chunk; only [`read_file_strict`](crate::read_file_strict) returns this
     /// (the progressive readers report `truncated_tail` instead).

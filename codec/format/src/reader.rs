@@ -2,14 +2,16 @@
 
 use hvq_spec::TokenGrid;
 
-use crate::chunk::{self, ChunkContext, ChunkInfo};
-use crate::header::read_header_with;
+use crate::chunk::{self, CHUNK_HEADER_LEN, ChunkContext, ChunkInfo};
+use crate::header::{le_u32, read_header_with};
 use crate::{FormatError, HEADER_LEN, Header, LimitKind, Priors};
 
 /// Resource limits a reader enforces before allocating.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Most `width × height` pixels of the original image. Default `2^28` (16384 × 16384).
+    /// Most `width × height` pixels of the original image. Default `2^26` (8192 × 8192), the same as
+    /// `hvq_codec::Limits::default()`, so a tool that only inspects a file and one that decodes it
+    /// refuse the same images and quote the same limit.
     pub max_pixels: u64,
     /// Most bytes a file may have. Default `2^30` (1 GiB).
     pub max_file_bytes: u64,
@@ -20,7 +22,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_pixels: 1 << 28,
+            max_pixels: 1 << 26,
             max_file_bytes: 1 << 30,
             max_tokens: 1 << 26,
         }
@@ -48,8 +50,13 @@ pub struct HvqFile {
     pub grids: Vec<TokenGrid>,
     /// Where each of those chunks was in the file and how it was coded (same order as `grids`).
     pub chunks: Vec<ChunkInfo>,
-    /// True when the input ended inside a chunk (a progressive prefix); those bytes were ignored.
+    /// True when bytes after the last complete chunk were ignored: the input ended inside a chunk
+    /// (a progressive prefix), or what follows is not a chunk at all (see `appended_data_at`).
     pub truncated_tail: bool,
+    /// Where the bytes start that do not form a chunk header (data appended to a file, e.g. by a
+    /// careless concatenation), if the reader met such bytes; `docs/format.md` §1 tells them
+    /// apart from a damaged chunk header, which is an error.
+    pub appended_data_at: Option<u64>,
 }
 
 impl HvqFile {
@@ -80,6 +87,8 @@ pub struct Reader<'p> {
     tokens: u64,
     /// Total length of the chunk being buffered, once its chunk header was read.
     pending_len: Option<usize>,
+    /// Offset of bytes that are not a chunk: once set, no further chunk is read.
+    appended_data_at: Option<u64>,
     failed: Option<FormatError>,
 }
 
@@ -96,6 +105,7 @@ impl<'p> Reader<'p> {
             chunks: Vec::new(),
             tokens: 0,
             pending_len: None,
+            appended_data_at: None,
             failed: None,
         }
     }
@@ -117,10 +127,11 @@ impl<'p> Reader<'p> {
     /// The current state, without pushing.
     pub fn progress(&self) -> Progress {
         let finest_done = self.grids.last().is_some_and(|g| g.level == 0);
+        let stopped = self.appended_data_at.is_some();
         Progress {
             header: self.header.clone(),
             complete_levels: self.grids.iter().map(|g| g.level).collect(),
-            need_more: self.header.is_none() || !self.buf.is_empty() || !finest_done,
+            need_more: !stopped && (self.header.is_none() || !self.buf.is_empty() || !finest_done),
         }
     }
 
@@ -139,8 +150,8 @@ impl<'p> Reader<'p> {
         &self.chunks
     }
 
-    /// Ends the input. A partial trailing chunk is reported as `truncated_tail`; an incomplete header is
-    /// [`FormatError::NeedMoreData`].
+    /// Ends the input. A partial trailing chunk, or data after the last chunk that is not a chunk, is
+    /// reported as `truncated_tail`; an incomplete header is [`FormatError::NeedMoreData`].
     pub fn finish(self) -> Result<HvqFile, FormatError> {
         if let Some(e) = self.failed {
             return Err(e);
@@ -153,11 +164,19 @@ impl<'p> Reader<'p> {
             grids: self.grids,
             chunks: self.chunks,
             truncated_tail: !self.buf.is_empty(),
+            appended_data_at: self.appended_data_at,
         })
     }
 
-    /// Like [`finish`](Self::finish), but a partial trailing chunk is [`FormatError::Truncated`].
+    /// Like [`finish`](Self::finish), but a partial trailing chunk is [`FormatError::Truncated`]
+    /// and data after the last chunk that is not a chunk is [`FormatError::TrailingData`].
     pub fn finish_strict(self) -> Result<HvqFile, FormatError> {
+        if let (None, Some(offset)) = (&self.failed, self.appended_data_at) {
+            return Err(FormatError::TrailingData {
+                offset,
+                len: self.buf.len() as u64,
+            });
+        }
         if self.failed.is_none() && self.header.is_some() && !self.buf.is_empty() {
             let needed = self
                 .pending_len
@@ -183,7 +202,7 @@ impl<'p> Reader<'p> {
         if self.header.is_none() && !self.read_header()? {
             return Ok(());
         }
-        while self.read_chunk()? {}
+        while self.appended_data_at.is_none() && self.read_chunk()? {}
         Ok(())
     }
 
@@ -225,7 +244,18 @@ impl<'p> Reader<'p> {
             offset: self.offset,
             tokens_so_far: self.tokens,
         };
-        match chunk::read_chunk(&self.buf, &cx)? {
+        let read = match chunk::read_chunk(&self.buf, &cx) {
+            Err(FormatError::ChunkHeaderChecksum { .. })
+                if !is_damaged_chunk_header(&self.buf[..CHUNK_HEADER_LEN], &cx) =>
+            {
+                // Not a chunk at all: data appended after the file's last chunk. Keep the levels
+                // read so far, as for a truncated tail, and stop reading.
+                self.appended_data_at = Some(self.offset);
+                return Ok(false);
+            }
+            read => read?,
+        };
+        match read {
             Ok((grid, info)) => {
                 self.tokens += grid.tokens.len() as u64;
                 self.grids.push(grid);
@@ -245,6 +275,37 @@ impl<'p> Reader<'p> {
         self.buf.drain(..len);
         self.offset += len as u64;
     }
+}
+
+/// Whether 20 bytes at a chunk's place, whose chunk header checksum fails, are a damaged chunk
+/// header (an error) rather than bytes that are no chunk at all (data appended to the file).
+///
+/// Damaged: the checksum is within two bit errors of matching (CRC32 has a Hamming distance of 6
+/// over 160 bits, so this is unambiguous; 20 random bytes land this close with probability
+/// 12881 / 2^32, about 3·10^-6), or the level and grid fields are exactly those of a chunk that
+/// may come next (random bytes: about 2^-64). Every single-bit flip of a file thus stays an error.
+fn is_damaged_chunk_header(head: &[u8], cx: &ChunkContext<'_>) -> bool {
+    let level = usize::from(head[0]);
+    let next_level_ok = cx.previous.is_none_or(|p| level < p.level);
+    let grid = (u64::from(le_u32(head, 4)), u64::from(le_u32(head, 8)));
+    if next_level_ok && cx.header.grid_dims(level) == Some(grid) {
+        return true;
+    }
+    let syndrome = le_u32(head, 16) ^ crc32fast::hash(&head[..16]);
+    // CRC32 is affine: flipping data bit i changes the CRC by crc(e_i) ^ crc(0); flipping a bit of
+    // the stored CRC changes the syndrome by that bit.
+    let zero = crc32fast::hash(&[0u8; 16]);
+    let mut single: Vec<u32> = (0..128)
+        .map(|bit| {
+            let mut e = [0u8; 16];
+            e[bit / 8] = 1 << (bit % 8);
+            crc32fast::hash(&e) ^ zero
+        })
+        .chain((0..32).map(|bit| 1u32 << bit))
+        .collect();
+    single.sort_unstable();
+    let is_single = |s: u32| single.binary_search(&s).is_ok();
+    is_single(syndrome) || single.iter().any(|&a| is_single(syndrome ^ a))
 }
 
 /// Decodes a whole (possibly progressive-prefix) file: the header and every complete chunk.

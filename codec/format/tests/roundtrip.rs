@@ -152,6 +152,67 @@ fn every_single_bit_flip_is_detected() {
     }
 }
 
+/// Bytes appended to a whole file (or to a prefix ending on a chunk boundary) that are not a chunk
+/// leave every level readable: a tail shorter than a chunk header is a truncated tail as before,
+/// a longer one is recognised as not a chunk. Strict reading refuses both. A damaged chunk header
+/// (two bits or fewer, or the expected level and grid) stays an error.
+#[test]
+fn appended_data_keeps_the_levels_but_damage_stays_an_error() {
+    let priors = trained_priors(3, 64, Dist::Skewed, 12);
+    let hd = header(20, 12, 3, &priors);
+    let gs = grids(&hd, 64, Dist::Skewed, 13);
+    let bytes = write_file(&hd, &gs, &priors).unwrap();
+    let bounds = chunk_boundaries(&bytes);
+    let mut rng = common::rng(14);
+    let tails: Vec<Vec<u8>> = (0..64)
+        .map(|len| (0..len).map(|_| rand::Rng::r#gen::<u8>(&mut rng)).collect())
+        .chain([
+            vec![0; 100],
+            vec![0xFF; 100],
+            bytes.clone(),
+            b"\n".repeat(30),
+        ])
+        .collect();
+    for (complete, &end) in bounds.iter().enumerate().skip(1) {
+        for tail in &tails {
+            let mut b = bytes[..end].to_vec();
+            b.extend_from_slice(tail);
+            let file = read_file(&b, &priors, &Limits::default()).unwrap();
+            assert_eq!(
+                file.grids,
+                gs[..complete],
+                "after chunk {complete}, tail {tail:?}"
+            );
+            assert_eq!(file.truncated_tail, !tail.is_empty());
+            let appended = tail.len() >= hvq_format::CHUNK_HEADER_LEN;
+            assert_eq!(file.appended_data_at, appended.then_some(end as u64));
+            let strict = read_file_strict(&b, &priors, &Limits::default());
+            match strict {
+                Ok(_) => assert!(tail.is_empty()),
+                Err(FormatError::TrailingData { offset, len }) => {
+                    assert!(appended);
+                    assert_eq!((offset, len), (end as u64, tail.len() as u64));
+                }
+                Err(FormatError::Truncated { .. }) => assert!(!appended && !tail.is_empty()),
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+    }
+    // Every one- and two-bit flip of the last chunk's header (where appended data would start
+    // if the chunk were not there) is damage, not the file's end.
+    let at = bounds[bounds.len() - 2];
+    let bits = hvq_format::CHUNK_HEADER_LEN * 8;
+    for a in 0..bits {
+        for b in a..bits {
+            let mut damaged = bytes.clone();
+            damaged[at + a / 8] ^= 1 << (a % 8);
+            damaged[at + b / 8] ^= 1 << (b % 8);
+            let got = read_file(&damaged, &priors, &Limits::default());
+            assert!(got.is_err() || a == b, "bits {a} and {b}: {got:?}");
+        }
+    }
+}
+
 /// Skewed tokens with trained priors cost less than `log2 N` bits each.
 #[test]
 fn skewed_tokens_code_below_raw_bits() {
