@@ -40,6 +40,18 @@ pub enum CodecError {
     /// The bytes are not an image any enabled `image` format reads (returned by [`crate::RgbImage::decode`]).
     #[error("not a readable image")]
     ImageDecode(#[source] image::ImageError),
+    /// A JPEG file ends before its end-of-image marker: it was cut short, e.g. by an interrupted
+    /// download or copy (returned by [`crate::RgbImage::decode`]). JPEG decoders fill the missing
+    /// part with grey and report no error, so the file is refused instead of tokenized.
+    #[error(
+        "the JPEG file is cut short: its {len} bytes end {cut}, before the end-of-image marker"
+    )]
+    TruncatedJpeg {
+        /// Length of the file.
+        len: usize,
+        /// Where it was cut.
+        cut: crate::JpegCut,
+    },
     /// Writing an image failed (returned by [`crate::RgbImage::encode_as`]).
     #[error("could not encode the image")]
     ImageEncode(#[source] image::ImageError),

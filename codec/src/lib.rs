@@ -85,7 +85,7 @@ pub use error::{CodecError, Result};
 pub use file::{FileInfo, LevelInfo, inspect, is_hvq};
 pub use model::{default_model_bytes, has_default_model, load_weights};
 pub use options::{Backend, BackendKind, LevelSelection, Limits, UnknownBackend};
-pub use rgb::RgbImage;
+pub use rgb::{DecodeOptions, JpegCut, RgbImage};
 pub use tiling::{Progress, Tiling};
 
 pub use hvq_format::{FormatError, Priors};
