@@ -37,7 +37,19 @@ impl std::fmt::Debug for GpuContext {
 }
 
 impl GpuContext {
-    /// Picks the default adapter (backends from `WGPU_BACKEND` when set) and opens a device.
+    /// Picks the default adapter and opens a device.
+    ///
+    /// Only the backends the kernels are written for are asked for: Vulkan, Metal, DX12 and a
+    /// browser's WebGPU (`WGPU_BACKEND` overrides this). Not OpenGL: probing it on Linux opens
+    /// EGL, which logs driver errors on machines without a display, although no kernel would
+    /// run there.
+    ///
+    /// On Linux, Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select` connects to the
+    /// Wayland display while adapters are enumerated, and libwayland prints `error:
+    /// XDG_RUNTIME_DIR is invalid or not set in the environment.` to stderr when that variable
+    /// is unset. A library cannot safely change the environment of a running process; a program
+    /// that never draws on a screen sets `NODEVICE_SELECT=1` before it starts threads (the
+    /// layer's documented switch), as the `hvq` CLI does.
     ///
     /// The device is requested with WebGPU's portable default limits (≤ 256 invocations per
     /// workgroup, 16 KiB workgroup memory, 8 storage buffers per stage), so kernels that run
@@ -47,8 +59,9 @@ impl GpuContext {
     /// [`GpuError::NoAdapter`] when no adapter exists, [`GpuError::RequestDevice`] when the
     /// adapter refuses the device.
     pub async fn new() -> Result<Self> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let mut instance_desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        instance_desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let instance = wgpu::Instance::new(instance_desc);
         let options = wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             force_fallback_adapter: false,

@@ -3,13 +3,18 @@
 mod npy;
 mod tokenize_dir;
 
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hvq_codec::{Backend, Codec, LevelSelection, Limits, RgbImage, Tokens};
+use hvq_codec::{Backend, Codec, DecodeOptions, LevelSelection, Limits, RgbImage, Tokens};
+
+/// Exit status when standard output is closed before everything was written (`hvq … | head`):
+/// 128 + SIGPIPE, what a shell reports for a program that a broken pipe ended, as `cat` does.
+const EXIT_BROKEN_PIPE: u8 = 141;
 
 /// Hierarchical VQ tokenizer and scalable image codec.
 ///
@@ -17,7 +22,16 @@ use hvq_codec::{Backend, Codec, LevelSelection, Limits, RgbImage, Tokens};
 /// level decodes alone to a full-size image. A `.hvq` file stores the levels coarsest first, so
 /// any prefix that ends on a level boundary is a smaller, lower-quality image.
 #[derive(Debug, Parser)]
-#[command(name = "hvq", version, propagate_version = true)]
+///
+/// `-` as an input reads standard input, `-o -` writes standard output. `-l` names the level(s)
+/// a command works on in every subcommand (`--levels` and `--level` are the same option).
+#[command(
+    name = "hvq",
+    version,
+    propagate_version = true,
+    after_help = "Exit status: 0 success; 1 error (one line on stderr); 2 usage error; \
+                  141 standard output closed early (a broken pipe, e.g. `| head`), with no message."
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -51,26 +65,42 @@ enum BackendArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Encode an image (PNG, JPEG, WebP, BMP, GIF, TIFF) to a `.hvq` file.
+    ///
+    /// The image is turned upright as its EXIF orientation says, and transparent pixels are
+    /// composited over `--background`.
     Encode {
-        /// The input image.
+        /// The input image (`-`: standard input, up to the file-size limit of 256 MiB).
         input: PathBuf,
-        /// The `.hvq` file to write.
+        /// The `.hvq` file to write (`-`: standard output). Written to a new temporary file in
+        /// the same folder, then renamed, so an interrupted run leaves OUT as it was.
         #[arg(long, short = 'o', value_name = "OUT.hvq")]
         output: PathBuf,
         /// Levels to store, comma-separated (0 = finest). Default: every level of the model.
-        #[arg(long, short = 'l', value_delimiter = ',', value_name = "L,L,..")]
+        #[arg(
+            long,
+            short = 'l',
+            visible_alias = "level",
+            value_delimiter = ',',
+            value_name = "L,L,.."
+        )]
         levels: Vec<usize>,
+        /// Colour that transparent pixels are composited over, as hex RRGGBB. Default: white.
+        #[arg(long, value_name = "RRGGBB", default_value = "ffffff", value_parser = parse_rgb)]
+        background: [u8; 3],
     },
     /// Decode a `.hvq` file (or a prefix of one) to an image; the format follows OUT's extension.
     Decode {
-        /// The `.hvq` file.
+        /// The `.hvq` file (`-`: standard input).
         input: PathBuf,
-        /// The image to write (.png, .jpg, .webp, .bmp, .gif, .tif).
+        /// The image to write (.png, .jpg, .webp, .bmp, .gif, .tif; `-`: standard output).
         #[arg(long, short = 'o', value_name = "OUT.png")]
         output: PathBuf,
         /// Level to decode. Default: the finest level present in the file.
-        #[arg(long, short = 'l', value_name = "N")]
+        #[arg(long, short = 'l', visible_alias = "levels", value_name = "N")]
         level: Option<usize>,
+        /// Image format to write. Default: from OUT's extension; PNG on standard output.
+        #[arg(long, short = 'f', value_enum, value_name = "FORMAT")]
+        format: Option<ImageFormatArg>,
     },
     /// Show a `.hvq` file's size, model fingerprint, and per level its grid, bytes and bits per pixel.
     Info {
@@ -79,17 +109,21 @@ enum Command {
     },
     /// Print the token grids of an image (encoded now) or of a `.hvq` file, as JSON or NumPy `.npy`.
     Tokens {
-        /// An image, or a `.hvq` file (recognised by its signature).
+        /// An image, or a `.hvq` file (recognised by its signature); `-`: standard input.
         input: PathBuf,
         /// Only this level. Default: every level for JSON, the finest for `.npy` (one array per file).
-        #[arg(long, short = 'l', value_name = "N")]
+        #[arg(long, short = 'l', visible_alias = "levels", value_name = "N")]
         level: Option<usize>,
         /// Output format: `json` (grids as nested row arrays) or `npy` (a HEIGHT×WIDTH uint16/uint32 array).
         #[arg(long, short = 'f', value_enum, default_value_t = TokenFormat::Json)]
         format: TokenFormat,
-        /// Write here instead of standard output.
+        /// Write here instead of standard output (`-`: standard output too).
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Colour that transparent pixels of an image are composited over, as hex RRGGBB.
+        /// Default: white.
+        #[arg(long, value_name = "RRGGBB", default_value = "ffffff", value_parser = parse_rgb)]
+        background: [u8; 3],
     },
     /// Tokenize every image under a directory into sharded `.npy` files for training; resumable.
     ///
@@ -115,7 +149,13 @@ enum Command {
         #[arg(long, short = 'o', value_name = "OUT")]
         output: PathBuf,
         /// Levels to store, comma-separated. Default: every level of the model.
-        #[arg(long, short = 'l', value_delimiter = ',', value_name = "L,L,..")]
+        #[arg(
+            long,
+            short = 'l',
+            visible_alias = "level",
+            value_delimiter = ',',
+            value_name = "L,L,.."
+        )]
         levels: Vec<usize>,
         /// Images per shard.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -144,16 +184,111 @@ enum TokenFormat {
     Npy,
 }
 
+/// An image format `decode` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ImageFormatArg {
+    /// PNG (lossless).
+    Png,
+    /// JPEG (lossy, quality 75).
+    #[value(alias = "jpg")]
+    Jpeg,
+    /// WebP (lossless).
+    Webp,
+    /// BMP.
+    Bmp,
+    /// GIF (256 colours).
+    Gif,
+    /// TIFF.
+    #[value(alias = "tif")]
+    Tiff,
+}
+
+impl From<ImageFormatArg> for image::ImageFormat {
+    fn from(f: ImageFormatArg) -> Self {
+        match f {
+            ImageFormatArg::Png => image::ImageFormat::Png,
+            ImageFormatArg::Jpeg => image::ImageFormat::Jpeg,
+            ImageFormatArg::Webp => image::ImageFormat::WebP,
+            ImageFormatArg::Bmp => image::ImageFormat::Bmp,
+            ImageFormatArg::Gif => image::ImageFormat::Gif,
+            ImageFormatArg::Tiff => image::ImageFormat::Tiff,
+        }
+    }
+}
+
+/// `RRGGBB` or `#RRGGBB` in hex.
+fn parse_rgb(s: &str) -> std::result::Result<[u8; 3], String> {
+    let hex = s.strip_prefix('#').unwrap_or(s);
+    let channel = |i: usize| {
+        hex.get(i..i + 2)
+            .and_then(|c| u8::from_str_radix(c, 16).ok())
+    };
+    match (hex.len(), channel(0), channel(2), channel(4)) {
+        (6, Some(r), Some(g), Some(b)) => Ok([r, g, b]),
+        _ => Err(format!(
+            "`{s}` is not a colour: give six hex digits RRGGBB, e.g. ffffff for white"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
+    if !matches!(cli.global.backend, BackendArg::Cpu) {
+        quiet_vulkan_device_select();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(e) => {
-            eprintln!("hvq: error: {e:#}");
+            eprintln!("hvq: error: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select` connects to the Wayland and X11
+/// displays while wgpu enumerates adapters, only to sort the GPU that drives the screen first;
+/// without `XDG_RUNTIME_DIR` libwayland prints `error: XDG_RUNTIME_DIR is invalid or not set in
+/// the environment.` to stderr, twice. hvq draws nothing on a screen (wgpu's high-performance
+/// preference picks the adapter), so the layer is turned off the way it documents
+/// (`NODEVICE_SELECT=1`), unless the user set it or chose a device through it.
+fn quiet_vulkan_device_select() {
+    if std::env::var_os("NODEVICE_SELECT").is_none()
+        && std::env::var_os("MESA_VK_DEVICE_SELECT").is_none()
+    {
+        // SAFETY: called from `main` before any thread is started (the model, rayon's pool and
+        // wgpu come later), so nothing reads or writes the environment concurrently.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
+/// Whether the error is standard output closed under us: the reader has gone, so there is
+/// nobody to tell and nothing left to do.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes on one line, `outer: inner: innermost`, leaving out a cause whose
+/// text the line already holds (many errors repeat their source's message in their own).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = text.trim_end_matches('.');
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
 }
 
 fn init_logging(verbose: u8) {
@@ -162,11 +297,18 @@ fn init_logging(verbose: u8) {
         1 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .format_timestamp(None)
-        .parse_default_env()
-        .init();
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if verbose == 0 {
+        // Probing for GPUs is not the user's concern unless asked for with -v: wgpu warns about
+        // drivers and adapters that `--backend auto` then simply does not use.
+        builder
+            .filter_module("wgpu_hal", log::LevelFilter::Error)
+            .filter_module("wgpu_core", log::LevelFilter::Error)
+            // A file that ends inside a chunk: `warn_incomplete` says so, naming the file.
+            .filter_module("hvq_codec::file", log::LevelFilter::Error);
+    }
+    builder.format_timestamp(None).parse_default_env().init();
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -176,19 +318,25 @@ fn run(cli: Cli) -> Result<()> {
             input,
             output,
             levels,
-        } => encode(g, &input, &output, levels),
+            background,
+        } => encode(g, &input, &output, levels, background),
         Command::Decode {
             input,
             output,
             level,
-        } => decode(g, &input, &output, level),
+            format,
+        } => decode(g, &input, &output, level, format),
         Command::Info { input } => info(g, &input),
         Command::Tokens {
             input,
             level,
             format,
             output,
-        } => tokens(g, &input, level, format, output.as_deref()),
+            background,
+        } => {
+            let output = output.unwrap_or_else(|| PathBuf::from("-"));
+            tokens(g, &input, level, format, &output, background)
+        }
         Command::TokenizeDir {
             dir,
             output,
@@ -253,33 +401,207 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))
 }
 
-/// Reads and decodes an image file, checking its size before decoding pixels.
-fn read_image(path: &Path, limits: &Limits) -> Result<RgbImage> {
-    let bytes = read(path)?;
-    RgbImage::decode(&bytes, limits)
-        .with_context(|| format!("`{}` is not a usable image", path.display()))
+/// `-`: standard input or output.
+fn is_std(path: &Path) -> bool {
+    path.as_os_str() == "-"
 }
 
-/// Writes through a temporary file and a rename, so an interrupted run leaves no half file.
+/// How messages name a path: `-` is standard input or output.
+fn shown(path: &Path, std_name: &str) -> String {
+    if is_std(path) {
+        std_name.to_string()
+    } else {
+        format!("`{}`", path.display())
+    }
+}
+
+/// How the summary line names the output.
+fn summary_name(path: &Path) -> String {
+    if is_std(path) {
+        "standard output".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Reads an input file, or standard input for `-`. Standard input is read up to the limit on
+/// file sizes (its length is not known in advance); a file is read whole (its size is known).
+fn read_input(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
+    if !is_std(path) {
+        return read(path);
+    }
+    let limit = limits.max_file_bytes;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot read standard input")?;
+    if bytes.len() > limit {
+        bail!("standard input holds more than the limit of {limit} bytes");
+    }
+    Ok(bytes)
+}
+
+/// Reads and decodes an image file (or standard input), checking its size before decoding pixels.
+fn read_image(path: &Path, limits: &Limits, options: &DecodeOptions) -> Result<RgbImage> {
+    let bytes = read_input(path, limits)?;
+    RgbImage::decode_with(&bytes, limits, options)
+        .with_context(|| format!("{} is not a usable image", shown(path, "standard input")))
+}
+
+/// Fails early, before any work, when `output` would replace `input` (the same file by any
+/// path: the same device and inode on unix), or when binary data would go to a terminal.
+fn check_output(input: &Path, output: &Path, binary: bool) -> Result<()> {
+    if is_std(output) {
+        if binary && std::io::stdout().is_terminal() {
+            bail!(
+                "refusing to write binary data to a terminal: redirect standard output to a file \
+                 or a pipe, or give a file name with -o"
+            );
+        }
+        return Ok(());
+    }
+    if is_std(input) {
+        return Ok(());
+    }
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(output))
+        && same_file(input, &a, output, &b)
+    {
+        bail!(
+            "refusing to overwrite the input `{}` with the output `{}`: choose another -o",
+            input.display(),
+            output.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn same_file(_: &Path, a: &std::fs::Metadata, _: &Path, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &Path, _: &std::fs::Metadata, b: &Path, _: &std::fs::Metadata) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Writes `bytes` to `path`, or to standard output for `-`.
+fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+    if !is_std(path) {
+        return write_atomic(path, bytes);
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")
+}
+
+/// Writes `path` whole or not at all: the bytes go to a new temporary file in the same folder
+/// (created with `create_new`, i.e. `O_EXCL`, under an unpredictable name, so it never follows
+/// a symlink or opens a file that exists), are synced to disk, and the file is renamed over
+/// `path`. A symlink at `path` is replaced, not written through. On any failure the temporary
+/// file is removed and `path` is left as it was.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".part");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))
+    let fail = || format!("cannot write `{}`", path.display());
+    let name = path
+        .file_name()
+        .with_context(|| format!("`{}` does not name a file", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (tmp, mut file) = create_temp(dir, name).with_context(fail)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            drop(file);
+            std::fs::rename(&tmp.0, path)
+        });
+    written.with_context(fail)?;
+    tmp.keep();
+    // The rename is durable once the folder is synced; not every platform can open a folder.
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
-fn encode(g: &Global, input: &Path, output: &Path, levels: Vec<usize>) -> Result<()> {
+/// A temporary file that is removed when dropped, unless kept.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    /// It was renamed into place: nothing to remove.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Creates `.NAME.RANDOM.tmp` in `dir`, new (never an existing file or symlink).
+fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<(TempFile, File)> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut attempt = 0u32;
+    loop {
+        // std's hasher keys are random per process; the pid, time and attempt make names
+        // differ between calls. O_EXCL, not the name, is what makes this safe.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u32(attempt);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{:016x}.tmp", h.finish()));
+        let tmp = dir.join(tmp_name);
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(file) => return Ok((TempFile(tmp), file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Warns about a `.hvq` file whose end is not a complete level.
+fn warn_incomplete(input: &Path, level: usize) {
+    eprintln!(
+        "warning: {} is truncated or has data appended after its last complete level; using \
+         level {level}, the finest complete one",
+        shown(input, "standard input")
+    );
+}
+
+fn encode(
+    g: &Global,
+    input: &Path,
+    output: &Path,
+    levels: Vec<usize>,
+    background: [u8; 3],
+) -> Result<()> {
+    check_output(input, output, true)?;
     let codec = load_codec(g)?;
-    let image = read_image(input, codec.limits())?;
+    let options = DecodeOptions::default().background(background);
+    let image = read_image(input, codec.limits(), &options)?;
     let bytes = codec
         .encode_to_hvq(&image, selection(levels))
-        .with_context(|| format!("cannot encode `{}`", input.display()))?;
-    write_atomic(output, &bytes)?;
+        .with_context(|| format!("cannot encode {}", shown(input, "standard input")))?;
+    write_output(output, &bytes)?;
     let bpp = bytes.len() as f64 * 8.0 / (f64::from(image.width()) * f64::from(image.height()));
     eprintln!(
         "{}: {}×{} → {} bytes ({bpp:.4} bpp)",
-        output.display(),
+        summary_name(output),
         image.width(),
         image.height(),
         bytes.len()
@@ -287,33 +609,48 @@ fn encode(g: &Global, input: &Path, output: &Path, levels: Vec<usize>) -> Result
     Ok(())
 }
 
-fn decode(g: &Global, input: &Path, output: &Path, level: Option<usize>) -> Result<()> {
-    let format = image::ImageFormat::from_path(output)
+/// The image format of `decode`'s output: `--format`, else OUT's extension, else PNG for
+/// standard output.
+fn output_format(output: &Path, format: Option<ImageFormatArg>) -> Result<image::ImageFormat> {
+    if let Some(f) = format {
+        return Ok(f.into());
+    }
+    if is_std(output) {
+        return Ok(image::ImageFormat::Png);
+    }
+    image::ImageFormat::from_path(output)
         .ok()
         .filter(|f| f.writing_enabled())
         .with_context(|| {
             format!(
-                "cannot tell an image format this build writes from `{}`",
+                "cannot tell an image format this build writes from `{}`; name one with --format",
                 output.display()
             )
-        })?;
-    let bytes = read(input)?;
+        })
+}
+
+fn decode(
+    g: &Global,
+    input: &Path,
+    output: &Path,
+    level: Option<usize>,
+    format: Option<ImageFormatArg>,
+) -> Result<()> {
+    let format = output_format(output, format)?;
+    check_output(input, output, true)?;
+    let bytes = read_input(input, &Limits::default())?;
     let codec = load_codec(g)?;
     let decoded = codec
         .decode_hvq(&bytes, level)
-        .with_context(|| format!("cannot decode `{}`", input.display()))?;
+        .with_context(|| format!("cannot decode {}", shown(input, "standard input")))?;
     if decoded.truncated {
-        eprintln!(
-            "warning: `{}` is truncated; decoded level {}, the finest complete one",
-            input.display(),
-            decoded.level
-        );
+        warn_incomplete(input, decoded.level);
     }
     let encoded = decoded.image.encode_as(format)?;
-    write_atomic(output, &encoded)?;
+    write_output(output, &encoded)?;
     eprintln!(
         "{}: level {}, {}×{}",
-        output.display(),
+        summary_name(output),
         decoded.level,
         decoded.image.width(),
         decoded.image.height()
@@ -404,20 +741,26 @@ fn tokens(
     input: &Path,
     level: Option<usize>,
     format: TokenFormat,
-    output: Option<&Path>,
+    output: &Path,
+    background: [u8; 3],
 ) -> Result<()> {
+    check_output(input, output, format == TokenFormat::Npy)?;
     let codec = load_codec(g)?;
-    let bytes = read(input)?;
+    let bytes = read_input(input, codec.limits())?;
     let mut tokens = if hvq_codec::is_hvq(&bytes) {
-        codec
+        let (tokens, truncated) = codec
             .read_hvq(&bytes)
-            .with_context(|| format!("cannot read `{}`", input.display()))?
-            .0
+            .with_context(|| format!("cannot read {}", shown(input, "standard input")))?;
+        if truncated && let Some(finest) = tokens.finest() {
+            warn_incomplete(input, finest.level);
+        }
+        tokens
     } else {
-        let image = RgbImage::decode(&bytes, codec.limits()).with_context(|| {
+        let options = DecodeOptions::default().background(background);
+        let image = RgbImage::decode_with(&bytes, codec.limits(), &options).with_context(|| {
             format!(
-                "`{}` is neither a .hvq file nor a usable image",
-                input.display()
+                "{} is neither a .hvq file nor a usable image",
+                shown(input, "standard input")
             )
         })?;
         let levels = level.map_or(LevelSelection::All, |l| LevelSelection::Only(vec![l]));
@@ -431,8 +774,8 @@ fn tokens(
     if let Some(l) = keep {
         if tokens.level(l).is_none() {
             bail!(
-                "level {l} is not in `{}` (levels present: {:?})",
-                input.display(),
+                "level {l} is not in {} (levels present: {:?})",
+                shown(input, "standard input"),
                 tokens.levels()
             );
         }
@@ -451,13 +794,7 @@ fn tokens(
             )?;
         }
     }
-    match output {
-        Some(path) => write_atomic(path, &buf),
-        None => std::io::stdout()
-            .lock()
-            .write_all(&buf)
-            .context("cannot write to standard output"),
-    }
+    write_output(output, &buf)
 }
 
 fn write_tokens_json(out: &mut Vec<u8>, tokens: &Tokens, codec: &Codec) -> Result<()> {
