@@ -213,6 +213,9 @@ fn dash_means_standard_input_and_output() {
             .starts_with(b"BM")
     );
 
+    let out = f.hvq_stdin(&["info", "-"], &file);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("37×29"));
     let out = f.hvq_stdin(&["tokens", "-", "-o", "-", "-l", "2"], &file);
     ok(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -104,7 +104,7 @@ enum Command {
     },
     /// Show a `.hvq` file's size, model fingerprint, and per level its grid, bytes and bits per pixel.
     Info {
-        /// The `.hvq` file.
+        /// The `.hvq` file (`-`: standard input).
         input: PathBuf,
     },
     /// Print the token grids of an image (encoded now) or of a `.hvq` file, as JSON or NumPy `.npy`.
@@ -415,10 +415,10 @@ fn shown(path: &Path, std_name: &str) -> String {
     }
 }
 
-/// How the summary line names the output.
-fn summary_name(path: &Path) -> String {
+/// How a summary line names a path (no quotes).
+fn summary_name(path: &Path, std_name: &str) -> String {
     if is_std(path) {
-        "standard output".to_string()
+        std_name.to_string()
     } else {
         path.display().to_string()
     }
@@ -601,7 +601,7 @@ fn encode(
     let bpp = bytes.len() as f64 * 8.0 / (f64::from(image.width()) * f64::from(image.height()));
     eprintln!(
         "{}: {}×{} → {} bytes ({bpp:.4} bpp)",
-        summary_name(output),
+        summary_name(output, "standard output"),
         image.width(),
         image.height(),
         bytes.len()
@@ -650,7 +650,7 @@ fn decode(
     write_output(output, &encoded)?;
     eprintln!(
         "{}: level {}, {}×{}",
-        summary_name(output),
+        summary_name(output, "standard output"),
         decoded.level,
         decoded.image.width(),
         decoded.image.height()
@@ -659,11 +659,15 @@ fn decode(
 }
 
 fn info(g: &Global, input: &Path) -> Result<()> {
-    let bytes = read(input)?;
-    let info =
-        hvq_codec::inspect(&bytes).with_context(|| format!("cannot read `{}`", input.display()))?;
+    let bytes = read_input(input, &Limits::default())?;
+    let info = hvq_codec::inspect(&bytes)
+        .with_context(|| format!("cannot read {}", shown(input, "standard input")))?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "file:        {}", input.display())?;
+    writeln!(
+        out,
+        "file:        {}",
+        summary_name(input, "standard input")
+    )?;
     writeln!(out, "image:       {}×{} pixels", info.width, info.height)?;
     writeln!(
         out,
