@@ -66,6 +66,12 @@ pub fn inspect(bytes: &[u8]) -> Result<FileInfo> {
     let bpp = |n: usize| n as f64 * 8.0 / pixels;
     let mut levels = Vec::new();
     while let Some(head) = bytes.get(offset..offset + CHUNK_HEADER_LEN) {
+        // A header whose own checksum fails is a damaged chunk or data appended after the file;
+        // either way no level there: stop, as the reader does (`Codec::info` tells which).
+        let head: &[u8; CHUNK_HEADER_LEN] = head.try_into().expect("sliced to the length");
+        if !hvq_format::chunk_header_intact(head) {
+            break;
+        }
         // Chunk header layout (docs/format.md §3): level u8, coding u8, param u16, height u32,
         // width u32, payload length u32, CRC32.
         let payload = le_u32(head, 12) as usize;

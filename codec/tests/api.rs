@@ -518,3 +518,17 @@ fn inspect_reports_parent_coding_and_its_share() {
     let share = l0.same_as_parent.expect("level 0 is parent-coded");
     assert!(share > 0.99, "share {share}");
 }
+
+#[test]
+fn inspect_lists_no_level_for_appended_bytes() {
+    let codec = tiny_codec(1);
+    let file = codec.encode_to_hvq(&pattern(37, 29), &[0, 1, 2]).unwrap();
+    let intact = hvq_codec::inspect(&file).unwrap();
+    for junk in [vec![0u8; 24], vec![0xFF; 100], (0..64u8).collect()] {
+        let mut bytes = file.clone();
+        bytes.extend_from_slice(&junk);
+        let info = hvq_codec::inspect(&bytes).unwrap();
+        assert_eq!(info.levels, intact.levels, "{} bytes appended", junk.len());
+        assert_eq!(info.trailing_bytes, junk.len());
+    }
+}

@@ -75,6 +75,12 @@ pub(crate) fn write_chunk(
     Ok(())
 }
 
+/// Whether a chunk header's own CRC32 (its last 4 bytes) matches its first 16: what tells a chunk
+/// from bytes appended after the file, for tools that walk chunk headers without decoding them.
+pub fn chunk_header_intact(head: &[u8; CHUNK_HEADER_LEN]) -> bool {
+    crc32fast::hash(&head[..16]) == le_u32(head, 16)
+}
+
 /// Where a decoded chunk was and how it was coded (for size reports such as bits per pixel per level).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkInfo {

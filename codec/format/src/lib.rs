@@ -66,7 +66,7 @@ mod priors;
 mod reader;
 mod writer;
 
-pub use chunk::{CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkInfo};
+pub use chunk::{CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkInfo, chunk_header_intact};
 pub use error::{FormatError, LimitKind, PayloadFault, PriorsFault};
 pub use header::{HEADER_LEN, Header, MAGIC, MAX_STRIDE, VERSION, check_fingerprint, read_header};
 pub use hvq_spec::TokenGrid;
