@@ -168,12 +168,16 @@ fn resume_encodes_a_damaged_or_incomplete_shard_again() {
     let err = ok(&f.run("tok", &[]));
     assert!(err.contains("skipping 2 complete shard(s)"), "{err}");
     assert_eq!(f.tree("tok"), reference);
-    // Intact shards are checked and kept.
+    // Intact shards are checked and kept; what a killed run leaves behind is removed.
+    std::fs::create_dir(out.join("shard-00001.tmp")).unwrap();
+    std::fs::write(out.join("shard-00001.tmp/level0.npy"), b"half").unwrap();
+    std::fs::write(out.join(".manifest.json.0123456789abcdef.tmp"), b"{").unwrap();
     let err = ok(&f.run("tok", &[]));
     assert!(
         err.contains("skipping 3 complete shard(s)") && !err.contains("damaged"),
         "{err}"
     );
+    assert_eq!(f.tree("tok"), reference);
 }
 
 #[cfg(unix)]
@@ -253,6 +257,10 @@ fn add_appends_new_images_in_new_shards_and_leaves_the_old_ones() {
     assert_eq!(f.tree("tok"), after);
     // Other settings are still refused, naming the difference.
     fails_with(&f.run("tok", &["--levels", "1"]), "levels [0, 2]");
+    fails_with(
+        &f.run("tok", &["--background", "000000"]),
+        "--background ffffff",
+    );
 }
 
 /// A PNG signature and IHDR claiming `w × h`, then a stub of compressed data and IEND.
@@ -360,7 +368,7 @@ fn a_killed_run_resumes_to_the_same_bytes() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
-        // What a reader may use: the manifest and published shards (not temporary files).
+        // What a reader may use, the manifest and published shards, is never partial.
         for (path, bytes) in f.tree(&out) {
             let top = path
                 .components()
@@ -374,6 +382,8 @@ fn a_killed_run_resumes_to_the_same_bytes() {
                 assert_eq!(reference.get(&path), Some(&bytes), "{out}: {path:?}");
             }
         }
+        // The rerun completes it and removes the leftovers (temporary shard folders, a
+        // manifest's temporary file).
         ok(&f.run(&out, &["--shard-size", "3"]));
         assert_eq!(f.tree(&out), reference, "{out}");
     }

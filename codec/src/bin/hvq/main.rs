@@ -133,13 +133,14 @@ enum Command {
     /// concatenated, one dimension) and `checksums.json` (size and SHA-256 of each). A shard
     /// folder appears only when complete (written under a temporary name, then renamed).
     ///
-    /// manifest.json: {"format": "hvq-tokens-v2", "fingerprint", "levels", "shard_size",
-    /// "shards": [{"first", "count"}], "files": [{"file"[, "file_hex"]}]}. Shard s holds
+    /// manifest.json: {"format": "hvq-tokens-v2", "fingerprint", "levels", "tiling", "background",
+    /// "shard_size", "shards": [{"first", "count"}], "files": [{"file"[, "file_hex"]}]}. Shard s holds
     /// files[first..first+count]. `file` is the path below DIR with `/` separators; a name that
     /// is not UTF-8 has U+FFFD in `file` and its exact bytes in `file_hex` (index lines too).
     ///
     /// Rerunning the same command resumes: finished shards are checked against their
-    /// checksums and a damaged one is encoded again. New images under DIR are refused unless
+    /// checksums and a damaged one is encoded again; other settings (model, levels, --tile,
+    /// --background, --shard-size) are refused. New images under DIR are refused unless
     /// `--add` is given; images gone from DIR keep their tokens in finished shards. One bad image
     /// is an error line in its shard's index, never the end of the run.
     TokenizeDir {
@@ -173,6 +174,9 @@ enum Command {
         #[arg(long, value_name = "SIZE", default_value = tokenize_dir::DEFAULT_MEMORY_BUDGET,
               value_parser = tokenize_dir::parse_size)]
         memory_budget: u64,
+        /// Colour that transparent pixels are composited over, as hex RRGGBB. Default: white.
+        #[arg(long, value_name = "RRGGBB", default_value = "ffffff", value_parser = parse_rgb)]
+        background: [u8; 3],
     },
 }
 
@@ -345,6 +349,7 @@ fn run(cli: Cli) -> Result<()> {
             jobs,
             add,
             memory_budget,
+            background,
         } => {
             let codec = load_codec(g)?;
             let jobs = jobs.map_or_else(rayon::current_num_threads, |j| j as usize);
@@ -356,6 +361,7 @@ fn run(cli: Cli) -> Result<()> {
                 jobs,
                 add,
                 memory_budget,
+                background,
             };
             tokenize_dir::run(&codec, &opts)
         }

@@ -129,12 +129,46 @@ pub struct ShardRange {
     pub count: usize,
 }
 
+/// How the codec cut large images into tiles (tokens of a tiled image depend on it), as
+/// `hvq_codec::Tiling` says.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TilingRecord {
+    pub whole_max_pixels: u64,
+    pub tile: u32,
+    pub overlap: u32,
+}
+
+impl From<&hvq_codec::Tiling> for TilingRecord {
+    fn from(t: &hvq_codec::Tiling) -> Self {
+        TilingRecord {
+            whole_max_pixels: t.whole_max_pixels,
+            tile: t.tile,
+            overlap: t.overlap,
+        }
+    }
+}
+
+/// Everything besides the file list that decides a shard's bytes: a rerun must match it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The model fingerprint, hex.
+    pub fingerprint: String,
+    pub levels: Vec<usize>,
+    pub tiling: TilingRecord,
+    /// What transparent pixels are composited over, hex RRGGBB.
+    pub background: String,
+    pub shard_size: usize,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ManifestJson {
     format: String,
     fingerprint: String,
     levels: Vec<usize>,
+    tiling: TilingRecord,
+    background: String,
     shard_size: usize,
     shards: Vec<ShardRange>,
     files: Vec<FileEntry>,
@@ -143,20 +177,16 @@ struct ManifestJson {
 /// The manifest in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
-    pub fingerprint: String,
-    pub levels: Vec<usize>,
-    pub shard_size: usize,
+    pub settings: Settings,
     pub shards: Vec<ShardRange>,
     pub files: Vec<RelPath>,
 }
 
 impl Manifest {
-    /// A new output's manifest: `files` (sorted) cut into shards of `shard_size`.
-    pub fn new(fingerprint: String, levels: Vec<usize>, shard_size: usize) -> Self {
+    /// A new output's manifest, without files yet.
+    pub fn new(settings: Settings) -> Self {
         Manifest {
-            fingerprint,
-            levels,
-            shard_size,
+            settings,
             shards: Vec::new(),
             files: Vec::new(),
         }
@@ -166,7 +196,7 @@ impl Manifest {
     /// keep exactly the files they had.
     pub fn append(&mut self, files: Vec<RelPath>) {
         let mut first = self.files.len();
-        for chunk in files.chunks(self.shard_size) {
+        for chunk in files.chunks(self.settings.shard_size) {
             self.shards.push(ShardRange {
                 first,
                 count: chunk.len(),
@@ -183,11 +213,14 @@ impl Manifest {
     }
 
     pub fn to_json(&self) -> Result<String> {
+        let s = &self.settings;
         let json = ManifestJson {
             format: FORMAT_TAG.into(),
-            fingerprint: self.fingerprint.clone(),
-            levels: self.levels.clone(),
-            shard_size: self.shard_size,
+            fingerprint: s.fingerprint.clone(),
+            levels: s.levels.clone(),
+            tiling: s.tiling,
+            background: s.background.clone(),
+            shard_size: s.shard_size,
             shards: self.shards.clone(),
             files: self.files.iter().map(RelPath::entry).collect(),
         };
@@ -233,31 +266,47 @@ impl Manifest {
             return Err(damaged("a file is listed twice".into()));
         }
         Ok(Manifest {
-            fingerprint: json.fingerprint,
-            levels: json.levels,
-            shard_size: json.shard_size,
+            settings: Settings {
+                fingerprint: json.fingerprint,
+                levels: json.levels,
+                tiling: json.tiling,
+                background: json.background,
+                shard_size: json.shard_size,
+            },
             shards: json.shards,
             files,
         })
     }
 
-    /// What differs between this manifest's settings and `other`'s, if anything.
-    pub fn settings_differ(&self, other: &Manifest) -> Option<String> {
-        if self.fingerprint != other.fingerprint {
+    /// What differs between this manifest's settings and `other`, if anything.
+    pub fn settings_differ(&self, other: &Settings) -> Option<String> {
+        let s = &self.settings;
+        let short = |f: &str| f[..f.len().min(16)].to_string();
+        if s.fingerprint != other.fingerprint {
             Some(format!(
                 "it was made with model {}…, this run loads {}…",
-                &self.fingerprint[..self.fingerprint.len().min(16)],
-                &other.fingerprint[..other.fingerprint.len().min(16)]
+                short(&s.fingerprint),
+                short(&other.fingerprint)
             ))
-        } else if self.levels != other.levels {
+        } else if s.levels != other.levels {
             Some(format!(
                 "it holds levels {:?}, this run asks for {:?}",
-                self.levels, other.levels
+                s.levels, other.levels
             ))
-        } else if self.shard_size != other.shard_size {
+        } else if s.tiling != other.tiling {
+            Some(format!(
+                "it was tiled as {:?}, this run as {:?} (--tile)",
+                s.tiling, other.tiling
+            ))
+        } else if s.background != other.background {
+            Some(format!(
+                "it has --background {}, this run {}",
+                s.background, other.background
+            ))
+        } else if s.shard_size != other.shard_size {
             Some(format!(
                 "it has --shard-size {}, this run asks for {}",
-                self.shard_size, other.shard_size
+                s.shard_size, other.shard_size
             ))
         } else {
             None
@@ -273,9 +322,19 @@ mod tests {
         RelPath(b.to_vec())
     }
 
+    fn settings(shard_size: usize) -> Settings {
+        Settings {
+            fingerprint: "ab".repeat(32),
+            levels: vec![0, 2],
+            tiling: (&hvq_codec::Tiling::default()).into(),
+            background: "ffffff".into(),
+            shard_size,
+        }
+    }
+
     #[test]
     fn names_round_trip_through_json_utf8_or_not() {
-        let mut m = Manifest::new("ab".repeat(32), vec![0, 2], 2);
+        let mut m = Manifest::new(settings(2));
         m.append(vec![
             rel(b"a.png"),
             rel(b"caf\xe9.png"),
@@ -302,7 +361,7 @@ mod tests {
 
     #[test]
     fn paths_leaving_the_folder_or_bad_shards_are_damage() {
-        let mut m = Manifest::new("00".into(), vec![0], 4);
+        let mut m = Manifest::new(settings(4));
         m.append(vec![rel(b"a.png")]);
         let good = m.to_json().unwrap();
         for (from, to) in [
@@ -319,6 +378,23 @@ mod tests {
         let v1 = good.replace(FORMAT_TAG, "hvq-tokens-v1");
         let err = Manifest::from_json(&v1, Path::new("m.json")).unwrap_err();
         assert!(err.to_string().contains("new output folder"), "{err}");
+    }
+
+    #[test]
+    fn every_setting_that_changes_tokens_is_compared() {
+        let m = Manifest::new(settings(2));
+        assert_eq!(m.settings_differ(&settings(2)), None);
+        let mut other = settings(2);
+        other.tiling.tile = 256;
+        assert!(m.settings_differ(&other).unwrap().contains("--tile"));
+        let mut other = settings(2);
+        other.background = "000000".into();
+        assert!(m.settings_differ(&other).unwrap().contains("--background"));
+        assert!(
+            m.settings_differ(&settings(3))
+                .unwrap()
+                .contains("--shard-size")
+        );
     }
 
     #[test]
