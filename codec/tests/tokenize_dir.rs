@@ -307,6 +307,9 @@ fn every_bad_image_is_one_error_line_and_the_run_goes_on() {
     std::fs::write(data.join("e_huge.png"), png_header_only(100_000, 100_000)).unwrap();
     std::fs::write(data.join("f_nodata.png"), png_header_only(64, 64)).unwrap();
     f.image("g_good.png", 9, 9);
+    // Not a regular file: never opened (reading it would not end), not listed.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("/dev/zero", data.join("h_zero.png")).unwrap();
     let out = f.run("tok", &["--shard-size", "100"]);
     let err = ok(&out);
     let lines = index(&f, "tok", 0);

@@ -528,7 +528,7 @@ fn encode_one(w: &Work, ticket: usize, file: &RelPath) -> Option<Outcome> {
     };
     let _grant = w.budget.acquire(ticket, cost)?;
     let run = || -> Outcome {
-        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read: {e}"))?;
+        let bytes = read_bounded(&path, w.codec)?;
         let options = DecodeOptions::default().background(w.opts.background);
         let image = RgbImage::decode_with(&bytes, w.codec.limits(), &options)
             .map_err(|e| error_chain(&e))?;
@@ -553,20 +553,12 @@ fn encode_one(w: &Work, ticket: usize, file: &RelPath) -> Option<Outcome> {
 /// will refuse it before allocating pixels.
 fn estimate(codec: &Codec, path: &Path) -> Result<u64, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    let limits = codec.limits();
-    // The largest file an image within the pixel limit needs: 16 bytes a pixel (RGBA f32)
-    // uncompressed, plus room for metadata.
-    let max_file = limits
-        .max_pixels
-        .saturating_mul(16)
-        .saturating_add(64 << 20);
-    if meta.len() > max_file {
-        return Err(format!(
-            "the file is {} bytes, more than any image within the limit of {} pixels needs",
-            meta.len(),
-            limits.max_pixels
-        ));
+    if !meta.is_file() {
+        // A FIFO or a device would block or never end.
+        return Err("not a regular file".into());
     }
+    let limits = codec.limits();
+    too_large(meta.len(), max_file_bytes(codec), limits.max_pixels)?;
     let header = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .ok()
@@ -589,6 +581,38 @@ fn estimate(codec: &Codec, path: &Path) -> Result<u64, String> {
         ),
         _ => meta.len(),
     })
+}
+
+/// The largest file an image within the pixel limit needs: 16 bytes a pixel (RGBA f32)
+/// uncompressed, plus room for metadata.
+fn max_file_bytes(codec: &Codec) -> u64 {
+    codec
+        .limits()
+        .max_pixels
+        .saturating_mul(16)
+        .saturating_add(64 << 20)
+}
+
+fn too_large(len: u64, max: u64, max_pixels: u64) -> Result<(), String> {
+    if len > max {
+        return Err(format!(
+            "the file is {len} bytes or more, more than any image within the limit of \
+             {max_pixels} pixels needs"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a file of at most [`max_file_bytes`] (it may have grown since it was measured).
+fn read_bounded(path: &Path, codec: &Codec) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let max = max_file_bytes(codec);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    too_large(bytes.len() as u64, max, codec.limits().max_pixels)?;
+    Ok(bytes)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
