@@ -50,6 +50,20 @@ struct Global {
     /// More log output on stderr (-v: backend choice and steps, -vv: debug).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Images larger than 1.5 tiles run in tiles of about PIXELS a side, so memory stays
+    /// bounded (about 0.6 GB with the default model at 512). 0 runs every image whole: memory
+    /// then grows with the image (about 2 GB per megapixel).
+    #[arg(long, global = true, value_name = "PIXELS", default_value_t = 512)]
+    tile: u32,
+}
+
+impl Global {
+    fn tiling(&self) -> hvq_codec::Tiling {
+        match self.tile {
+            0 => hvq_codec::Tiling::never(),
+            tile => hvq_codec::Tiling::with_tile(tile),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -385,6 +399,7 @@ fn load_codec(g: &Global) -> Result<Codec> {
     };
     let codec = builder
         .backend(backend)
+        .tiling(g.tiling())
         .build()
         .context("cannot start the model")?;
     log::info!(
@@ -600,9 +615,11 @@ fn encode(
     let codec = load_codec(g)?;
     let options = DecodeOptions::default().background(background);
     let image = read_image(input, codec.limits(), &options)?;
+    let bar = TileBar::new(&codec, image.width(), image.height(), "encoding");
     let bytes = codec
-        .encode_to_hvq(&image, selection(levels))
+        .encode_to_hvq_with_progress(&image, selection(levels), |p| bar.set(p))
         .with_context(|| format!("cannot encode {}", shown(input, "standard input")))?;
+    bar.finish();
     write_output(output, &bytes)?;
     let bpp = bytes.len() as f64 * 8.0 / (f64::from(image.width()) * f64::from(image.height()));
     eprintln!(
@@ -613,6 +630,41 @@ fn encode(
         bytes.len()
     );
     Ok(())
+}
+
+/// A progress bar over an image's tiles, on stderr when it is a terminal and the image runs in
+/// more than one tile (a 48-megapixel photo takes minutes on a CPU); otherwise nothing.
+struct TileBar(Option<indicatif::ProgressBar>);
+
+impl TileBar {
+    fn new(codec: &Codec, width: u32, height: u32, what: &str) -> Self {
+        let tiles = codec.tiles_for(width, height);
+        if tiles < 2 || !std::io::stderr().is_terminal() {
+            return TileBar(None);
+        }
+        let bar = indicatif::ProgressBar::new(tiles as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} tiles, {elapsed} (eta {eta})",
+            )
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("{what} {width}×{height}"));
+        TileBar(Some(bar))
+    }
+
+    fn set(&self, p: hvq_codec::Progress) {
+        if let Some(bar) = &self.0 {
+            bar.set_position(p.done as u64);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// The image format of `decode`'s output: `--format`, else OUT's extension, else PNG for
@@ -646,9 +698,12 @@ fn decode(
     check_output(input, output, true)?;
     let bytes = read_input(input, &Limits::default())?;
     let codec = load_codec(g)?;
+    let size = hvq_codec::inspect(&bytes).map_or((1, 1), |i| (i.width, i.height));
+    let bar = TileBar::new(&codec, size.0, size.1, "decoding");
     let decoded = codec
-        .decode_hvq(&bytes, level)
+        .decode_hvq_with_progress(&bytes, level, |p| bar.set(p))
         .with_context(|| format!("cannot decode {}", shown(input, "standard input")))?;
+    bar.finish();
     if decoded.truncated {
         warn_incomplete(input, decoded.level);
     }
