@@ -186,7 +186,9 @@ impl RgbImage {
     /// Writes the image in `format` (PNG, JPEG, WebP (lossless), BMP, GIF, TIFF).
     pub fn encode_as(&self, format: image::ImageFormat) -> Result<Vec<u8>> {
         let mut out = Cursor::new(Vec::new());
-        self.to_image()
+        // A view of the pixels, not a copy: a decoded 48-megapixel photo is 144 MB.
+        image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(self.width, self.height, &self.data)
+            .expect("buffer length is checked on construction")
             .write_to(&mut out, format)
             .map_err(CodecError::ImageEncode)?;
         Ok(out.into_inner())
