@@ -179,6 +179,8 @@ fn input_transform(
 }
 
 /// `out += Aᵀ M A` for every tile of rows `ty0..ty1`, dropping outputs past the map's edge.
+// `l` indexes two rows of `q` and four taps of `m` at once: the index reads like the matrix product.
+#[allow(clippy::needless_range_loop)]
 fn output_transform(m: &[f32], g: Geom, (ty0, ty1): (usize, usize), dst: SharedMut) {
     let n = (ty1 - ty0) * g.tw;
     let plane = g.h * g.w;
