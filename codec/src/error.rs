@@ -206,5 +206,107 @@ pub enum CodecError {
     WgpuNotCompiled,
 }
 
+impl CodecError {
+    /// The variant's name (`"Weights"`, …): a stable, machine-readable kind for
+    /// bindings and logs, so callers need not parse `Debug` text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CodecError::Weights(..) => "Weights",
+            CodecError::Priors(..) => "Priors",
+            CodecError::PriorsShape { .. } => "PriorsShape",
+            CodecError::NoDefaultModel => "NoDefaultModel",
+            CodecError::ImageDecode(..) => "ImageDecode",
+            CodecError::TruncatedJpeg { .. } => "TruncatedJpeg",
+            CodecError::ImageEncode(..) => "ImageEncode",
+            CodecError::EmptyImage { .. } => "EmptyImage",
+            CodecError::BufferSize { .. } => "BufferSize",
+            CodecError::ImageTooLarge { .. } => "ImageTooLarge",
+            CodecError::PaddedImageTooLarge { .. } => "PaddedImageTooLarge",
+            CodecError::FileTooLarge { .. } => "FileTooLarge",
+            CodecError::LevelNotAvailable { .. } => "LevelNotAvailable",
+            CodecError::NoLevelsSelected => "NoLevelsSelected",
+            CodecError::GridMismatch { .. } => "GridMismatch",
+            CodecError::TokenOutOfRange { .. } => "TokenOutOfRange",
+            CodecError::FingerprintMismatch { .. } => "FingerprintMismatch",
+            CodecError::NoCompleteLevel { .. } => "NoCompleteLevel",
+            CodecError::Format(..) => "Format",
+            CodecError::Cpu(..) => "Cpu",
+            CodecError::Gpu(..) => "Gpu",
+            CodecError::SoftwareAdapter { .. } => "SoftwareAdapter",
+            CodecError::WgpuNotCompiled => "WgpuNotCompiled",
+        }
+    }
+
+    /// For a variant that wraps another crate's error, that error's kind (`Format` around a
+    /// checksum failure → `"ChunkChecksum"`); `None` otherwise. Bindings report
+    /// `kind.cause_kind` (`"Format.ChunkChecksum"`).
+    pub fn cause_kind(&self) -> Option<&'static str> {
+        match self {
+            CodecError::Weights(e) => Some(e.kind()),
+            CodecError::Priors(e) | CodecError::Format(e) => Some(e.kind()),
+            CodecError::Cpu(e) => Some(e.kind()),
+            CodecError::Gpu(e) => Some(e.kind()),
+            CodecError::ImageDecode(e) | CodecError::ImageEncode(e) => Some(match e {
+                image::ImageError::Decoding(_) => "Decoding",
+                image::ImageError::Encoding(_) => "Encoding",
+                image::ImageError::Parameter(_) => "Parameter",
+                image::ImageError::Limits(_) => "Limits",
+                image::ImageError::Unsupported(_) => "Unsupported",
+                image::ImageError::IoError(_) => "IoError",
+            }),
+            _ => None,
+        }
+    }
+
+    /// [`kind`](Self::kind), then `.` and [`cause_kind`](Self::cause_kind) when there is one.
+    pub fn kind_path(&self) -> String {
+        match self.cause_kind() {
+            Some(cause) => format!("{}.{cause}", self.kind()),
+            None => self.kind().to_string(),
+        }
+    }
+}
+
 /// Result alias of the crate.
 pub type Result<T, E = CodecError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds are the variants' names, as the wasm bindings reported them before (parsed from
+    /// `Debug`): nested errors give `Outer.Inner`.
+    #[test]
+    fn kinds_name_the_variant_and_the_wrapped_one() {
+        let cases = [
+            (CodecError::NoLevelsSelected, "NoLevelsSelected"),
+            (
+                CodecError::ImageTooLarge {
+                    width: 1,
+                    height: 2,
+                    limit: 1,
+                },
+                "ImageTooLarge",
+            ),
+            (
+                CodecError::Format(hvq_format::FormatError::BadMagic { got: [0; 8] }),
+                "Format.BadMagic",
+            ),
+            (
+                CodecError::Cpu(hvq_cpu::CpuError::LevelOutOfRange {
+                    level: 3,
+                    levels: 3,
+                }),
+                "Cpu.LevelOutOfRange",
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind_path(), kind);
+            let debug = format!("{err:?}");
+            assert!(debug.starts_with(err.kind()), "{debug}");
+            if let Some(cause) = err.cause_kind() {
+                assert!(debug[err.kind().len() + 1..].starts_with(cause), "{debug}");
+            }
+        }
+    }
+}

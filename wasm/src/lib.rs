@@ -147,24 +147,8 @@ fn js_error(err: &(dyn std::error::Error + 'static), kind: &str) -> JsValue {
     e.into()
 }
 
-/// The variant path of a `Debug`-printed error: `Format(BadMagic { .. })` → `Format.BadMagic`.
-fn variant_path(debug: &str) -> String {
-    let ident = |s: &str| {
-        s.chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect::<String>()
-    };
-    let outer = ident(debug);
-    match debug[outer.len()..].strip_prefix('(') {
-        Some(rest) if rest.starts_with(|c: char| c.is_ascii_uppercase()) => {
-            format!("{outer}.{}", ident(rest))
-        }
-        _ => outer,
-    }
-}
-
 fn codec_error(err: CodecError) -> JsValue {
-    js_error(&err, &variant_path(&format!("{err:?}")))
+    js_error(&err, &err.kind_path())
 }
 
 /// A JS argument the bindings cannot use (wrong type or shape), as an `HvqError` of kind `Argument`.

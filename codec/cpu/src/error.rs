@@ -100,3 +100,20 @@ pub enum CpuError {
         got: usize,
     },
 }
+
+impl CpuError {
+    /// The variant's name (`"ShapeMismatch"`, …): a stable, machine-readable kind for
+    /// bindings and logs, so callers need not parse `Debug` text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CpuError::ShapeMismatch { .. } => "ShapeMismatch",
+            CpuError::Unsupported { .. } => "Unsupported",
+            CpuError::WrongChannels { .. } => "WrongChannels",
+            CpuError::BadImageSize { .. } => "BadImageSize",
+            CpuError::LevelOutOfRange { .. } => "LevelOutOfRange",
+            CpuError::GridSize { .. } => "GridSize",
+            CpuError::TokenOutOfRange { .. } => "TokenOutOfRange",
+            CpuError::BadLatents { .. } => "BadLatents",
+        }
+    }
+}

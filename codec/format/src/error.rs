@@ -301,3 +301,33 @@ pub enum FormatError {
         needed_at_least: u64,
     },
 }
+
+impl FormatError {
+    /// The variant's name (`"NeedMoreData"`, …): a stable, machine-readable kind for
+    /// bindings and logs, so callers need not parse `Debug` text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FormatError::NeedMoreData { .. } => "NeedMoreData",
+            FormatError::BadMagic { .. } => "BadMagic",
+            FormatError::UnsupportedVersion { .. } => "UnsupportedVersion",
+            FormatError::HeaderChecksum { .. } => "HeaderChecksum",
+            FormatError::InvalidHeader { .. } => "InvalidHeader",
+            FormatError::FingerprintMismatch { .. } => "FingerprintMismatch",
+            FormatError::PriorsMismatch { .. } => "PriorsMismatch",
+            FormatError::PriorsLevels { .. } => "PriorsLevels",
+            FormatError::InvalidPriors { .. } => "InvalidPriors",
+            FormatError::ChunkHeaderChecksum { .. } => "ChunkHeaderChecksum",
+            FormatError::ChunkChecksum { .. } => "ChunkChecksum",
+            FormatError::LevelOutOfRange { .. } => "LevelOutOfRange",
+            FormatError::LevelOrder { .. } => "LevelOrder",
+            FormatError::GridSize { .. } => "GridSize",
+            FormatError::TokenCount { .. } => "TokenCount",
+            FormatError::TokenOutOfRange { .. } => "TokenOutOfRange",
+            FormatError::InvalidCoding { .. } => "InvalidCoding",
+            FormatError::CorruptPayload { .. } => "CorruptPayload",
+            FormatError::OverLimit { .. } => "OverLimit",
+            FormatError::TrailingData { .. } => "TrailingData",
+            FormatError::Truncated { .. } => "Truncated",
+        }
+    }
+}

@@ -152,6 +152,27 @@ pub enum SpecError {
     },
 }
 
+impl SpecError {
+    /// The variant's name (`"Safetensors"`, …): a stable, machine-readable kind for
+    /// bindings and logs, so callers need not parse `Debug` text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SpecError::Safetensors(..) => "Safetensors",
+            SpecError::MissingMetadata { .. } => "MissingMetadata",
+            SpecError::UnsupportedVersion { .. } => "UnsupportedVersion",
+            SpecError::MissingTensor { .. } => "MissingTensor",
+            SpecError::UnexpectedTensor { .. } => "UnexpectedTensor",
+            SpecError::ShapeMismatch { .. } => "ShapeMismatch",
+            SpecError::UnsupportedDtype { .. } => "UnsupportedDtype",
+            SpecError::NonFinite { .. } => "NonFinite",
+            SpecError::TooLarge { .. } => "TooLarge",
+            SpecError::InvalidConfig { .. } => "InvalidConfig",
+            SpecError::ConfigJson(..) => "ConfigJson",
+            SpecError::UnknownName { .. } => "UnknownName",
+        }
+    }
+}
+
 /// The 32-byte model fingerprint: SHA-256 over a domain tag, the canonical config JSON and
 /// the codebook as little-endian f32 (after any f16 → f32 widening).
 ///

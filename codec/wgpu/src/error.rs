@@ -92,5 +92,26 @@ pub enum GpuError {
     },
 }
 
+impl GpuError {
+    /// The variant's name (`"NoAdapter"`, …): a stable, machine-readable kind for
+    /// bindings and logs, so callers need not parse `Debug` text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GpuError::NoAdapter(..) => "NoAdapter",
+            GpuError::RequestDevice(..) => "RequestDevice",
+            GpuError::Device { .. } => "Device",
+            GpuError::Readback(..) => "Readback",
+            GpuError::Poll(..) => "Poll",
+            GpuError::MappedRange(..) => "MappedRange",
+            GpuError::ReadbackCancelled => "ReadbackCancelled",
+            GpuError::BadInput { .. } => "BadInput",
+            GpuError::TokenOutOfRange { .. } => "TokenOutOfRange",
+            GpuError::NoSuchLevel { .. } => "NoSuchLevel",
+            GpuError::LimitExceeded { .. } => "LimitExceeded",
+            GpuError::Shader { .. } => "Shader",
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = GpuError> = std::result::Result<T, E>;
