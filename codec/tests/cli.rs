@@ -2,10 +2,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use common::{pattern, tiny_weights};
+use common::{fails_with, ok, save_png, stderr, tiny_weights, write_tiny_model};
 use hvq_spec::StoreDtype;
 
 /// A temporary folder with a tiny model file and a few images.
@@ -16,11 +16,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("model.safetensors"),
-            tiny_weights(1).to_safetensors(StoreDtype::F32),
-        )
-        .unwrap();
+        write_tiny_model(dir.path());
         std::fs::write(
             dir.path().join("other.safetensors"),
             tiny_weights(2).to_safetensors(StoreDtype::F32),
@@ -55,37 +51,8 @@ impl Fixture {
     }
 }
 
-fn save_png(path: &Path, w: u32, h: u32) {
-    std::fs::write(
-        path,
-        pattern(w, h).encode_as(image::ImageFormat::Png).unwrap(),
-    )
-    .unwrap();
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[track_caller]
-fn ok(out: &Output) {
-    assert!(out.status.success(), "hvq failed: {}", stderr(out));
-}
-
-/// Asserts a clean failure: non-zero exit, the expected words on stderr, and no panic.
-#[track_caller]
-fn fails_with(out: &Output, expected: &str) {
-    let err = stderr(out);
-    assert!(
-        !out.status.success(),
-        "hvq succeeded, expected an error containing {expected:?}"
-    );
-    assert!(err.contains(expected), "stderr lacks {expected:?}: {err}");
-    assert!(!err.contains("panicked"), "hvq panicked: {err}");
 }
 
 #[test]

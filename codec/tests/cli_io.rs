@@ -7,8 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{pattern, tiny_weights};
-use hvq_spec::StoreDtype;
+use common::{ok, pattern, stderr, write_tiny_model};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -17,11 +16,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("model.safetensors"),
-            tiny_weights(1).to_safetensors(StoreDtype::F32),
-        )
-        .unwrap();
+        write_tiny_model(dir.path());
         let png = pattern(37, 29).encode_as(image::ImageFormat::Png).unwrap();
         std::fs::write(dir.path().join("photo.png"), png).unwrap();
         Fixture { dir }
@@ -72,22 +67,11 @@ impl Fixture {
     }
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(out: &Output) {
-    assert!(out.status.success(), "hvq failed: {}", stderr(out));
-}
-
-/// A clean failure: exit 1, the expected words in a one-line message, no panic.
+/// [`common::fails_with`], and more strictly: exit 1 and a one-line message.
 #[track_caller]
 fn fails_with(out: &Output, expected: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "expected an error: {err}");
-    assert!(err.contains(expected), "stderr lacks {expected:?}: {err}");
-    assert!(!err.contains("panicked"), "hvq panicked: {err}");
+    let err = common::fails_with(out, expected);
+    assert_eq!(out.status.code(), Some(1), "expected exit 1: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
 }
 

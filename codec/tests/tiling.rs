@@ -45,6 +45,18 @@ fn token(g: &TokenGrid, x: usize, y: usize) -> u32 {
     g.tokens[y * g.width + x]
 }
 
+/// The tokens of `grid` (stride `f`) over the pixel extent `ix × iy`.
+fn part(grid: &TokenGrid, (ix, iy): ((usize, usize), (usize, usize)), f: usize) -> TokenGrid {
+    TokenGrid {
+        level: grid.level,
+        width: (ix.1 - ix.0) / f,
+        height: (iy.1 - iy.0) / f,
+        tokens: (iy.0 / f..iy.1 / f)
+            .flat_map(|y| (ix.0 / f..ix.1 / f).map(move |x| token(grid, x, y)))
+            .collect(),
+    }
+}
+
 #[test]
 fn tiled_tokens_are_those_of_each_tile_encoded_alone() {
     let img = pattern(96, 64);
@@ -89,17 +101,12 @@ fn tiled_pixels_outside_the_blend_bands_are_those_of_each_tile_decoded_alone() {
         for &cx in &CORES_X {
             for &cy in &CORES_Y {
                 let (ix, iy) = (input(cx, 96), input(cy, 64));
-                let part = TokenGrid {
-                    level,
-                    width: (ix.1 - ix.0) / f,
-                    height: (iy.1 - iy.0) / f,
-                    tokens: (iy.0 / f..iy.1 / f)
-                        .flat_map(|y| (ix.0 / f..ix.1 / f).map(move |x| (x, y)))
-                        .map(|(x, y)| token(grid, x, y))
-                        .collect(),
-                };
                 let alone = whole
-                    .decode(&part, (ix.1 - ix.0) as u32, (iy.1 - iy.0) as u32)
+                    .decode(
+                        &part(grid, (ix, iy), f),
+                        (ix.1 - ix.0) as u32,
+                        (iy.1 - iy.0) as u32,
+                    )
                     .unwrap();
                 let inner = |c: (usize, usize), len| {
                     (
@@ -131,17 +138,9 @@ fn blended_bands_stay_between_the_neighbouring_tiles() {
     let out = tiled.decode(tokens.level(0).unwrap(), 96, 64).unwrap();
     let alone = |cx: (usize, usize)| {
         let (ix, iy) = (input(cx, 96), input(CORES_Y[0], 64));
-        let g = tokens.level(0).unwrap();
-        let part = TokenGrid {
-            level: 0,
-            width: (ix.1 - ix.0) / 2,
-            height: (iy.1 - iy.0) / 2,
-            tokens: (iy.0 / 2..iy.1 / 2)
-                .flat_map(|y| (ix.0 / 2..ix.1 / 2).map(move |x| token(g, x, y)))
-                .collect(),
-        };
+        let grid = part(tokens.level(0).unwrap(), (ix, iy), 2);
         let img = whole
-            .decode(&part, (ix.1 - ix.0) as u32, (iy.1 - iy.0) as u32)
+            .decode(&grid, (ix.1 - ix.0) as u32, (iy.1 - iy.0) as u32)
             .unwrap();
         (ix.0, img)
     };

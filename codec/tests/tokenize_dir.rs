@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{pattern, tiny_weights};
-use hvq_spec::StoreDtype;
+use common::{fails_with, ok, save_png, stderr, write_tiny_model};
 
 /// A temporary folder with `model.safetensors` and an image folder `data/`.
 struct Fixture {
@@ -18,11 +17,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("model.safetensors"),
-            tiny_weights(1).to_safetensors(StoreDtype::F32),
-        )
-        .unwrap();
+        write_tiny_model(dir.path());
         std::fs::create_dir(dir.path().join("data")).unwrap();
         Fixture { dir }
     }
@@ -80,38 +75,6 @@ impl Fixture {
         }
         files
     }
-}
-
-fn save_png(path: &Path, w: u32, h: u32) {
-    std::fs::write(
-        path,
-        pattern(w, h).encode_as(image::ImageFormat::Png).unwrap(),
-    )
-    .unwrap();
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(out: &Output) -> String {
-    let err = stderr(out);
-    assert!(out.status.success(), "hvq failed: {err}");
-    assert!(!err.contains("panicked"), "hvq panicked: {err}");
-    err
-}
-
-#[track_caller]
-fn fails_with(out: &Output, expected: &str) -> String {
-    let err = stderr(out);
-    assert!(
-        !out.status.success(),
-        "hvq succeeded, expected {expected:?}"
-    );
-    assert!(err.contains(expected), "stderr lacks {expected:?}: {err}");
-    assert!(!err.contains("panicked"), "hvq panicked: {err}");
-    err
 }
 
 fn index(f: &Fixture, out: &str, shard: usize) -> Vec<serde_json::Value> {
