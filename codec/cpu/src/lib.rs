@@ -8,7 +8,8 @@
 //! - [`ops`]: every op of the model as a free function on [`FeatureMap`](hvq_spec::FeatureMap)s
 //!   (convolutions, GroupNorm + swish, attention, pooling, the codebook search, …), each tested
 //!   against a naive version; the wgpu kernels are tested against these.
-//! - [`CpuModel`]: a validated [`Weights`](hvq_spec::Weights) file run end to end: image →
+//! - [`CpuModel`]: a validated [`Weights`](hvq_spec::Weights) file run end to end by one
+//!   interpreter of the model's [`graph`](hvq_spec::graph) programs: image →
 //!   projected latents → token grids of every level, and any level's tokens → image.
 //!
 //! ```
@@ -38,4 +39,4 @@ pub mod ops;
 mod par;
 
 pub use error::CpuError;
-pub use model::CpuModel;
+pub use model::{CpuModel, Data};

@@ -1,16 +1,15 @@
-//! The whole model on the CPU: image → latents → tokens, and tokens → image per level.
+//! The whole model on the CPU: one interpreter that runs the programs of
+//! [`hvq_spec::graph`] over [`ops`] (image → latents → tokens, and tokens → image per level).
 
 use std::sync::Arc;
 
-use hvq_spec::{FeatureMap, ModelConfig, Strategy, Tensor, TokenGrid, Weights};
+use hvq_spec::graph::{self, ModelGraph, Node, Op, Output, ParamId, Program, Value};
+use hvq_spec::{FeatureMap, ModelConfig, Tensor, TokenGrid, Weights};
 
 use crate::CpuError;
-use crate::ops::{self, Affine, AttnWeights, Conv2dParams, GroupNormParams};
+use crate::ops::{self, Affine, AttnWeights, GroupNormParams};
 
-/// GroupNorm epsilon of every norm in the model (DESIGN.md §2).
-const NORM_EPS: f32 = 1e-6;
-
-/// A model ready to run on the CPU: validated weights plus the code that walks them.
+/// A model ready to run on the CPU: validated weights plus the programs that use them.
 ///
 /// ```
 /// use hvq_cpu::CpuModel;
@@ -26,13 +25,31 @@ const NORM_EPS: f32 = 1e-6;
 #[derive(Debug, Clone)]
 pub struct CpuModel {
     weights: Arc<Weights>,
+    /// The model's programs with this backend's one fusion applied: each residual add runs
+    /// inside the convolution before it (`conv2d_accumulate`).
+    graph: Arc<ModelGraph>,
+}
+
+/// A value while a program runs.
+#[derive(Debug, Clone)]
+pub enum Data {
+    /// A feature map.
+    Map(FeatureMap),
+    /// A token grid (its `level` is whatever the caller set; ops ignore it).
+    Tokens(TokenGrid),
 }
 
 impl CpuModel {
     /// Wraps validated weights (every schema tensor is known to be present).
     pub fn new(weights: impl Into<Arc<Weights>>) -> Self {
+        let weights = weights.into();
+        let mut graph = ModelGraph::new(weights.config());
+        for p in std::iter::once(&mut graph.encoder).chain(&mut graph.decoders) {
+            p.fuse_residuals(&[]);
+        }
         CpuModel {
-            weights: weights.into(),
+            weights,
+            graph: Arc::new(graph),
         }
     }
 
@@ -51,7 +68,14 @@ impl CpuModel {
     /// `image` is RGB in `[0, 1]`, its size a positive multiple of
     /// [`ModelConfig::coarsest_stride`] (see [`ops::pad_edge`]).
     pub fn encode_latents(&self, image: &FeatureMap) -> Result<Vec<FeatureMap>, CpuError> {
-        self.latents_upto(image, self.config().levels)
+        self.check_image(image)?;
+        let e = &self.graph.encoder;
+        let wanted = outputs(e, (0..self.config().levels).map(Output::Latent));
+        let given = vec![(e.input, Data::Map(image.clone()))];
+        self.run(e, given, &wanted)?
+            .into_iter()
+            .map(into_map)
+            .collect()
     }
 
     /// Tokens of every latent map given (level `i` for `latents[i]`).
@@ -64,62 +88,45 @@ impl CpuModel {
                 got: latents.len(),
             });
         }
-        let codebook = self.t("quantizer.codebook");
-        latents
-            .iter()
+        let e = &self.graph.encoder;
+        let given = (0..latents.len())
+            .map(|l| (output(e, Output::Latent(l)), Data::Map(latents[l].clone())))
+            .collect();
+        let wanted = outputs(e, (0..latents.len()).map(Output::Tokens));
+        let grids = self.run(e, given, &wanted)?;
+        grids
+            .into_iter()
             .enumerate()
-            .map(|(level, p)| {
-                let tokens = ops::nearest_codes(p, codebook)?;
-                Ok(TokenGrid {
-                    level,
-                    height: p.height,
-                    width: p.width,
-                    tokens,
-                })
-            })
+            .map(|(l, d)| into_grid(d, l))
             .collect()
     }
 
     /// The token grids of the requested `levels` (in the order given), running the encoder
     /// and the level chain only as far as the coarsest requested level needs.
     pub fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>, CpuError> {
-        let n = self.config().levels;
-        if let Some(&level) = levels.iter().find(|&&l| l >= n) {
-            return Err(CpuError::LevelOutOfRange { level, levels: n });
-        }
-        let Some(&deepest) = levels.iter().max() else {
-            self.check_image(image)?;
+        self.check_levels(levels)?;
+        self.check_image(image)?;
+        if levels.is_empty() {
             return Ok(Vec::new());
-        };
-        let latents = self.latents_upto(image, deepest + 1)?;
-        let codebook = self.t("quantizer.codebook");
-        levels
-            .iter()
-            .map(|&level| {
-                let p = &latents[level];
-                let tokens = ops::nearest_codes(p, codebook)?;
-                Ok(TokenGrid {
-                    level,
-                    height: p.height,
-                    width: p.width,
-                    tokens,
-                })
-            })
+        }
+        let e = &self.graph.encoder;
+        let wanted = outputs(e, levels.iter().map(|&l| Output::Tokens(l)));
+        let given = vec![(e.input, Data::Map(image.clone()))];
+        let grids = self.run(e, given, &wanted)?;
+        grids
+            .into_iter()
+            .zip(levels)
+            .map(|(d, &l)| into_grid(d, l))
             .collect()
     }
 
     /// The RGB image in `[0, 1]` that level `grid.level`'s decoder rebuilds from `grid`,
     /// of size `grid × level_stride(level)`.
     pub fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap, CpuError> {
-        let levels = self.config().levels;
-        if grid.level >= levels {
-            return Err(CpuError::LevelOutOfRange {
-                level: grid.level,
-                levels,
-            });
-        }
-        let quantized = ops::gather_codes(grid, self.t("quantizer.codebook"))?;
-        self.decode_quantized(grid.level, &quantized)
+        self.check_levels(&[grid.level])?;
+        let d = &self.graph.decoders[grid.level];
+        let given = vec![(d.input, Data::Tokens(grid.clone()))];
+        self.run_to_image(d, given)
     }
 
     /// Runs level `level`'s decoder on codebook vectors (`D` channels), e.g. a token grid
@@ -129,34 +136,133 @@ impl CpuModel {
         level: usize,
         quantized: &FeatureMap,
     ) -> Result<FeatureMap, CpuError> {
-        let cfg = self.config();
-        if level >= cfg.levels {
-            return Err(CpuError::LevelOutOfRange {
-                level,
-                levels: cfg.levels,
-            });
+        self.check_levels(&[level])?;
+        let d = &self.graph.decoders[level];
+        let given = vec![(output(d, Output::Quantized), Data::Map(quantized.clone()))];
+        self.run_to_image(d, given)
+    }
+
+    /// Runs `program` from the `given` values to the `wanted` ones, node by node, freeing every
+    /// value after its last reader. Public so that tests can compare backends value by value.
+    pub fn run(
+        &self,
+        program: &Program,
+        given: Vec<(Value, Data)>,
+        wanted: &[Value],
+    ) -> Result<Vec<Data>, CpuError> {
+        let ids: Vec<Value> = given.iter().map(|(v, _)| *v).collect();
+        let plan = program.schedule(wanted, &ids);
+        let mut values: Vec<Option<Data>> = vec![None; program.nodes.len()];
+        for (v, d) in given {
+            values[v.0] = Some(d);
         }
-        let p = format!("decoders.{level}");
-        let mut h = self.conv(quantized, &format!("{p}.conv_in"), Conv2dParams::SAME)?;
-        h = self.mid(&h, &format!("{p}.mid"))?;
-        let stages = cfg.decoder_stage_mults(level).len();
-        for s in 0..stages {
-            for j in 0..cfg.decoder_res_blocks {
-                h = self.res_block(&h, &format!("{p}.up.{s}.block.{j}"))?;
+        for (&i, frees) in plan.order.iter().zip(&plan.frees) {
+            let out = self.eval(program, &program.nodes[i], &mut values, frees)?;
+            for v in frees {
+                values[v.0] = None;
             }
-            if s + 1 != stages {
-                let conv = format!("{p}.up.{s}.upsample.conv");
-                h = ops::upsample_conv2d(
-                    &h,
-                    self.t(&format!("{conv}.weight")),
-                    self.t(&format!("{conv}.bias")),
-                )?;
-            }
+            values[i] = Some(out);
         }
-        h = self.norm(&h, &format!("{p}.norm_out"), true)?;
-        let mut rgb = self.conv(&h, &format!("{p}.conv_out"), Conv2dParams::SAME)?;
-        denormalize(&mut rgb, cfg);
-        Ok(rgb)
+        wanted
+            .iter()
+            .map(|w| values[w.0].clone().ok_or(MISSING_INPUT))
+            .collect()
+    }
+
+    fn run_to_image(&self, d: &Program, given: Vec<(Value, Data)>) -> Result<FeatureMap, CpuError> {
+        let image = output(d, Output::Image);
+        let mut out = self.run(d, given, &[image])?;
+        into_map(out.pop().ok_or(MISSING_INPUT)?)
+    }
+
+    /// One node. A residual that dies here is taken, not copied: the convolution accumulates
+    /// into it.
+    fn eval(
+        &self,
+        program: &Program,
+        node: &Node,
+        values: &mut [Option<Data>],
+        frees: &[Value],
+    ) -> Result<Data, CpuError> {
+        let (mean, std) = program.mean_std;
+        let out = match &node.op {
+            Op::Input => return Err(MISSING_INPUT),
+            Op::Normalize => normalize(input_map(node, values, 0)?, mean, std),
+            Op::Denormalize => {
+                let mut rgb = input_map(node, values, 0)?.clone();
+                denormalize(&mut rgb, mean, std);
+                rgb
+            }
+            Op::Conv {
+                affine,
+                params,
+                norm,
+            } => {
+                // Take the residual first (it may be moved out), then borrow the input.
+                let residual = match node.inputs.get(1) {
+                    Some(&r) if frees.contains(&r) && r != node.inputs[0] => {
+                        match values[r.0].take() {
+                            Some(Data::Map(m)) => Some(m),
+                            _ => return Err(MISSING_INPUT),
+                        }
+                    }
+                    Some(_) => Some(input_map(node, values, 1)?.clone()),
+                    None => None,
+                };
+                let x = input_map(node, values, 0)?;
+                let normed = match norm {
+                    Some(n) => Some(ops::group_norm(x, self.norm_params(n))?),
+                    None => None,
+                };
+                let x = normed.as_ref().unwrap_or(x);
+                let (w, b) = (self.param(affine.weight), self.param(affine.bias));
+                match residual {
+                    None => ops::conv2d(x, w, b, *params)?,
+                    Some(mut acc) => {
+                        ops::conv2d_accumulate(x, w, b, *params, &mut acc)?;
+                        acc
+                    }
+                }
+            }
+            Op::GroupNorm(n) => ops::group_norm(input_map(node, values, 0)?, self.norm_params(n))?,
+            Op::Add => ops::add(input_map(node, values, 0)?, input_map(node, values, 1)?)?,
+            Op::AvgPool2 => ops::avg_pool2(input_map(node, values, 0)?),
+            Op::Subsample2 => ops::subsample2(input_map(node, values, 0)?),
+            Op::Attention(a) => {
+                let w = AttnWeights {
+                    norm: self.affine(a.norm.gamma, a.norm.beta),
+                    q: self.affine(a.q.weight, a.q.bias),
+                    k: self.affine(a.k.weight, a.k.bias),
+                    v: self.affine(a.v.weight, a.v.bias),
+                    proj_out: self.affine(a.proj_out.weight, a.proj_out.bias),
+                    groups: a.norm.groups,
+                    eps: graph::NORM_EPS,
+                };
+                ops::attention(input_map(node, values, 0)?, w)?
+            }
+            Op::NearestCode { codebook } => {
+                let p = input_map(node, values, 0)?;
+                return Ok(Data::Tokens(TokenGrid {
+                    level: 0,
+                    height: p.height,
+                    width: p.width,
+                    tokens: ops::nearest_codes(p, self.param(*codebook))?,
+                }));
+            }
+            Op::GatherCode { codebook } => match values[node.inputs[0].0].as_ref() {
+                Some(Data::Tokens(grid)) => ops::gather_codes(grid, self.param(*codebook))?,
+                _ => return Err(MISSING_INPUT),
+            },
+        };
+        Ok(Data::Map(out))
+    }
+
+    fn check_levels(&self, levels: &[usize]) -> Result<(), CpuError> {
+        let n = self.config().levels;
+        match levels.iter().find(|&&l| l >= n) {
+            Some(&level) => Err(CpuError::LevelOutOfRange { level, levels: n }),
+            None => Ok(()),
+        }
     }
 
     fn check_image(&self, image: &FeatureMap) -> Result<(), CpuError> {
@@ -182,155 +288,88 @@ impl CpuModel {
         Ok(())
     }
 
-    /// Projected latents of levels `0..count`.
-    fn latents_upto(&self, image: &FeatureMap, count: usize) -> Result<Vec<FeatureMap>, CpuError> {
-        self.check_image(image)?;
-        let mut z = self.encoder(image)?;
-        let mut out = Vec::with_capacity(count);
-        for level in 0..count {
-            if level > 0 {
-                z = self.derive_level(&z, level)?;
-            }
-            out.push(ops::project(
-                &z,
-                self.t("quantizer.proj.weight"),
-                self.t("quantizer.proj.bias"),
-            )?);
-        }
-        Ok(out)
-    }
-
-    /// The encoder: normalized image → `z_0` (`z_channels` at the finest stride).
-    fn encoder(&self, image: &FeatureMap) -> Result<FeatureMap, CpuError> {
-        let cfg = self.config();
-        let x = normalize(image, cfg);
-        let mut h = self.conv(&x, "encoder.conv_in", Conv2dParams::SAME)?;
-        let last = cfg.channel_mult.len() - 1;
-        for i in 0..=last {
-            for j in 0..cfg.num_res_blocks {
-                h = self.res_block(&h, &format!("encoder.down.{i}.block.{j}"))?;
-            }
-            if i != last {
-                h = self.conv(
-                    &h,
-                    &format!("encoder.down.{i}.downsample.conv"),
-                    Conv2dParams::DOWNSAMPLE,
-                )?;
-            }
-        }
-        h = self.mid(&h, "encoder.mid")?;
-        h = self.norm(&h, "encoder.norm_out", true)?;
-        self.conv(&h, "encoder.conv_out", Conv2dParams::SAME)
-    }
-
-    /// `z_level` from `z_{level-1}` by the configured strategy.
-    fn derive_level(&self, z: &FeatureMap, level: usize) -> Result<FeatureMap, CpuError> {
-        let down = format!("levels.{level}.down.conv");
-        match self.config().strategy {
-            Strategy::Sampling => Ok(ops::subsample2(z)),
-            Strategy::Avgpool => Ok(ops::avg_pool2(z)),
-            Strategy::Convpool => self.conv(z, &down, Conv2dParams::DOWNSAMPLE),
-            Strategy::Pooling => {
-                let mut out = ops::avg_pool2(z);
-                let (w, b) = (
-                    self.t(&format!("{down}.weight")),
-                    self.t(&format!("{down}.bias")),
-                );
-                ops::conv2d_accumulate(z, w, b, Conv2dParams::DOWNSAMPLE, &mut out)?;
-                Ok(out)
-            }
+    fn norm_params(&self, n: &graph::Norm) -> GroupNormParams<'_> {
+        GroupNormParams {
+            gamma: self.param(n.gamma),
+            beta: self.param(n.beta),
+            groups: n.groups,
+            eps: graph::NORM_EPS,
+            swish: n.swish,
         }
     }
 
-    /// Middle section: ResBlock, optional attention, ResBlock.
-    fn mid(&self, x: &FeatureMap, prefix: &str) -> Result<FeatureMap, CpuError> {
-        let mut h = self.res_block(x, &format!("{prefix}.block_1"))?;
-        if self.config().mid_attention {
-            h = self.attention(&h, &format!("{prefix}.attn_1"))?;
-        }
-        self.res_block(&h, &format!("{prefix}.block_2"))
-    }
-
-    /// `skip(x) + conv2(swish(norm2(conv1(swish(norm1(x))))))`, the add fused into conv2.
-    fn res_block(&self, x: &FeatureMap, prefix: &str) -> Result<FeatureMap, CpuError> {
-        let h = self.norm(x, &format!("{prefix}.norm1"), true)?;
-        let h = self.conv(&h, &format!("{prefix}.conv1"), Conv2dParams::SAME)?;
-        let h = self.norm(&h, &format!("{prefix}.norm2"), true)?;
-        let shortcut = format!("{prefix}.nin_shortcut");
-        let mut out = if self.weights.get(&format!("{shortcut}.weight")).is_some() {
-            self.conv(x, &shortcut, Conv2dParams::SAME)?
-        } else {
-            x.clone()
-        };
-        let conv2 = self.affine(&format!("{prefix}.conv2"));
-        ops::conv2d_accumulate(&h, conv2.weight, conv2.bias, Conv2dParams::SAME, &mut out)?;
-        Ok(out)
-    }
-
-    fn attention(&self, x: &FeatureMap, prefix: &str) -> Result<FeatureMap, CpuError> {
-        let w = AttnWeights {
-            norm: self.affine(&format!("{prefix}.norm")),
-            q: self.affine(&format!("{prefix}.q")),
-            k: self.affine(&format!("{prefix}.k")),
-            v: self.affine(&format!("{prefix}.v")),
-            proj_out: self.affine(&format!("{prefix}.proj_out")),
-            groups: self.config().norm_groups,
-            eps: NORM_EPS,
-        };
-        ops::attention(x, w)
-    }
-
-    fn norm(&self, x: &FeatureMap, prefix: &str, swish: bool) -> Result<FeatureMap, CpuError> {
-        let a = self.affine(prefix);
-        let params = GroupNormParams {
-            gamma: a.weight,
-            beta: a.bias,
-            groups: self.config().norm_groups,
-            eps: NORM_EPS,
-            swish,
-        };
-        ops::group_norm(x, params)
-    }
-
-    fn conv(
-        &self,
-        x: &FeatureMap,
-        prefix: &str,
-        params: Conv2dParams,
-    ) -> Result<FeatureMap, CpuError> {
-        let a = self.affine(prefix);
-        ops::conv2d(x, a.weight, a.bias, params)
-    }
-
-    fn affine(&self, prefix: &str) -> Affine<'_> {
+    fn affine(&self, weight: ParamId, bias: ParamId) -> Affine<'_> {
         Affine {
-            weight: self.t(&format!("{prefix}.weight")),
-            bias: self.t(&format!("{prefix}.bias")),
+            weight: self.param(weight),
+            bias: self.param(bias),
         }
     }
 
-    /// A schema tensor; `Weights` guarantees every schema name is present.
-    fn t(&self, name: &str) -> &Tensor {
-        self.weights.tensor(name)
+    /// A graph parameter; `Weights` holds every one (it is checked against the same list).
+    fn param(&self, id: ParamId) -> &Tensor {
+        self.weights.tensor(&self.graph.param(id).name)
+    }
+}
+
+/// A program was run without a value it reads: a caller's bug, reported rather than panicking.
+const MISSING_INPUT: CpuError = CpuError::Unsupported {
+    op: "program",
+    param: "given values",
+    got: 0,
+    reason: "a value the program reads was neither given nor computed",
+};
+
+/// Input `k` of `node` as a feature map.
+fn input_map<'v>(
+    node: &Node,
+    values: &'v [Option<Data>],
+    k: usize,
+) -> Result<&'v FeatureMap, CpuError> {
+    match values[node.inputs[k].0].as_ref() {
+        Some(Data::Map(m)) => Ok(m),
+        _ => Err(MISSING_INPUT),
+    }
+}
+
+fn output(p: &Program, which: Output) -> Value {
+    p.output(which)
+        .expect("every program of a valid config has its named outputs")
+}
+
+fn outputs(p: &Program, which: impl Iterator<Item = Output>) -> Vec<Value> {
+    which.map(|o| output(p, o)).collect()
+}
+
+fn into_map(d: Data) -> Result<FeatureMap, CpuError> {
+    match d {
+        Data::Map(m) => Ok(m),
+        Data::Tokens(_) => Err(MISSING_INPUT),
+    }
+}
+
+fn into_grid(d: Data, level: usize) -> Result<TokenGrid, CpuError> {
+    match d {
+        Data::Tokens(grid) => Ok(TokenGrid { level, ..grid }),
+        Data::Map(_) => Err(MISSING_INPUT),
     }
 }
 
 /// `(x − mean) / std` per channel.
-fn normalize(image: &FeatureMap, cfg: &ModelConfig) -> FeatureMap {
+fn normalize(image: &FeatureMap, mean: [f32; 3], std: [f32; 3]) -> FeatureMap {
     let mut x = image.clone();
     let plane = x.plane();
     for (c, ch) in x.data.chunks_exact_mut(plane.max(1)).enumerate() {
-        let (m, inv) = (cfg.mean[c], 1.0 / cfg.std[c]);
+        let (m, inv) = (mean[c], 1.0 / std[c]);
         ch.iter_mut().for_each(|v| *v = (*v - m) * inv);
     }
     x
 }
 
 /// `clamp(x · std + mean, 0, 1)` per channel.
-fn denormalize(rgb: &mut FeatureMap, cfg: &ModelConfig) {
+fn denormalize(rgb: &mut FeatureMap, mean: [f32; 3], std: [f32; 3]) {
     let plane = rgb.plane();
     for (c, ch) in rgb.data.chunks_exact_mut(plane.max(1)).enumerate() {
-        let (m, s) = (cfg.mean[c], cfg.std[c]);
+        let (m, s) = (mean[c], std[c]);
         ch.iter_mut()
             .for_each(|v| *v = (*v * s + m).clamp(0.0, 1.0));
     }

@@ -4,7 +4,8 @@
 //! must agree on, in one small dependency-light crate:
 //!
 //! - [`ModelConfig`]: the serializable model description with the presets `paper`, `small`, `tiny`;
-//! - [`schema::tensors`]: the weight-name schema, every tensor name and shape of a model;
+//! - [`graph::ModelGraph`]: the architecture as data, the programs every backend runs;
+//! - [`schema::tensors`]: the weight-name schema (the graph's parameters), every tensor name and shape;
 //! - [`fingerprint`]: the model fingerprint that `.hvq` files use to name their codebook;
 //! - the weight-file metadata keys ([`meta`]);
 //! - the parameters of the model's ops that every backend takes ([`op_params`]).
@@ -21,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod graph;
 pub mod op_params;
 pub mod schema;
 mod tensor;
