@@ -39,4 +39,4 @@ pub mod ops;
 mod par;
 
 pub use error::CpuError;
-pub use model::{CpuModel, Data};
+pub use model::CpuModel;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use hvq_spec::graph::{self, ModelGraph, Node, Op, Output, ParamId, Program, Value};
+use hvq_spec::graph::{self, Data, ModelGraph, Node, Op, Output, ParamId, Program, Value};
 use hvq_spec::{FeatureMap, ModelConfig, Tensor, TokenGrid, Weights};
 
 use crate::CpuError;
@@ -28,15 +28,6 @@ pub struct CpuModel {
     /// The model's programs with this backend's one fusion applied: each residual add runs
     /// inside the convolution before it (`conv2d_accumulate`).
     graph: Arc<ModelGraph>,
-}
-
-/// A value while a program runs.
-#[derive(Debug, Clone)]
-pub enum Data {
-    /// A feature map.
-    Map(FeatureMap),
-    /// A token grid (its `level` is whatever the caller set; ops ignore it).
-    Tokens(TokenGrid),
 }
 
 impl CpuModel {

@@ -21,7 +21,7 @@
 
 use crate::op_params::{Conv2dParams, Padding};
 use crate::schema::TensorSpec;
-use crate::{ModelConfig, Strategy};
+use crate::{FeatureMap, ModelConfig, Strategy, TokenGrid};
 
 /// GroupNorm epsilon of every norm in the model (DESIGN.md §2): the one definition.
 pub const NORM_EPS: f32 = 1e-6;
@@ -135,6 +135,15 @@ pub struct Node {
     pub channels: usize,
     /// Features or tokens.
     pub kind: ValueKind,
+}
+
+/// A value while a backend runs a program, as callers give and receive it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    /// A feature map.
+    Map(FeatureMap),
+    /// A token grid (its `level` is whatever the caller set; ops ignore it).
+    Tokens(TokenGrid),
 }
 
 /// A named output of a program.

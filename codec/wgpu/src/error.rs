@@ -60,7 +60,7 @@ pub enum GpuError {
     },
     /// The requested level does not exist in this model. Returned by [`crate::GpuModel`] methods.
     #[error("level {level} does not exist; the model has {levels} levels")]
-    NoSuchLevel {
+    LevelOutOfRange {
         /// The level asked for.
         level: usize,
         /// Levels of the model.
@@ -106,7 +106,7 @@ impl GpuError {
             GpuError::ReadbackCancelled => "ReadbackCancelled",
             GpuError::BadInput { .. } => "BadInput",
             GpuError::TokenOutOfRange { .. } => "TokenOutOfRange",
-            GpuError::NoSuchLevel { .. } => "NoSuchLevel",
+            GpuError::LevelOutOfRange { .. } => "LevelOutOfRange",
             GpuError::LimitExceeded { .. } => "LimitExceeded",
             GpuError::Shader { .. } => "Shader",
         }

@@ -1,23 +1,27 @@
-//! The whole model on the device: weights uploaded once, one cached graph per input shape.
+//! The whole model on the device: weights uploaded once, the model's programs
+//! ([`hvq_spec::graph`]) lowered to kernels, one cached graph per input shape.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use hvq_spec::{FeatureMap, ModelConfig, Strategy, TokenGrid, Weights, schema};
+use hvq_spec::graph::{self, Data, ModelGraph, Node, Op, Output, ParamId, Program, Value};
+use hvq_spec::op_params::Padding;
+use hvq_spec::{FeatureMap, ModelConfig, TokenGrid, Weights};
 use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::{ConvOptions, ConvWeights, FusedNorm, Graph, Pad, Resample, Tensor};
 
-/// GroupNorm epsilon of every norm in the model (DESIGN.md §2).
-const NORM_EPS: f32 = 1e-6;
-
-/// Weights as device buffers, by schema prefix.
+/// Weights as device buffers, by graph parameter.
 struct DeviceWeights {
-    convs: HashMap<String, ConvWeights>,
-    /// gamma‖beta of each norm.
-    norms: HashMap<String, wgpu::Buffer>,
+    /// Kernel and bias of each convolution, by the kernel's parameter.
+    convs: HashMap<ParamId, ConvWeights>,
+    /// An attention block's q, k and v projections as one 1×1 convolution, by q's kernel.
+    qkv: HashMap<ParamId, ConvWeights>,
+    /// gamma‖beta of each norm, by gamma.
+    norms: HashMap<ParamId, wgpu::Buffer>,
+    /// The shared codebook.
     codebook: wgpu::Buffer,
     /// 1/std ‖ −mean/std: the input normalization.
     normalize: wgpu::Buffer,
@@ -28,13 +32,11 @@ struct DeviceWeights {
 /// Which graph a cached plan runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum PlanKey {
-    /// Latents of levels `0..=top` of a padded `height × width` image, and tokens of `quantize`.
+    /// The encoder on a padded `height × width` image, computing `wanted`.
     Encode {
         height: usize,
         width: usize,
-        top: usize,
-        quantize: Vec<usize>,
-        latents: bool,
+        wanted: Vec<Value>,
     },
     /// Decoder of `level` for a `height × width` grid.
     Decode {
@@ -47,7 +49,8 @@ enum PlanKey {
 /// A built graph with its input and output tensors.
 struct Plan {
     graph: Graph,
-    input: Tensor,
+    /// One per given value, in the order given.
+    inputs: Vec<Tensor>,
     outputs: Vec<Tensor>,
 }
 
@@ -59,6 +62,9 @@ struct Plan {
 pub struct GpuModel {
     ctx: GpuContext,
     config: ModelConfig,
+    /// The model's programs with this backend's fusions applied: residual adds into the
+    /// convolution before them, GroupNorms into the convolution after them.
+    graph: ModelGraph,
     weights: DeviceWeights,
     plans: Mutex<HashMap<PlanKey, Plan>>,
 }
@@ -79,10 +85,16 @@ impl GpuModel {
     /// [`GpuError::LimitExceeded`] when a tensor is larger than a device buffer may be.
     pub fn new(ctx: &GpuContext, weights: &Weights) -> Result<Self> {
         let config = weights.config().clone();
-        let dev = DeviceWeights::upload(ctx, weights)?;
+        let mut graph = ModelGraph::new(&config);
+        for p in std::iter::once(&mut graph.encoder).chain(&mut graph.decoders) {
+            p.fuse_residuals(&[]);
+            p.fuse_norms(&[]);
+        }
+        let dev = DeviceWeights::upload(ctx, weights, &graph)?;
         Ok(GpuModel {
             ctx: ctx.clone(),
             config,
+            graph,
             weights: dev,
             plans: Mutex::new(HashMap::new()),
         })
@@ -102,14 +114,15 @@ impl GpuModel {
     /// [`GpuError::LimitExceeded`] for one too large for the device; device errors.
     pub async fn encode_latents(&self, image: &FeatureMap) -> Result<Vec<FeatureMap>> {
         self.check_image(image)?;
+        let wanted = self.encoder_outputs((0..self.config.levels).map(Output::Latent));
         let key = PlanKey::Encode {
             height: image.height,
             width: image.width,
-            top: self.config.levels - 1,
-            quantize: Vec::new(),
-            latents: true,
+            wanted,
         };
-        let out = self.run(key, bytemuck::cast_slice(&image.data)).await?;
+        let out = self
+            .run_cached(key, bytemuck::cast_slice(&image.data))
+            .await?;
         Ok(out
             .into_iter()
             .map(|(t, bytes)| to_map(t, &bytes))
@@ -121,37 +134,27 @@ impl GpuModel {
     /// [`GpuModel::encode_latents`].
     ///
     /// # Errors
-    /// [`GpuError::NoSuchLevel`] for a level the model lacks; otherwise as
+    /// [`GpuError::LevelOutOfRange`] for a level the model lacks; otherwise as
     /// [`GpuModel::encode_latents`].
     pub async fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>> {
-        if let Some(&level) = levels.iter().find(|&&l| l >= self.config.levels) {
-            return Err(GpuError::NoSuchLevel {
-                level,
-                levels: self.config.levels,
-            });
-        }
+        self.check_levels(levels)?;
         self.check_image(image)?;
         if levels.is_empty() {
             return Ok(Vec::new());
         }
-        let top = levels.iter().copied().max().unwrap_or(0);
+        let wanted = self.encoder_outputs(levels.iter().map(|&l| Output::Tokens(l)));
         let key = PlanKey::Encode {
             height: image.height,
             width: image.width,
-            top,
-            quantize: levels.to_vec(),
-            latents: false,
+            wanted,
         };
-        let out = self.run(key, bytemuck::cast_slice(&image.data)).await?;
+        let out = self
+            .run_cached(key, bytemuck::cast_slice(&image.data))
+            .await?;
         Ok(levels
             .iter()
             .zip(out)
-            .map(|(&level, (t, bytes))| TokenGrid {
-                level,
-                height: t.height,
-                width: t.width,
-                tokens: bytemuck::pod_collect_to_vec(&bytes),
-            })
+            .map(|(&level, (t, bytes))| to_grid(level, t, &bytes))
             .collect())
     }
 
@@ -159,25 +162,90 @@ impl GpuModel {
     /// decoder rebuilds from its tokens alone.
     ///
     /// # Errors
-    /// [`GpuError::NoSuchLevel`], [`GpuError::BadInput`] for a grid whose token count is not
+    /// [`GpuError::LevelOutOfRange`], [`GpuError::BadInput`] for a grid whose token count is not
     /// `height × width` or is empty, [`GpuError::TokenOutOfRange`], limits, device errors.
     pub async fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap> {
-        let cfg = &self.config;
-        if grid.level >= cfg.levels {
-            return Err(GpuError::NoSuchLevel {
-                level: grid.level,
-                levels: cfg.levels,
-            });
-        }
-        check_grid(grid, cfg.codebook_size)?;
+        self.check_levels(&[grid.level])?;
+        check_grid(grid, self.config.codebook_size)?;
         let key = PlanKey::Decode {
             level: grid.level,
             height: grid.height,
             width: grid.width,
         };
-        let mut out = self.run(key, bytemuck::cast_slice(&grid.tokens)).await?;
+        let mut out = self
+            .run_cached(key, bytemuck::cast_slice(&grid.tokens))
+            .await?;
         let (t, bytes) = out.pop().ok_or(GpuError::ReadbackCancelled)?;
         Ok(to_map(t, &bytes))
+    }
+
+    /// Runs any program of this model's graph (e.g. one without the backend's fusions, from
+    /// [`ModelGraph::new`]) from the `given` values to the `wanted` ones. Not cached: for tests
+    /// that compare backends value by value (give a node its inputs, want its output).
+    ///
+    /// # Errors
+    /// [`GpuError::BadInput`] for a program that reads a value it neither computes nor is
+    /// given; limits and device errors.
+    pub async fn run(
+        &self,
+        program: &Program,
+        given: &[(Value, Data)],
+        wanted: &[Value],
+    ) -> Result<Vec<Data>> {
+        let scope = self
+            .ctx
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let shapes: Vec<(Value, (usize, usize, usize))> =
+            given.iter().map(|(v, d)| (*v, data_shape(d))).collect();
+        let built = self.lower(program, &shapes, wanted);
+        if let Some(source) = scope.pop().await {
+            return Err(GpuError::Device {
+                during: "building kernels",
+                source,
+            });
+        }
+        let mut plan = built?;
+        let uploads: Vec<(Tensor, &[u8])> = plan
+            .inputs
+            .iter()
+            .zip(given)
+            .map(|(&t, (_, d))| {
+                let bytes: &[u8] = match d {
+                    Data::Map(m) => bytemuck::cast_slice(&m.data),
+                    Data::Tokens(g) => bytemuck::cast_slice(&g.tokens),
+                };
+                (t, bytes)
+            })
+            .collect();
+        let out = plan.graph.run(&uploads, &plan.outputs).await?;
+        Ok(wanted
+            .iter()
+            .zip(plan.outputs.iter().zip(out))
+            .map(|(&v, (&t, bytes))| match program.node(v).kind {
+                graph::ValueKind::Tokens => Data::Tokens(to_grid(0, t, &bytes)),
+                graph::ValueKind::Features => Data::Map(to_map(t, &bytes)),
+            })
+            .collect())
+    }
+
+    fn encoder_outputs(&self, which: impl Iterator<Item = Output>) -> Vec<Value> {
+        which
+            .map(|o| {
+                self.graph
+                    .encoder
+                    .output(o)
+                    .expect("the encoder names every level's outputs")
+            })
+            .collect()
+    }
+
+    fn check_levels(&self, levels: &[usize]) -> Result<()> {
+        let n = self.config.levels;
+        match levels.iter().find(|&&l| l >= n) {
+            Some(&level) => Err(GpuError::LevelOutOfRange { level, levels: n }),
+            None => Ok(()),
+        }
     }
 
     /// Accepts RGB of a positive size that is a multiple of the coarsest stride, as the CPU
@@ -207,7 +275,7 @@ impl GpuModel {
     }
 
     /// Runs the plan for `key` (building it on first use) with `input` uploaded.
-    async fn run(&self, key: PlanKey, input: &[u8]) -> Result<Vec<(Tensor, Vec<u8>)>> {
+    async fn run_cached(&self, key: PlanKey, input: &[u8]) -> Result<Vec<(Tensor, Vec<u8>)>> {
         // Taking the plan out of the cache while it runs keeps two concurrent calls of the
         // same shape from sharing buffers: the second builds its own.
         let taken = self.lock_plans().remove(&key);
@@ -215,7 +283,10 @@ impl GpuModel {
             Some(plan) => plan,
             None => self.build(&key).await?,
         };
-        let result = plan.graph.run(&[(plan.input, input)], &plan.outputs).await;
+        let result = plan
+            .graph
+            .run(&[(plan.inputs[0], input)], &plan.outputs)
+            .await;
         let outputs = plan.outputs.clone();
         self.lock_plans().insert(key, plan);
         Ok(outputs.into_iter().zip(result?).collect())
@@ -231,7 +302,26 @@ impl GpuModel {
             .ctx
             .device()
             .push_error_scope(wgpu::ErrorFilter::Validation);
-        let built = self.build_now(key);
+        let built = match key {
+            PlanKey::Encode {
+                height,
+                width,
+                wanted,
+            } => {
+                let e = &self.graph.encoder;
+                let image = (self.config.in_channels, *height, *width);
+                self.lower(e, &[(e.input, image)], wanted)
+            }
+            PlanKey::Decode {
+                level,
+                height,
+                width,
+            } => {
+                let d = &self.graph.decoders[*level];
+                let image = d.output(Output::Image).expect("decoders name their image");
+                self.lower(d, &[(d.input, (1, *height, *width))], &[image])
+            }
+        };
         if let Some(source) = scope.pop().await {
             return Err(GpuError::Device {
                 during: "building kernels",
@@ -241,42 +331,173 @@ impl GpuModel {
         built
     }
 
-    fn build_now(&self, key: &PlanKey) -> Result<Plan> {
-        let mut b = Builder {
-            g: Graph::new(&self.ctx),
-            w: &self.weights,
-            cfg: &self.config,
-        };
-        match key {
-            PlanKey::Encode {
-                height,
-                width,
-                top,
-                quantize,
-                latents,
-            } => {
-                let input = b.g.alloc(self.config.in_channels, *height, *width)?;
-                let outputs = b.encoder(input, *top, quantize, *latents)?;
-                Ok(Plan {
-                    graph: b.g,
-                    input,
-                    outputs,
-                })
-            }
-            PlanKey::Decode {
-                level,
-                height,
-                width,
-            } => {
-                let input = b.g.alloc(1, *height, *width)?;
-                let output = b.decoder(input, *level)?;
-                Ok(Plan {
-                    graph: b.g,
-                    input,
-                    outputs: vec![output],
-                })
-            }
+    /// Lowers the nodes of `program` that `wanted` needs to kernels, one node after another,
+    /// returning each buffer to the free list after the value's last reader.
+    fn lower(
+        &self,
+        program: &Program,
+        given: &[(Value, (usize, usize, usize))],
+        wanted: &[Value],
+    ) -> Result<Plan> {
+        let mut g = Graph::new(&self.ctx);
+        let mut values: Vec<Option<Tensor>> = vec![None; program.nodes.len()];
+        let mut inputs = Vec::with_capacity(given.len());
+        for &(v, (c, h, w)) in given {
+            let t = g.alloc(c, h, w)?;
+            values[v.0] = Some(t);
+            inputs.push(t);
         }
+        let ids: Vec<Value> = given.iter().map(|(v, _)| *v).collect();
+        let plan = program.schedule(wanted, &ids);
+        for (&i, frees) in plan.order.iter().zip(&plan.frees) {
+            let out = self.lower_node(&mut g, program, &program.nodes[i], &values)?;
+            for v in frees {
+                if let Some(t) = values[v.0].take() {
+                    g.release(t);
+                }
+            }
+            values[i] = Some(out);
+        }
+        let outputs = wanted
+            .iter()
+            .map(|v| values[v.0].ok_or_else(|| missing(program, *v)))
+            .collect::<Result<_>>()?;
+        Ok(Plan {
+            graph: g,
+            inputs,
+            outputs,
+        })
+    }
+
+    fn lower_node(
+        &self,
+        g: &mut Graph,
+        program: &Program,
+        node: &Node,
+        values: &[Option<Tensor>],
+    ) -> Result<Tensor> {
+        let arg = |k: usize| {
+            let v = node.inputs[k];
+            values[v.0].ok_or_else(|| missing(program, v))
+        };
+        let w = &self.weights;
+        match &node.op {
+            Op::Input => Err(missing(program, program.input)),
+            Op::Normalize => g.channel_affine(arg(0)?, &w.normalize, false),
+            Op::Denormalize => g.channel_affine(arg(0)?, &w.denormalize, true),
+            Op::Conv {
+                affine,
+                params,
+                norm,
+            } => {
+                let residual = match node.inputs.get(1) {
+                    Some(_) => Some(arg(1)?),
+                    None => None,
+                };
+                let o = ConvOptions {
+                    stride: params.stride,
+                    pad: match params.padding {
+                        Padding::Same => Pad::Same,
+                        Padding::DownsampleRightBottom => Pad::RightBottom,
+                    },
+                    upsample: params.upsample,
+                    norm: None,
+                    residual,
+                };
+                self.conv(g, arg(0)?, &w.convs[&affine.weight], *norm, o)
+            }
+            Op::GroupNorm(n) => {
+                let x = arg(0)?;
+                let coef = self.norm_stats(g, x, n)?;
+                let out = g.group_norm_apply(
+                    x,
+                    FusedNorm {
+                        coef,
+                        swish: n.swish,
+                    },
+                );
+                g.release(coef);
+                out
+            }
+            Op::Add => g.add(arg(0)?, arg(1)?),
+            Op::AvgPool2 => g.resample(arg(0)?, Resample::AvgPool2),
+            Op::Subsample2 => g.resample(arg(0)?, Resample::Subsample2),
+            Op::Attention(a) => {
+                let x = arg(0)?;
+                let qkv = &w.qkv[&a.q.weight];
+                let qkv = self.conv(g, x, qkv, Some(a.norm), ConvOptions::SAME)?;
+                let mixed = g.attention(qkv)?;
+                g.release(qkv);
+                let o = ConvOptions {
+                    residual: Some(x),
+                    ..ConvOptions::SAME
+                };
+                let out = self.conv(g, mixed, &w.convs[&a.proj_out.weight], None, o);
+                g.release(mixed);
+                out
+            }
+            Op::NearestCode { .. } => {
+                g.codebook_search(arg(0)?, &w.codebook, self.config.codebook_size)
+            }
+            Op::GatherCode { .. } => g.codebook_gather(
+                arg(0)?,
+                &w.codebook,
+                self.config.codebook_size,
+                self.config.codebook_dim,
+            ),
+        }
+    }
+
+    /// A convolution, with a GroupNorm (and swish) fused into its input when `norm` is given.
+    fn conv(
+        &self,
+        g: &mut Graph,
+        x: Tensor,
+        weights: &ConvWeights,
+        norm: Option<graph::Norm>,
+        o: ConvOptions,
+    ) -> Result<Tensor> {
+        let Some(n) = norm else {
+            return g.conv(x, weights, o);
+        };
+        let coef = self.norm_stats(g, x, &n)?;
+        let fused = FusedNorm {
+            coef,
+            swish: n.swish,
+        };
+        let out = g.conv(
+            x,
+            weights,
+            ConvOptions {
+                norm: Some(fused),
+                ..o
+            },
+        );
+        g.release(coef);
+        out
+    }
+
+    fn norm_stats(&self, g: &mut Graph, x: Tensor, n: &graph::Norm) -> Result<Tensor> {
+        g.group_norm_stats(x, &self.weights.norms[&n.gamma], n.groups, graph::NORM_EPS)
+    }
+}
+
+/// A program reads a value that is neither computed nor given: a caller's bug, as an error.
+fn missing(program: &Program, v: Value) -> GpuError {
+    GpuError::BadInput {
+        op: "program",
+        reason: format!(
+            "value {} ({:?}) is read but neither given nor computed",
+            v.0,
+            program.node(v).op
+        ),
+    }
+}
+
+fn data_shape(input: &Data) -> (usize, usize, usize) {
+    match input {
+        Data::Map(m) => (m.channels, m.height, m.width),
+        Data::Tokens(g) => (1, g.height, g.width),
     }
 }
 
@@ -286,6 +507,15 @@ fn to_map(t: Tensor, bytes: &[u8]) -> FeatureMap {
         height: t.height,
         width: t.width,
         data: bytemuck::pod_collect_to_vec(bytes),
+    }
+}
+
+fn to_grid(level: usize, t: Tensor, bytes: &[u8]) -> TokenGrid {
+    TokenGrid {
+        level,
+        height: t.height,
+        width: t.width,
+        tokens: bytemuck::pod_collect_to_vec(bytes),
     }
 }
 
@@ -347,66 +577,69 @@ pub fn pad_edge(x: &FeatureMap, height: usize, width: usize) -> Result<FeatureMa
 }
 
 impl DeviceWeights {
-    fn upload(ctx: &GpuContext, weights: &Weights) -> Result<Self> {
+    /// Uploads what the programs of `graph` read: every convolution, every norm, each attention
+    /// block's q/k/v concatenated into one kernel, the codebook and the normalization constants.
+    fn upload(ctx: &GpuContext, weights: &Weights, graph: &ModelGraph) -> Result<Self> {
         let cfg = weights.config();
-        let mut convs = HashMap::new();
-        let mut norms = HashMap::new();
-        for spec in schema::tensors(cfg) {
-            let Some(prefix) = spec.name.strip_suffix(".weight") else {
-                continue;
-            };
-            let w = weights.tensor(&spec.name);
-            let bias = weights.tensor(&format!("{prefix}.bias"));
-            if w.shape.len() == 4 {
-                convs.insert(
-                    prefix.to_string(),
-                    conv_weights(ctx, &w.data, &bias.data, &w.shape)?,
-                );
-            } else if w.shape.len() == 1 {
-                let affine: Vec<f32> = w.data.iter().chain(&bias.data).copied().collect();
-                norms.insert(prefix.to_string(), storage(ctx, "norm", &affine)?);
+        let t = |id: ParamId| weights.tensor(&graph.param(id).name);
+        let mut dev = DeviceWeights {
+            convs: HashMap::new(),
+            qkv: HashMap::new(),
+            norms: HashMap::new(),
+            codebook: storage(ctx, "codebook", &weights.tensor("quantizer.codebook").data)?,
+            normalize: storage(ctx, "normalize", &normalization(cfg))?,
+            denormalize: storage(ctx, "denormalize", &[cfg.std, cfg.mean].concat())?,
+        };
+        let add_conv = |dev: &mut Self, a: &graph::Affine| -> Result<()> {
+            if !dev.convs.contains_key(&a.weight) {
+                let (w, b) = (t(a.weight), t(a.bias));
+                dev.convs
+                    .insert(a.weight, conv_weights(ctx, &w.data, &b.data, &w.shape)?);
+            }
+            Ok(())
+        };
+        let add_norm = |dev: &mut Self, n: &graph::Norm| -> Result<()> {
+            if !dev.norms.contains_key(&n.gamma) {
+                let affine = [t(n.gamma).data.as_slice(), &t(n.beta).data].concat();
+                dev.norms.insert(n.gamma, storage(ctx, "norm", &affine)?);
+            }
+            Ok(())
+        };
+        let programs = std::iter::once(&graph.encoder).chain(&graph.decoders);
+        for node in programs.flat_map(|p| &p.nodes) {
+            match &node.op {
+                Op::Conv { affine, norm, .. } => {
+                    add_conv(&mut dev, affine)?;
+                    if let Some(n) = norm {
+                        add_norm(&mut dev, n)?;
+                    }
+                }
+                Op::GroupNorm(n) => add_norm(&mut dev, n)?,
+                Op::Attention(a) => {
+                    add_norm(&mut dev, &a.norm)?;
+                    add_conv(&mut dev, &a.proj_out)?;
+                    let parts = [a.q, a.k, a.v];
+                    let w: Vec<f32> = parts
+                        .iter()
+                        .flat_map(|p| t(p.weight).data.clone())
+                        .collect();
+                    let b: Vec<f32> = parts.iter().flat_map(|p| t(p.bias).data.clone()).collect();
+                    let c = t(a.q.weight).shape[1];
+                    let fused = conv_weights(ctx, &w, &b, &[3 * c, c, 1, 1])?;
+                    dev.qkv.insert(a.q.weight, fused);
+                }
+                _ => {}
             }
         }
-        for spec in schema::tensors(cfg) {
-            // Fuse each attention block's q, k, v projections into one 1x1 convolution.
-            if let Some(prefix) = spec.name.strip_suffix(".q.weight") {
-                let parts = ["q", "k", "v"].map(|p| {
-                    (
-                        weights.tensor(&format!("{prefix}.{p}.weight")),
-                        weights.tensor(&format!("{prefix}.{p}.bias")),
-                    )
-                });
-                let w: Vec<f32> = parts
-                    .iter()
-                    .flat_map(|(w, _)| w.data.iter().copied())
-                    .collect();
-                let b: Vec<f32> = parts
-                    .iter()
-                    .flat_map(|(_, b)| b.data.iter().copied())
-                    .collect();
-                let c = parts[0].0.shape[1];
-                convs.insert(
-                    format!("{prefix}.qkv"),
-                    conv_weights(ctx, &w, &b, &[3 * c, c, 1, 1])?,
-                );
-            }
-        }
-        let codebook = storage(ctx, "codebook", &weights.tensor("quantizer.codebook").data)?;
-        let normalize: Vec<f32> = cfg
-            .std
-            .iter()
-            .map(|s| 1.0 / s)
-            .chain(cfg.mean.iter().zip(&cfg.std).map(|(m, s)| -m / s))
-            .collect();
-        let denormalize: Vec<f32> = cfg.std.iter().chain(&cfg.mean).copied().collect();
-        Ok(DeviceWeights {
-            convs,
-            norms,
-            codebook,
-            normalize: storage(ctx, "normalize", &normalize)?,
-            denormalize: storage(ctx, "denormalize", &denormalize)?,
-        })
+        Ok(dev)
     }
+}
+
+/// 1/std ‖ −mean/std per channel.
+fn normalization(cfg: &ModelConfig) -> Vec<f32> {
+    let inv = cfg.std.map(|s| 1.0 / s);
+    let shift: Vec<f32> = cfg.mean.iter().zip(&cfg.std).map(|(m, s)| -m / s).collect();
+    [inv.as_slice(), &shift].concat()
 }
 
 pub(crate) fn storage(ctx: &GpuContext, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
@@ -435,252 +668,4 @@ pub(crate) fn conv_weights(
         cin: shape[1],
         ks: shape[2],
     })
-}
-
-/// Builds the model's graphs, following the schema's structure and names.
-struct Builder<'a> {
-    g: Graph,
-    w: &'a DeviceWeights,
-    cfg: &'a ModelConfig,
-}
-
-impl Builder<'_> {
-    /// `conv(act(norm(x)))` with the norm fused into the convolution's input.
-    fn norm_conv(
-        &mut self,
-        x: Tensor,
-        norm: &str,
-        conv: &str,
-        swish: bool,
-        o: ConvOptions,
-    ) -> Result<Tensor> {
-        let w = self.w;
-        let affine = w
-            .norms
-            .get(norm)
-            .unwrap_or_else(|| panic!("no norm `{norm}` in the schema"));
-        let coef = self
-            .g
-            .group_norm_stats(x, affine, self.cfg.norm_groups, NORM_EPS)?;
-        let conv_w = w
-            .convs
-            .get(conv)
-            .unwrap_or_else(|| panic!("no convolution `{conv}` in the schema"));
-        let out = self.g.conv(
-            x,
-            conv_w,
-            ConvOptions {
-                norm: Some(FusedNorm { coef, swish }),
-                ..o
-            },
-        );
-        self.g.release(coef);
-        out
-    }
-
-    fn conv(&mut self, x: Tensor, name: &str, o: ConvOptions) -> Result<Tensor> {
-        let w = self.w;
-        let conv_w = w
-            .convs
-            .get(name)
-            .unwrap_or_else(|| panic!("no convolution `{name}` in the schema"));
-        self.g.conv(x, conv_w, o)
-    }
-
-    /// A ResBlock; consumes `x`.
-    fn res_block(&mut self, x: Tensor, p: &str) -> Result<Tensor> {
-        let h = self.norm_conv(
-            x,
-            &format!("{p}.norm1"),
-            &format!("{p}.conv1"),
-            true,
-            ConvOptions::SAME,
-        )?;
-        let shortcut = format!("{p}.nin_shortcut");
-        let skip = if self.w.convs.contains_key(&shortcut) {
-            self.conv(x, &shortcut, ConvOptions::SAME)?
-        } else {
-            x
-        };
-        let out = self.norm_conv(
-            h,
-            &format!("{p}.norm2"),
-            &format!("{p}.conv2"),
-            true,
-            ConvOptions {
-                residual: Some(skip),
-                ..ConvOptions::SAME
-            },
-        )?;
-        self.g.release(h);
-        self.g.release(skip);
-        if skip != x {
-            self.g.release(x);
-        }
-        Ok(out)
-    }
-
-    /// Self-attention with residual; consumes `x`.
-    fn attention(&mut self, x: Tensor, p: &str) -> Result<Tensor> {
-        let qkv = self.norm_conv(
-            x,
-            &format!("{p}.norm"),
-            &format!("{p}.qkv"),
-            false,
-            ConvOptions::SAME,
-        )?;
-        let o = self.g.attention(qkv)?;
-        self.g.release(qkv);
-        let out = self.conv(
-            o,
-            &format!("{p}.proj_out"),
-            ConvOptions {
-                residual: Some(x),
-                ..ConvOptions::SAME
-            },
-        )?;
-        self.g.release(o);
-        self.g.release(x);
-        Ok(out)
-    }
-
-    fn mid(&mut self, x: Tensor, p: &str) -> Result<Tensor> {
-        let mut h = self.res_block(x, &format!("{p}.block_1"))?;
-        if self.cfg.mid_attention {
-            h = self.attention(h, &format!("{p}.attn_1"))?;
-        }
-        self.res_block(h, &format!("{p}.block_2"))
-    }
-
-    /// Encoder, level chain and quantizer projection. Outputs the projected latents `p_0..=p_top`
-    /// when `latents`, then the tokens of each level of `quantize`.
-    fn encoder(
-        &mut self,
-        image: Tensor,
-        top: usize,
-        quantize: &[usize],
-        latents: bool,
-    ) -> Result<Vec<Tensor>> {
-        let cfg = self.cfg;
-        let w = self.w;
-        let x = self.g.channel_affine(image, &w.normalize, false)?;
-        let mut h = self.conv(x, "encoder.conv_in", ConvOptions::SAME)?;
-        self.g.release(x);
-        let last = cfg.channel_mult.len() - 1;
-        for i in 0..=last {
-            for j in 0..cfg.num_res_blocks {
-                h = self.res_block(h, &format!("encoder.down.{i}.block.{j}"))?;
-            }
-            if i != last {
-                let down = ConvOptions {
-                    stride: 2,
-                    pad: Pad::RightBottom,
-                    ..ConvOptions::SAME
-                };
-                let next = self.conv(h, &format!("encoder.down.{i}.downsample.conv"), down)?;
-                self.g.release(h);
-                h = next;
-            }
-        }
-        h = self.mid(h, "encoder.mid")?;
-        let z0 = self.norm_conv(
-            h,
-            "encoder.norm_out",
-            "encoder.conv_out",
-            true,
-            ConvOptions::SAME,
-        )?;
-        self.g.release(h);
-        let mut zs = vec![z0];
-        for level in 1..=top {
-            let z = self.derive_level(zs[level - 1], level)?;
-            zs.push(z);
-        }
-        let mut projected = Vec::with_capacity(zs.len());
-        for z in zs {
-            projected.push(self.conv(z, "quantizer.proj", ConvOptions::SAME)?);
-            self.g.release(z);
-        }
-        let mut outputs = if latents {
-            projected.clone()
-        } else {
-            Vec::new()
-        };
-        for &level in quantize {
-            outputs.push(self.g.codebook_search(
-                projected[level],
-                &w.codebook,
-                cfg.codebook_size,
-            )?);
-        }
-        // Nothing is released after this point: outputs must not be overwritten by later steps.
-        Ok(outputs)
-    }
-
-    /// `z_level` from `z_{level-1}` by the configured strategy.
-    fn derive_level(&mut self, z: Tensor, level: usize) -> Result<Tensor> {
-        let down = ConvOptions {
-            stride: 2,
-            pad: Pad::RightBottom,
-            ..ConvOptions::SAME
-        };
-        let conv = format!("levels.{level}.down.conv");
-        match self.cfg.strategy {
-            Strategy::Pooling => {
-                let pooled = self.g.resample(z, Resample::AvgPool2)?;
-                let out = self.conv(
-                    z,
-                    &conv,
-                    ConvOptions {
-                        residual: Some(pooled),
-                        ..down
-                    },
-                )?;
-                self.g.release(pooled);
-                Ok(out)
-            }
-            Strategy::Sampling => self.g.resample(z, Resample::Subsample2),
-            Strategy::Avgpool => self.g.resample(z, Resample::AvgPool2),
-            Strategy::Convpool => self.conv(z, &conv, down),
-        }
-    }
-
-    /// Decoder of `level` from a `[1, H, W]` token tensor to de-normalized, clamped RGB.
-    fn decoder(&mut self, tokens: Tensor, level: usize) -> Result<Tensor> {
-        let cfg = self.cfg;
-        let w = self.w;
-        let p = format!("decoders.{level}");
-        let e = self
-            .g
-            .codebook_gather(tokens, &w.codebook, cfg.codebook_size, cfg.codebook_dim)?;
-        let mut h = self.conv(e, &format!("{p}.conv_in"), ConvOptions::SAME)?;
-        self.g.release(e);
-        h = self.mid(h, &format!("{p}.mid"))?;
-        let stages = cfg.decoder_stage_mults(level).len();
-        for s in 0..stages {
-            for j in 0..cfg.decoder_res_blocks {
-                h = self.res_block(h, &format!("{p}.up.{s}.block.{j}"))?;
-            }
-            if s + 1 != stages {
-                let up = ConvOptions {
-                    upsample: true,
-                    ..ConvOptions::SAME
-                };
-                let next = self.conv(h, &format!("{p}.up.{s}.upsample.conv"), up)?;
-                self.g.release(h);
-                h = next;
-            }
-        }
-        let out = self.norm_conv(
-            h,
-            &format!("{p}.norm_out"),
-            &format!("{p}.conv_out"),
-            true,
-            ConvOptions::SAME,
-        )?;
-        self.g.release(h);
-        let rgb = self.g.channel_affine(out, &w.denormalize, true)?;
-        self.g.release(out);
-        Ok(rgb)
-    }
 }

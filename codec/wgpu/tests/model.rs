@@ -121,7 +121,7 @@ fn bad_inputs_are_typed_errors() {
     ));
     assert!(matches!(
         block_on(gpu.encode(&img(3, 16, 16), &[3])),
-        Err(GpuError::NoSuchLevel { level: 3, .. })
+        Err(GpuError::LevelOutOfRange { level: 3, .. })
     ));
     let grid = TokenGrid {
         level: 0,
@@ -151,7 +151,7 @@ fn bad_inputs_are_typed_errors() {
     };
     assert!(matches!(
         block_on(gpu.decode(&deep)),
-        Err(GpuError::NoSuchLevel { .. })
+        Err(GpuError::LevelOutOfRange { .. })
     ));
     // A map far over the device's storage-binding limit is refused before any allocation.
     let huge = FeatureMap {
