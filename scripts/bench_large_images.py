@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peak memory and time of `hvq encode` / `hvq decode` on large photos (issue 13).
 
-Usage (from the repository root, after `cargo build --release -p hvq-codec`):
+Usage (from the repository root, after `cargo build --release -p hvq-cli`):
 
     .venv/bin/python scripts/bench_large_images.py [--sizes 0.4,4,16,48] [--backend cpu]
         [--source ../shared/data/kodak/kodim23.png] [--out docs/bench-large-images]
@@ -73,7 +73,7 @@ def main():
     ap.add_argument("--seams", type=float, default=0.0, help="megapixels of the tiled-vs-whole check (0: off)")
     args = ap.parse_args()
     if not os.path.exists(HVQ):
-        sys.exit(f"{HVQ} missing: run `cargo build --release -p hvq-codec` first")
+        sys.exit(f"{HVQ} missing: run `cargo build --release -p hvq-cli` first")
     base = ["--backend", args.backend]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,7 +9,7 @@ OUT="${2:-out}"
 mkdir -p "$OUT"
 # The Vulkan loader (probed by `--backend auto`) wants a private runtime folder.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/hvq-xdg}"; mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true
-cargo build --release -q -p hvq-codec --bin hvq --manifest-path "$ROOT/Cargo.toml"
+cargo build --release -q -p hvq-cli --bin hvq --manifest-path "$ROOT/Cargo.toml"
 HVQ="$ROOT/target/release/hvq"
 STEM="$(basename "${IN%.*}")"
 "$HVQ" encode "$IN" -o "$OUT/$STEM.hvq"

@@ -38,7 +38,7 @@ fi
 say "building hvq-wasm for wasm32 and the native hvq CLI"
 cargo build -q -p hvq-wasm --target wasm32-unknown-unknown --release
 wasm-bindgen --target web --out-dir web/pkg target/wasm32-unknown-unknown/release/hvq_wasm.wasm
-cargo build -q -p hvq-codec --release --bin hvq
+cargo build -q -p hvq-cli --release --bin hvq
 # Native helpers (random test weights, benchmark); run from target/ below, so cargo locks once.
 cargo build -q -p hvq-wasm --release --example test_weights --example native_bench
 HVQ="$ROOT/target/release/hvq"

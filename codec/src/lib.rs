@@ -4,6 +4,8 @@
 //! into token grids (one per level, finest to coarsest) or into scalable `.hvq` files, and decode
 //! any level back to a full-size image — on the CPU or on a GPU through wgpu.
 //!
+//! The `hvq` command-line tool is built on this API in its own crate, `hvq-cli` (`codec/cli/`).
+//!
 //! ## A walk-through
 //!
 //! ```
@@ -64,7 +66,6 @@
 //!   [`Codec::default_model`]. The build script embeds the file only when it exists at build
 //!   time, so the workspace builds before a model is trained; such a build (or one without the
 //!   feature) returns [`CodecError::NoDefaultModel`]. Check with [`has_default_model`].
-//! - `cli` (default): what the `hvq` command-line tool needs (clap, indicatif, …).
 //!
 //! ## Errors
 //!
