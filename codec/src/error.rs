@@ -231,6 +231,7 @@ impl CodecError {
             CodecError::NoCompleteLevel { .. } => "NoCompleteLevel",
             CodecError::Format(..) => "Format",
             CodecError::Cpu(..) => "Cpu",
+            #[cfg(feature = "wgpu")]
             CodecError::Gpu(..) => "Gpu",
             CodecError::SoftwareAdapter { .. } => "SoftwareAdapter",
             CodecError::WgpuNotCompiled => "WgpuNotCompiled",
@@ -245,6 +246,7 @@ impl CodecError {
             CodecError::Weights(e) => Some(e.kind()),
             CodecError::Priors(e) | CodecError::Format(e) => Some(e.kind()),
             CodecError::Cpu(e) => Some(e.kind()),
+            #[cfg(feature = "wgpu")]
             CodecError::Gpu(e) => Some(e.kind()),
             CodecError::ImageDecode(e) | CodecError::ImageEncode(e) => Some(match e {
                 image::ImageError::Decoding(_) => "Decoding",
