@@ -1,277 +1,15 @@
-//! The hierarchical shared-codebook VQ-VAE of DESIGN.md §2 in tch.
+//! The hierarchical shared-codebook VQ-VAE of DESIGN.md §2 in tch: the programs of
+//! [`hvq_spec::graph`] run by one libtorch interpreter ([`Hvq::run`]), the twin of `hvq-cpu`'s.
 //!
-//! Every variable is created under the path the weight schema ([`hvq_spec::schema`]) gives
-//! it, so a [`nn::VarStore`] of a [`Hvq`] holds exactly the schema's tensors.
+//! Every variable is created from the graph's parameter list under the name the weight schema
+//! ([`hvq_spec::schema`]) gives it, so a [`nn::VarStore`] of a [`Hvq`] holds exactly the
+//! schema's tensors.
 
-use hvq_spec::{ModelConfig, Strategy};
-use tch::nn::{self, Module};
+use hvq_spec::ModelConfig;
+use hvq_spec::graph::{self, Affine, ModelGraph, Node, Norm, Op, Output, ParamId, Program, Value};
+use hvq_spec::op_params::{Conv2dParams, Padding};
+use tch::nn;
 use tch::{Kind, Reduction, Tensor};
-
-/// GroupNorm epsilon fixed by the architecture (DESIGN.md §2).
-const NORM_EPS: f64 = 1e-6;
-
-fn conv(
-    p: nn::Path<'_>,
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: i64,
-    padding: i64,
-) -> nn::Conv2D {
-    let cfg = nn::ConvConfig {
-        stride,
-        padding,
-        ..Default::default()
-    };
-    nn::conv2d(p, cin as i64, cout as i64, k as i64, cfg)
-}
-
-fn norm(p: nn::Path<'_>, groups: usize, c: usize) -> nn::GroupNorm {
-    let cfg = nn::GroupNormConfig {
-        eps: NORM_EPS,
-        ..Default::default()
-    };
-    nn::group_norm(p, groups as i64, c as i64, cfg)
-}
-
-/// Pad right and bottom by one zero, then a stride-2 3×3 convolution without padding.
-#[derive(Debug)]
-struct DownConv(nn::Conv2D);
-
-impl DownConv {
-    fn new(p: nn::Path<'_>, c: usize) -> Self {
-        DownConv(conv(p, c, c, 3, 2, 0))
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.0.forward(&x.constant_pad_nd([0, 1, 0, 1]))
-    }
-}
-
-/// Nearest ×2 up-sampling, then a 3×3 convolution with padding 1.
-#[derive(Debug)]
-struct UpConv(nn::Conv2D);
-
-impl UpConv {
-    fn new(p: nn::Path<'_>, c: usize) -> Self {
-        UpConv(conv(p, c, c, 3, 1, 1))
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let (_, _, h, w) = x.size4().expect("NCHW input");
-        self.0
-            .forward(&x.upsample_nearest2d([2 * h, 2 * w], None, None))
-    }
-}
-
-#[derive(Debug)]
-struct ResBlock {
-    norm1: nn::GroupNorm,
-    conv1: nn::Conv2D,
-    norm2: nn::GroupNorm,
-    conv2: nn::Conv2D,
-    nin_shortcut: Option<nn::Conv2D>,
-}
-
-impl ResBlock {
-    fn new(p: &nn::Path<'_>, groups: usize, cin: usize, cout: usize) -> Self {
-        ResBlock {
-            norm1: norm(p / "norm1", groups, cin),
-            conv1: conv(p / "conv1", cin, cout, 3, 1, 1),
-            norm2: norm(p / "norm2", groups, cout),
-            conv2: conv(p / "conv2", cout, cout, 3, 1, 1),
-            nin_shortcut: (cin != cout).then(|| conv(p / "nin_shortcut", cin, cout, 1, 1, 0)),
-        }
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let h = self.conv1.forward(&self.norm1.forward(x).silu());
-        let h = self.conv2.forward(&self.norm2.forward(&h).silu());
-        match &self.nin_shortcut {
-            Some(s) => s.forward(x) + h,
-            None => x + h,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Attn {
-    norm: nn::GroupNorm,
-    q: nn::Conv2D,
-    k: nn::Conv2D,
-    v: nn::Conv2D,
-    proj_out: nn::Conv2D,
-}
-
-impl Attn {
-    fn new(p: &nn::Path<'_>, groups: usize, c: usize) -> Self {
-        Attn {
-            norm: norm(p / "norm", groups, c),
-            q: conv(p / "q", c, c, 1, 1, 0),
-            k: conv(p / "k", c, c, 1, 1, 0),
-            v: conv(p / "v", c, c, 1, 1, 0),
-            proj_out: conv(p / "proj_out", c, c, 1, 1, 0),
-        }
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, c, h, w) = x.size4().expect("NCHW input");
-        let hn = self.norm.forward(x);
-        let q = self
-            .q
-            .forward(&hn)
-            .reshape([b, c, h * w])
-            .permute([0, 2, 1]);
-        let k = self.k.forward(&hn).reshape([b, c, h * w]);
-        let v = self.v.forward(&hn).reshape([b, c, h * w]);
-        // [B, HW(query), HW(key)], softmax over key positions.
-        let att = (q.bmm(&k) * (c as f64).powf(-0.5)).softmax(2, Kind::Float);
-        let out = v.bmm(&att.permute([0, 2, 1])).reshape([b, c, h, w]);
-        x + self.proj_out.forward(&out)
-    }
-}
-
-#[derive(Debug)]
-struct Mid {
-    block_1: ResBlock,
-    attn_1: Option<Attn>,
-    block_2: ResBlock,
-}
-
-impl Mid {
-    fn new(p: &nn::Path<'_>, groups: usize, c: usize, attention: bool) -> Self {
-        Mid {
-            block_1: ResBlock::new(&(p / "block_1"), groups, c, c),
-            attn_1: attention.then(|| Attn::new(&(p / "attn_1"), groups, c)),
-            block_2: ResBlock::new(&(p / "block_2"), groups, c, c),
-        }
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let mut h = self.block_1.forward(x);
-        if let Some(a) = &self.attn_1 {
-            h = a.forward(&h);
-        }
-        self.block_2.forward(&h)
-    }
-}
-
-/// One resolution of the encoder or one stage of a decoder.
-#[derive(Debug)]
-struct Stage {
-    blocks: Vec<ResBlock>,
-    down: Option<DownConv>,
-    up: Option<UpConv>,
-}
-
-#[derive(Debug)]
-struct Encoder {
-    conv_in: nn::Conv2D,
-    stages: Vec<Stage>,
-    mid: Mid,
-    norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2D,
-}
-
-impl Encoder {
-    fn new(p: &nn::Path<'_>, cfg: &ModelConfig) -> Self {
-        let g = cfg.norm_groups;
-        let ch = cfg.channels;
-        let last = cfg.channel_mult.len() - 1;
-        let mut block_in = ch;
-        let mut stages = Vec::new();
-        for (i, &mult) in cfg.channel_mult.iter().enumerate() {
-            let sp = p / "down" / i;
-            let block_out = ch * mult;
-            let mut blocks = Vec::new();
-            for j in 0..cfg.num_res_blocks {
-                blocks.push(ResBlock::new(&(&sp / "block" / j), g, block_in, block_out));
-                block_in = block_out;
-            }
-            let down = (i != last).then(|| DownConv::new(&sp / "downsample" / "conv", block_in));
-            stages.push(Stage {
-                blocks,
-                down,
-                up: None,
-            });
-        }
-        Encoder {
-            conv_in: conv(p / "conv_in", cfg.in_channels, ch, 3, 1, 1),
-            stages,
-            mid: Mid::new(&(p / "mid"), g, block_in, cfg.mid_attention),
-            norm_out: norm(p / "norm_out", g, block_in),
-            conv_out: conv(p / "conv_out", block_in, cfg.z_channels, 3, 1, 1),
-        }
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let mut h = self.conv_in.forward(x);
-        for s in &self.stages {
-            for b in &s.blocks {
-                h = b.forward(&h);
-            }
-            if let Some(d) = &s.down {
-                h = d.forward(&h);
-            }
-        }
-        let h = self.mid.forward(&h);
-        self.conv_out.forward(&self.norm_out.forward(&h).silu())
-    }
-}
-
-#[derive(Debug)]
-struct Decoder {
-    conv_in: nn::Conv2D,
-    mid: Mid,
-    stages: Vec<Stage>,
-    norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2D,
-}
-
-impl Decoder {
-    fn new(p: &nn::Path<'_>, cfg: &ModelConfig, level: usize) -> Self {
-        let g = cfg.norm_groups;
-        let mults = cfg.decoder_stage_mults(level);
-        let mut block_in = cfg.channels * mults[0];
-        let conv_in = conv(p / "conv_in", cfg.codebook_dim, block_in, 3, 1, 1);
-        let mid = Mid::new(&(p / "mid"), g, block_in, cfg.mid_attention);
-        let last = mults.len() - 1;
-        let mut stages = Vec::new();
-        for (s, &mult) in mults.iter().enumerate() {
-            let sp = p / "up" / s;
-            let block_out = cfg.channels * mult;
-            let mut blocks = Vec::new();
-            for j in 0..cfg.decoder_res_blocks {
-                blocks.push(ResBlock::new(&(&sp / "block" / j), g, block_in, block_out));
-                block_in = block_out;
-            }
-            let up = (s != last).then(|| UpConv::new(&sp / "upsample" / "conv", block_in));
-            stages.push(Stage {
-                blocks,
-                down: None,
-                up,
-            });
-        }
-        Decoder {
-            conv_in,
-            mid,
-            stages,
-            norm_out: norm(p / "norm_out", g, block_in),
-            conv_out: conv(p / "conv_out", block_in, cfg.in_channels, 3, 1, 1),
-        }
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let mut h = self.mid.forward(&self.conv_in.forward(x));
-        for s in &self.stages {
-            for b in &s.blocks {
-                h = b.forward(&h);
-            }
-            if let Some(u) = &s.up {
-                h = u.forward(&h);
-            }
-        }
-        self.conv_out.forward(&self.norm_out.forward(&h).silu())
-    }
-}
 
 /// What the model computes for one level.
 #[derive(Debug)]
@@ -290,16 +28,18 @@ pub struct LevelOutput {
     pub commitment_loss: Tensor,
 }
 
-/// The whole model: encoder, level derivation, shared quantizer, one decoder per level.
+/// The whole model: the graph's programs (encoder with the level chain and the shared
+/// quantizer, one decoder per level) and a libtorch variable for each of its parameters.
 #[derive(Debug)]
 pub struct Hvq {
     cfg: ModelConfig,
-    encoder: Encoder,
-    /// `downs[l - 1]` derives level `l` (only for strategies with a learned down-conv).
-    downs: Vec<DownConv>,
-    proj: nn::Conv2D,
-    codebook: Tensor,
-    decoders: Vec<Decoder>,
+    graph: ModelGraph,
+    /// `params[id.0]` is the variable of parameter `id`.
+    params: Vec<Tensor>,
+    /// The shared codebook.
+    codebook: ParamId,
+    /// The encoder's normalized input, where [`Hvq::level_latents`] starts.
+    normalized: Value,
 }
 
 impl Hvq {
@@ -307,36 +47,35 @@ impl Hvq {
     ///
     /// The config must be valid ([`ModelConfig::validate`]); call sites validate first.
     pub fn new(root: &nn::Path<'_>, cfg: &ModelConfig) -> Self {
-        let encoder = Encoder::new(&(root / "encoder"), cfg);
-        let downs = if cfg.strategy.has_downconv() {
-            (1..cfg.levels)
-                .map(|l| DownConv::new(root / "levels" / l / "down" / "conv", cfg.z_channels))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let q = root / "quantizer";
-        let proj = conv(&q / "proj", cfg.z_channels, cfg.codebook_dim, 1, 1, 0);
-        // taming's init: uniform in ±1/N keeps early distances dominated by the latents.
-        let bound = 1.0 / cfg.codebook_size as f64;
-        let codebook = q.var(
-            "codebook",
-            &[cfg.codebook_size as i64, cfg.codebook_dim as i64],
-            nn::Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        );
-        let decoders = (0..cfg.levels)
-            .map(|l| Decoder::new(&(root / "decoders" / l), cfg, l))
+        let graph = ModelGraph::new(cfg);
+        let inits = initialisers(&graph);
+        let mut params: Vec<Option<Tensor>> = graph.params.iter().map(|_| None).collect();
+        for i in creation_order(&graph) {
+            let spec = &graph.params[i];
+            let dims: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
+            params[i] = Some(var(root, &spec.name, &dims, inits[i]));
+        }
+        let params = params
+            .into_iter()
+            .map(|t| t.expect("every parameter is created"))
             .collect();
+        let e = &graph.encoder;
+        let codebook = match e.node(output(e, Output::Tokens(0))).op {
+            Op::NearestCode { codebook } => codebook,
+            _ => unreachable!("a level's tokens are its nearest codebook entries"),
+        };
+        let normalized = Value(
+            e.nodes
+                .iter()
+                .position(|n| n.op == Op::Normalize)
+                .expect("the encoder normalizes its input"),
+        );
         Hvq {
             cfg: cfg.clone(),
-            encoder,
-            downs,
-            proj,
+            graph,
+            params,
             codebook,
-            decoders,
+            normalized,
         }
     }
 
@@ -345,89 +84,63 @@ impl Hvq {
         &self.cfg
     }
 
+    /// The programs this model runs.
+    pub fn graph(&self) -> &ModelGraph {
+        &self.graph
+    }
+
     /// The shared codebook variable `[N, D]`.
     pub fn codebook(&self) -> &Tensor {
-        &self.codebook
+        self.param(self.codebook)
     }
 
     /// Maps `[0, 1]` pixels to the model's normalized input space.
     pub fn normalize(&self, x01: &Tensor) -> Tensor {
-        let (mean, std) = self.mean_std(x01);
-        (x01 - mean) / std
+        let (mean, std) = self.graph.encoder.mean_std;
+        normalize(x01, mean, std)
     }
 
     /// Maps normalized outputs back to `[0, 1]` pixels, clamped.
     pub fn denormalize(&self, y: &Tensor) -> Tensor {
-        let (mean, std) = self.mean_std(y);
-        (y * std + mean).clamp(0.0, 1.0)
-    }
-
-    fn mean_std(&self, like: &Tensor) -> (Tensor, Tensor) {
-        let t = |v: [f32; 3]| {
-            Tensor::from_slice(&v)
-                .view([1, 3, 1, 1])
-                .to_device(like.device())
-        };
-        (t(self.cfg.mean), t(self.cfg.std))
+        let (mean, std) = self.graph.encoder.mean_std;
+        denormalize(y, mean, std)
     }
 
     /// Encoder output per level (`z_l`, before projection), finest first.
     pub fn level_latents(&self, x_norm: &Tensor) -> Vec<Tensor> {
-        let mut zs = vec![self.encoder.forward(x_norm)];
-        for l in 1..self.cfg.levels {
-            let z = &zs[l - 1];
-            zs.push(self.derive(l, z));
-        }
-        zs
-    }
-
-    fn derive(&self, level: usize, z: &Tensor) -> Tensor {
-        let pool = || z.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
-        match self.cfg.strategy {
-            Strategy::Pooling => pool() + self.downs[level - 1].forward(z),
-            Strategy::Sampling => {
-                let (_, _, h, w) = z.size4().expect("NCHW latent");
-                z.slice(2, 0, h, 2).slice(3, 0, w, 2)
-            }
-            Strategy::Avgpool => pool(),
-            Strategy::Convpool => self.downs[level - 1].forward(z),
-        }
+        let e = &self.graph.encoder;
+        let wanted: Vec<Value> = (0..self.cfg.levels)
+            .map(|l| output(e, Output::Z(l)))
+            .collect();
+        self.run(e, vec![(self.normalized, x_norm.shallow_clone())], &wanted)
     }
 
     /// Projects a latent `z_l` into codebook space: `p_l`.
+    ///
+    /// Every level shares the projection, so level 0's stands for all.
     pub fn project(&self, z: &Tensor) -> Tensor {
-        self.proj.forward(z)
+        let e = &self.graph.encoder;
+        let (z0, p0) = (output(e, Output::Z(0)), output(e, Output::Latent(0)));
+        one(self.run(e, vec![(z0, z.shallow_clone())], &[p0]))
     }
 
     /// Nearest codebook entry of every position of `p` `[B, D, h, w]`: i64 `[B, h, w]`.
     ///
     /// Ties go to the lowest index (`argmin` returns the first minimum).
     pub fn nearest(&self, p: &Tensor) -> Tensor {
-        tch::no_grad(|| {
-            let (b, d, h, w) = p.size4().expect("NCHW latent");
-            let flat = p.permute([0, 2, 3, 1]).reshape([-1, d]);
-            let cb = &self.codebook;
-            let dist = flat.square().sum_dim_intlist(1, true, Kind::Float)
-                - flat.matmul(&cb.tr()) * 2.0
-                + cb.square()
-                    .sum_dim_intlist(1, false, Kind::Float)
-                    .unsqueeze(0);
-            dist.argmin(1, false).view([b, h, w])
-        })
+        nearest(p, self.codebook())
     }
 
     /// Codebook entries of `tokens` i64 `[B, h, w]` as a `[B, D, h, w]` latent.
     pub fn lookup(&self, tokens: &Tensor) -> Tensor {
-        let (b, h, w) = tokens.size3().expect("[B, h, w] tokens");
-        self.codebook
-            .index_select(0, &tokens.reshape([-1]))
-            .view([b, h, w, self.cfg.codebook_dim as i64])
-            .permute([0, 3, 1, 2])
+        lookup(tokens, self.codebook())
     }
 
     /// Reconstruction (normalized units) of level `level` from a quantized latent.
     pub fn decode(&self, level: usize, quantized: &Tensor) -> Tensor {
-        self.decoders[level].forward(quantized)
+        let d = &self.graph.decoders[level];
+        let given = vec![(output(d, Output::Quantized), quantized.shallow_clone())];
+        one(self.run(d, given, &[output(d, Output::Recon)]))
     }
 
     /// Full forward pass of a normalized batch: every level's latent, tokens and reconstruction.
@@ -468,6 +181,255 @@ impl Hvq {
             commitment_loss,
         }
     }
+
+    /// Runs `program` (one of [`Hvq::graph`]'s) from the `given` values to the `wanted` ones,
+    /// node by node on batched NCHW tensors, dropping every value after its last reader.
+    ///
+    /// Panics when a value the wanted ones need is neither given nor computable (a program
+    /// input not given): a caller's bug.
+    pub fn run(
+        &self,
+        program: &Program,
+        given: Vec<(Value, Tensor)>,
+        wanted: &[Value],
+    ) -> Vec<Tensor> {
+        let ids: Vec<Value> = given.iter().map(|(v, _)| *v).collect();
+        let plan = program.schedule(wanted, &ids);
+        let mut values: Vec<Option<Tensor>> = program.nodes.iter().map(|_| None).collect();
+        for (v, t) in given {
+            values[v.0] = Some(t);
+        }
+        for (&i, frees) in plan.order.iter().zip(&plan.frees) {
+            let out = self.eval(program, &program.nodes[i], &values);
+            for v in frees {
+                values[v.0] = None;
+            }
+            values[i] = Some(out);
+        }
+        wanted
+            .iter()
+            .map(|w| read(&values, *w).shallow_clone())
+            .collect()
+    }
+
+    /// One node, on the values computed so far.
+    fn eval(&self, program: &Program, node: &Node, values: &[Option<Tensor>]) -> Tensor {
+        let x = |k: usize| read(values, node.inputs[k]);
+        let (mean, std) = program.mean_std;
+        match &node.op {
+            Op::Input => panic!("{MISSING}"),
+            Op::Normalize => normalize(x(0), mean, std),
+            Op::Denormalize => denormalize(x(0), mean, std),
+            Op::Conv {
+                affine,
+                params,
+                norm,
+            } => {
+                let normed = norm.as_ref().map(|n| self.group_norm(x(0), n));
+                let y = self.conv(normed.as_ref().unwrap_or(x(0)), affine, params);
+                match node.inputs.get(1) {
+                    Some(&residual) => read(values, residual) + y,
+                    None => y,
+                }
+            }
+            Op::GroupNorm(n) => self.group_norm(x(0), n),
+            Op::Add => x(0) + x(1),
+            Op::AvgPool2 => x(0).avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>),
+            Op::Subsample2 => {
+                let (_, _, h, w) = x(0).size4().expect("NCHW input");
+                x(0).slice(2, 0, h, 2).slice(3, 0, w, 2)
+            }
+            Op::Attention(a) => self.attention(x(0), a),
+            Op::NearestCode { codebook } => nearest(x(0), self.param(*codebook)),
+            Op::GatherCode { codebook } => lookup(x(0), self.param(*codebook)),
+        }
+    }
+
+    fn param(&self, id: ParamId) -> &Tensor {
+        &self.params[id.0]
+    }
+
+    /// A convolution: nearest ×2 up-sampling first if asked, then zero padding (`k / 2` on all
+    /// sides, or one row and column at the bottom and right before a stride-2 down-sampler).
+    fn conv(&self, x: &Tensor, affine: &Affine, p: &Conv2dParams) -> Tensor {
+        let (w, b) = (self.param(affine.weight), Some(self.param(affine.bias)));
+        let upsampled = p.upsample.then(|| {
+            let (_, _, h, w) = x.size4().expect("NCHW input");
+            x.upsample_nearest2d([2 * h, 2 * w], None, None)
+        });
+        let x = upsampled.as_ref().unwrap_or(x);
+        let stride = [p.stride as i64; 2];
+        match p.padding {
+            Padding::Same => {
+                let k = w.size()[2];
+                x.conv2d(w, b, stride, [k / 2; 2], [1, 1], 1)
+            }
+            Padding::DownsampleRightBottom => {
+                let padded = x.constant_pad_nd([0, 1, 0, 1]);
+                padded.conv2d(w, b, stride, [0, 0], [1, 1], 1)
+            }
+        }
+    }
+
+    /// GroupNorm with the graph's epsilon (the call `nn::GroupNorm` makes), then swish if asked.
+    fn group_norm(&self, x: &Tensor, n: &Norm) -> Tensor {
+        let (gamma, beta) = (self.param(n.gamma), self.param(n.beta));
+        // The f32 epsilon widened; libtorch's f32 kernels narrow it back to the same value.
+        let eps = f64::from(graph::NORM_EPS);
+        let y = x.group_norm(n.groups as i64, Some(gamma), Some(beta), eps, true);
+        if n.swish { y.silu() } else { y }
+    }
+
+    /// `x + proj_out(attend(q, k, v))` with `q, k, v` 1×1 projections of `GroupNorm(x)`.
+    fn attention(&self, x: &Tensor, a: &graph::Attention) -> Tensor {
+        let (b, c, h, w) = x.size4().expect("NCHW input");
+        let hn = self.group_norm(x, &a.norm);
+        let project = |affine: &Affine| self.conv(&hn, affine, &Conv2dParams::SAME);
+        let q = project(&a.q).reshape([b, c, h * w]).permute([0, 2, 1]);
+        let k = project(&a.k).reshape([b, c, h * w]);
+        let v = project(&a.v).reshape([b, c, h * w]);
+        // [B, HW(query), HW(key)], softmax over key positions.
+        let att = (q.bmm(&k) * (c as f64).powf(-0.5)).softmax(2, Kind::Float);
+        let out = v.bmm(&att.permute([0, 2, 1])).reshape([b, c, h, w]);
+        x + self.conv(&out, &a.proj_out, &Conv2dParams::SAME)
+    }
+}
+
+/// Why a program could not run: a value it reads was neither given nor computed.
+const MISSING: &str = "a value the program reads was neither given nor computed";
+
+fn read(values: &[Option<Tensor>], v: Value) -> &Tensor {
+    values[v.0].as_ref().expect(MISSING)
+}
+
+fn output(p: &Program, which: Output) -> Value {
+    p.output(which)
+        .expect("every program of a valid config has its named outputs")
+}
+
+fn one(mut values: Vec<Tensor>) -> Tensor {
+    values.pop().expect("one wanted value")
+}
+
+/// `(x − mean) / std` per channel of an NCHW batch.
+fn normalize(x: &Tensor, mean: [f32; 3], std: [f32; 3]) -> Tensor {
+    (x - per_channel(mean, x)) / per_channel(std, x)
+}
+
+/// `clamp(y · std + mean, 0, 1)` per channel of an NCHW batch.
+fn denormalize(y: &Tensor, mean: [f32; 3], std: [f32; 3]) -> Tensor {
+    (y * per_channel(std, y) + per_channel(mean, y)).clamp(0.0, 1.0)
+}
+
+fn per_channel(v: [f32; 3], like: &Tensor) -> Tensor {
+    Tensor::from_slice(&v)
+        .view([1, 3, 1, 1])
+        .to_device(like.device())
+}
+
+/// Nearest row of `codebook` `[N, D]` at every position of `p` `[B, D, h, w]`: i64 `[B, h, w]`,
+/// ties to the lowest index.
+fn nearest(p: &Tensor, codebook: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let (b, d, h, w) = p.size4().expect("NCHW latent");
+        let flat = p.permute([0, 2, 3, 1]).reshape([-1, d]);
+        let dist = flat.square().sum_dim_intlist(1, true, Kind::Float)
+            - flat.matmul(&codebook.tr()) * 2.0
+            + codebook
+                .square()
+                .sum_dim_intlist(1, false, Kind::Float)
+                .unsqueeze(0);
+        dist.argmin(1, false).view([b, h, w])
+    })
+}
+
+/// The rows of `codebook` `[N, D]` that `tokens` i64 `[B, h, w]` name, as `[B, D, h, w]`.
+fn lookup(tokens: &Tensor, codebook: &Tensor) -> Tensor {
+    let (b, h, w) = tokens.size3().expect("[B, h, w] tokens");
+    let d = codebook.size()[1];
+    codebook
+        .index_select(0, &tokens.reshape([-1]))
+        .view([b, h, w, d])
+        .permute([0, 3, 1, 2])
+}
+
+/// Each parameter's initialisation, from the op that reads it: tch's defaults for
+/// `nn::conv2d` (Kaiming-uniform weight, zero bias) and `nn::group_norm` (one, zero), and
+/// taming's codebook init, uniform in ±1/N (early distances are dominated by the latents).
+fn initialisers(graph: &ModelGraph) -> Vec<nn::Init> {
+    fn conv(init: &mut [Option<nn::Init>], a: &Affine) {
+        init[a.weight.0] = Some(nn::init::DEFAULT_KAIMING_UNIFORM);
+        init[a.bias.0] = Some(nn::Init::Const(0.0));
+    }
+    fn norm(init: &mut [Option<nn::Init>], n: &Norm) {
+        init[n.gamma.0] = Some(nn::Init::Const(1.0));
+        init[n.beta.0] = Some(nn::Init::Const(0.0));
+    }
+    let mut init = vec![None; graph.params.len()];
+    let programs = std::iter::once(&graph.encoder).chain(&graph.decoders);
+    for node in programs.flat_map(|p| &p.nodes) {
+        match &node.op {
+            Op::Conv {
+                affine, norm: n, ..
+            } => {
+                conv(&mut init, affine);
+                if let Some(n) = n {
+                    norm(&mut init, n);
+                }
+            }
+            Op::GroupNorm(n) => norm(&mut init, n),
+            Op::Attention(a) => {
+                norm(&mut init, &a.norm);
+                for affine in [&a.q, &a.k, &a.v, &a.proj_out] {
+                    conv(&mut init, affine);
+                }
+            }
+            Op::NearestCode { codebook } | Op::GatherCode { codebook } => {
+                let bound = 1.0 / graph.param(*codebook).shape[0] as f64;
+                init[codebook.0] = Some(nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                });
+            }
+            // Parameter-free.
+            Op::Input
+            | Op::Normalize
+            | Op::Denormalize
+            | Op::Add
+            | Op::AvgPool2
+            | Op::Subsample2 => {}
+        }
+    }
+    init.into_iter()
+        .zip(&graph.params)
+        .map(|(i, spec)| i.unwrap_or_else(|| panic!("no op reads parameter {}", spec.name)))
+        .collect()
+}
+
+/// The order variables are created in, which fixes what a seed gives them: the schema's, except
+/// that `encoder.conv_in` comes after the encoder's resolutions (`encoder.down.*`), where the
+/// hand-written model this one replaced created it. Keeping that order keeps every seed's
+/// initial weights (pinned by `train/tests/init.rs`).
+fn creation_order(graph: &ModelGraph) -> Vec<usize> {
+    let name = |i: usize| graph.params[i].name.as_str();
+    let (conv_in, mut order): (Vec<usize>, Vec<usize>) =
+        (0..graph.params.len()).partition(|&i| name(i).starts_with("encoder.conv_in."));
+    let at = order
+        .iter()
+        .rposition(|&i| name(i).starts_with("encoder.down."))
+        .map_or(0, |k| k + 1);
+    order.splice(at..at, conv_in);
+    order
+}
+
+/// Creates the variable of a dotted schema name (`encoder.conv_in.weight`) under `root`.
+fn var(root: &nn::Path<'_>, name: &str, dims: &[i64], init: nn::Init) -> Tensor {
+    let (dir, leaf) = name.rsplit_once('.').unwrap_or(("", name));
+    let path = dir
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .fold(root.clone(), |p, s| p / s);
+    path.var(leaf, dims, init)
 }
 
 /// Re-initialises every convolution of `vs` the way PyTorch's `nn.Conv2d` does by default

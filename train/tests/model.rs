@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use hvq_spec::graph::{Output, Program, Value};
 use hvq_spec::{ModelConfig, Strategy, schema};
 use hvq_train::model::Hvq;
 use tch::{Device, Kind, Tensor, nn};
@@ -101,6 +102,36 @@ fn tokens_are_the_nearest_entry_with_ties_to_the_lowest_index() {
     tch::no_grad(|| m.codebook().shallow_clone().get(9).copy_(&cb.get(5)));
     let p = m.codebook().detach().get(5).view([1, 4, 1, 1]);
     assert_eq!(m.nearest(&p).int64_value(&[0, 0, 0]), 5);
+}
+
+#[test]
+fn whole_programs_equal_the_step_by_step_api() {
+    single_thread();
+    for cfg in all_configs() {
+        let (_vs, m) = build(&cfg);
+        let x = input(&cfg, 2, 1);
+        let e = &m.graph().encoder;
+        let out = |p: &Program, o| p.output(o).unwrap();
+        tch::no_grad(|| {
+            // Image → tokens of every level, Input to NearestCode in one run.
+            let wanted: Vec<Value> = (0..cfg.levels).map(|l| out(e, Output::Tokens(l))).collect();
+            let tokens = m.run(e, vec![(e.input, x.shallow_clone())], &wanted);
+            let zs = m.level_latents(&m.normalize(&x));
+            for (l, z) in zs.iter().enumerate() {
+                let expected = m.nearest(&m.project(z));
+                assert!(tokens[l].equal(&expected), "tokens of level {l}, {cfg:?}");
+                // Tokens → image, GatherCode to Denormalize in one run.
+                let d = &m.graph().decoders[l];
+                let image = m.run(
+                    d,
+                    vec![(d.input, tokens[l].shallow_clone())],
+                    &[out(d, Output::Image)],
+                );
+                let expected = m.denormalize(&m.decode(l, &m.lookup(&expected)));
+                assert!(image[0].equal(&expected), "image of level {l}, {cfg:?}");
+            }
+        });
+    }
 }
 
 fn grad_norm(vs: &nn::VarStore, name: &str) -> f64 {
