@@ -33,7 +33,6 @@ mod graph;
 pub mod kernels;
 mod model;
 mod shaders;
-mod uniforms;
 
 pub use context::GpuContext;
 pub use error::{GpuError, Result};
