@@ -7,7 +7,11 @@ use wgpu::util::DeviceExt;
 
 use crate::context::{GpuContext, Pipeline};
 use crate::error::{GpuError, Result};
-use crate::shaders::{Kernel, Overrides};
+use crate::shaders::Overrides;
+use crate::uniforms::{
+    AddParams, AttentionParams, ChannelAffineParams, CodebookGatherParams, CodebookSearchParams,
+    Conv2dParams, GroupNormApplyParams, GroupNormStatsParams, ResampleParams, Uniform,
+};
 
 /// Invocations per workgroup of the one-element-per-invocation kernels.
 const ELEMENTWISE_WG: u32 = 256;
@@ -160,26 +164,16 @@ impl Graph {
         self.free.push(t.id);
     }
 
-    fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
-        let mut padded = words.to_vec();
-        padded.resize(words.len().next_multiple_of(4), 0);
-        self.ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::cast_slice(&padded),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
-    }
-
-    fn push(
+    /// Records one dispatch of the kernel that `params` belongs to: `params` at binding 0, then
+    /// `bindings` in order.
+    fn push<U: Uniform>(
         &mut self,
-        kernel: Kernel,
         overrides: Overrides,
-        words: &[u32],
+        params: &U,
         bindings: &[&wgpu::Buffer],
         groups: (u32, u32),
     ) -> Result<()> {
+        let kernel = U::KERNEL;
         let limit = self.ctx.limits().max_compute_workgroups_per_dimension;
         let most = groups.0.max(groups.1);
         if most > limit {
@@ -190,7 +184,14 @@ impl Graph {
             });
         }
         let pipeline = self.ctx.pipeline_now(kernel, overrides);
-        let params = self.uniform(words);
+        let params = self
+            .ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: params.as_entire_binding(),
@@ -278,10 +279,20 @@ impl Graph {
             None => 0,
         };
         let out = self.alloc(w.cout, h_out, w_out)?;
-        let words = [
-            x.channels, x.height, x.width, w.cout, h_out, w_out, o.stride, top, left,
-        ]
-        .map(|v| v as u32);
+        let params = Conv2dParams {
+            cin: x.channels as u32,
+            h_in: x.height as u32,
+            w_in: x.width as u32,
+            cout: w.cout as u32,
+            h_out: h_out as u32,
+            w_out: w_out as u32,
+            stride: o.stride as u32,
+            pad_top: top as u32,
+            pad_left: left as u32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        };
         let overrides = Overrides {
             ks: w.ks as u32,
             norm: norm_mode,
@@ -305,9 +316,8 @@ impl Graph {
             w.cout.div_ceil(64) as u32,
         );
         self.push(
-            Kernel::Conv2d,
             overrides,
-            &words,
+            &params,
             &bindings.iter().collect::<Vec<_>>(),
             groups,
         )?;
@@ -330,21 +340,20 @@ impl Graph {
         }
         let coef = self.alloc(3, 1, x.channels)?;
         let per_group = x.channels / groups;
-        let words = [
-            (per_group * x.plane()) as u32,
-            eps.to_bits(),
-            x.channels as u32,
-            per_group as u32,
-        ];
+        let params = GroupNormStatsParams {
+            count: (per_group * x.plane()) as u32,
+            eps,
+            channels: x.channels as u32,
+            channels_per_group: per_group as u32,
+        };
         let b = [
             self.buffers[x.id].clone(),
             affine.clone(),
             self.buffers[coef.id].clone(),
         ];
         self.push(
-            Kernel::GroupNormStats,
             Overrides::default(),
-            &words,
+            &params,
             &[&b[0], &b[1], &b[2]],
             (groups as u32, 1),
         )?;
@@ -354,7 +363,12 @@ impl Graph {
     /// GroupNorm applied from per-channel coefficients, optionally followed by swish.
     pub(crate) fn group_norm_apply(&mut self, x: Tensor, norm: FusedNorm) -> Result<Tensor> {
         let out = self.alloc(x.channels, x.height, x.width)?;
-        let words = [x.channels, x.plane()].map(|v| v as u32);
+        let params = GroupNormApplyParams {
+            channels: x.channels as u32,
+            plane: x.plane() as u32,
+            _pad0: 0,
+            _pad1: 0,
+        };
         let b = [
             self.buffers[x.id].clone(),
             self.buffers[norm.coef.id].clone(),
@@ -362,12 +376,11 @@ impl Graph {
         ];
         let grid = self.grid(x.len(), ELEMENTWISE_WG);
         self.push(
-            Kernel::GroupNormApply,
             Overrides {
                 swish: norm.swish,
                 ..Default::default()
             },
-            &words,
+            &params,
             &[&b[0], &b[1], &b[2]],
             grid,
         )?;
@@ -390,9 +403,13 @@ impl Graph {
         ];
         let grid = self.grid(a.len(), ELEMENTWISE_WG);
         self.push(
-            Kernel::Add,
             Overrides::default(),
-            &[a.len() as u32],
+            &AddParams {
+                len: a.len() as u32,
+                _pad0: 0,
+                _pad1: 0,
+                _pad2: 0,
+            },
             &[&bufs[0], &bufs[1], &bufs[2]],
             grid,
         )?;
@@ -407,16 +424,24 @@ impl Graph {
             Resample::UpsampleNearest2 => (x.height * 2, x.width * 2),
         };
         let out = self.alloc(x.channels, h, w)?;
-        let words = [x.channels, x.height, x.width, h, w].map(|v| v as u32);
+        let params = ResampleParams {
+            channels: x.channels as u32,
+            h_in: x.height as u32,
+            w_in: x.width as u32,
+            h_out: h as u32,
+            w_out: w as u32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        };
         let bufs = [self.buffers[x.id].clone(), self.buffers[out.id].clone()];
         let grid = self.grid(out.len(), ELEMENTWISE_WG);
         self.push(
-            Kernel::Resample,
             Overrides {
                 mode: mode as u32,
                 ..Default::default()
             },
-            &words,
+            &params,
             &[&bufs[0], &bufs[1]],
             grid,
         )?;
@@ -431,7 +456,12 @@ impl Graph {
         clamp: bool,
     ) -> Result<Tensor> {
         let out = self.alloc(x.channels, x.height, x.width)?;
-        let words = [x.channels, x.plane()].map(|v| v as u32);
+        let params = ChannelAffineParams {
+            channels: x.channels as u32,
+            plane: x.plane() as u32,
+            _pad0: 0,
+            _pad1: 0,
+        };
         let bufs = [
             self.buffers[x.id].clone(),
             coef.clone(),
@@ -439,12 +469,11 @@ impl Graph {
         ];
         let grid = self.grid(x.len(), ELEMENTWISE_WG);
         self.push(
-            Kernel::ChannelAffine,
             Overrides {
                 clamp,
                 ..Default::default()
             },
-            &words,
+            &params,
             &[&bufs[0], &bufs[1], &bufs[2]],
             grid,
         )?;
@@ -462,16 +491,15 @@ impl Graph {
         let c = qkv.channels / 3;
         let out = self.alloc(c, qkv.height, qkv.width)?;
         let scale = 1.0 / (c as f32).sqrt();
-        let words = [c as u32, qkv.plane() as u32, scale.to_bits()];
+        let params = AttentionParams {
+            channels: c as u32,
+            positions: qkv.plane() as u32,
+            scale,
+            _pad0: 0,
+        };
         let bufs = [self.buffers[qkv.id].clone(), self.buffers[out.id].clone()];
         let groups = (qkv.plane().div_ceil(64) as u32, 1);
-        self.push(
-            Kernel::Attention,
-            Overrides::default(),
-            &words,
-            &[&bufs[0], &bufs[1]],
-            groups,
-        )?;
+        self.push(Overrides::default(), &params, &[&bufs[0], &bufs[1]], groups)?;
         Ok(out)
     }
 
@@ -483,7 +511,12 @@ impl Graph {
         entries: usize,
     ) -> Result<Tensor> {
         let out = self.alloc(1, p.height, p.width)?;
-        let words = [p.channels, p.plane(), entries].map(|v| v as u32);
+        let params = CodebookSearchParams {
+            dim: p.channels as u32,
+            positions: p.plane() as u32,
+            entries: entries as u32,
+            _pad0: 0,
+        };
         let bufs = [
             self.buffers[p.id].clone(),
             codebook.clone(),
@@ -492,9 +525,8 @@ impl Graph {
         // 64 invocations of 4 positions each per workgroup.
         let grid = self.grid(p.plane(), 256);
         self.push(
-            Kernel::CodebookSearch,
             Overrides::default(),
-            &words,
+            &params,
             &[&bufs[0], &bufs[1], &bufs[2]],
             grid,
         )?;
@@ -510,7 +542,12 @@ impl Graph {
         dim: usize,
     ) -> Result<Tensor> {
         let out = self.alloc(dim, tokens.height, tokens.width)?;
-        let words = [dim, tokens.plane(), entries].map(|v| v as u32);
+        let params = CodebookGatherParams {
+            dim: dim as u32,
+            positions: tokens.plane() as u32,
+            entries: entries as u32,
+            _pad0: 0,
+        };
         let bufs = [
             self.buffers[tokens.id].clone(),
             codebook.clone(),
@@ -518,9 +555,8 @@ impl Graph {
         ];
         let grid = self.grid(out.len(), ELEMENTWISE_WG);
         self.push(
-            Kernel::CodebookGather,
             Overrides::default(),
-            &words,
+            &params,
             &[&bufs[0], &bufs[1], &bufs[2]],
             grid,
         )?;

@@ -33,6 +33,7 @@ mod graph;
 pub mod kernels;
 mod model;
 mod shaders;
+mod uniforms;
 
 pub use context::GpuContext;
 pub use error::{GpuError, Result};

@@ -3,7 +3,7 @@
 /// How a kernel binds one resource (all in bind group 0, bindings numbered in order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {
-    /// `var<uniform>`: the kernel's shape parameters.
+    /// `var<uniform>`: the kernel's shape parameters, mirrored by its struct in `uniforms.rs`.
     Uniform,
     /// `var<storage, read>`.
     Read,
