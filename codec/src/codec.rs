@@ -81,7 +81,8 @@ impl CodecBuilder {
         self
     }
 
-    /// Sets the size limits (default [`Limits::default`]).
+    /// Sets the size limits (default [`Limits::default`]): of the images the codec encodes and
+    /// decodes, and of the `.hvq` files it reads, whose reader gets this same value.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -277,7 +278,7 @@ impl Codec {
     /// Checks a `width × height` image against the limits, before and after padding, and returns
     /// its size padded to the coarsest stride.
     fn padded_size(&self, width: u32, height: u32) -> Result<(usize, usize)> {
-        self.limits.check_image(width.into(), height.into())?;
+        crate::options::check_image(&self.limits, width.into(), height.into())?;
         let s = self.config.coarsest_stride();
         let (w, h) = (
             (width as usize).div_ceil(s) * s,

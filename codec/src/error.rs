@@ -113,9 +113,9 @@ pub enum CodecError {
     #[error("file of {got} bytes exceeds the limit of {limit} bytes")]
     FileTooLarge {
         /// File size.
-        got: usize,
+        got: u64,
         /// The limit.
-        limit: usize,
+        limit: u64,
     },
     /// A level was asked for that the model or the file does not have.
     #[error("level {requested} is not available (available: {available:?})")]

@@ -3,7 +3,9 @@
 use hvq_format::{CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, Header, HvqFile};
 use hvq_spec::fingerprint_hex;
 
-use crate::{Codec, CodecError, DecodedImage, LevelSelection, Progress, Result, RgbImage, Tokens};
+use crate::{
+    Codec, CodecError, DecodedImage, LevelSelection, Limits, Progress, Result, RgbImage, Tokens,
+};
 
 /// What a `.hvq` file holds, read from its header and chunk headers.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,13 +57,23 @@ impl FileInfo {
     }
 }
 
-/// Reads the header and the chunk table of a `.hvq` file without a model.
+/// Reads the header and the chunk table of a `.hvq` file without a model, under
+/// [`Limits::default`] (as a codec built with default limits reads it; [`inspect_with`] takes
+/// others).
 ///
-/// Checks the header fully (magic, version, checksum, field rules) but reads chunk headers for
-/// their sizes only: it neither verifies the chunk checksums nor decodes tokens (that needs the
-/// model's priors: use [`Codec::info`] or [`Codec::read_hvq`]).
+/// Checks the header fully (magic, version, checksum, field rules, the image size against
+/// [`Limits::max_pixels`]) but reads chunk headers for their sizes only: it neither verifies the
+/// chunk checksums nor decodes tokens (that needs the model's priors: use [`Codec::info`] or
+/// [`Codec::read_hvq`]).
 pub fn inspect(bytes: &[u8]) -> Result<FileInfo> {
-    let (header, mut offset) = read_header(bytes)?;
+    inspect_with(bytes, &Limits::default())
+}
+
+/// [`inspect`] under `limits`: the header's image size is checked against
+/// [`Limits::max_pixels`] (a file's length is the caller's business, as it already holds the
+/// bytes).
+pub fn inspect_with(bytes: &[u8], limits: &Limits) -> Result<FileInfo> {
+    let (header, mut offset) = read_header(bytes, limits)?;
     let pixels = (u64::from(header.width) * u64::from(header.height)) as f64;
     let bpp = |n: usize| n as f64 * 8.0 / pixels;
     let mut levels = Vec::new();
@@ -107,8 +119,8 @@ pub fn inspect(bytes: &[u8]) -> Result<FileInfo> {
 }
 
 /// The format's header reader, with a cut inside the header reported as a truncated file.
-fn read_header(bytes: &[u8]) -> Result<(Header, usize)> {
-    hvq_format::read_header(bytes).map_err(|e| match e {
+fn read_header(bytes: &[u8], limits: &Limits) -> Result<(Header, usize)> {
+    hvq_format::read_header_with(bytes, limits).map_err(|e| match e {
         hvq_format::FormatError::NeedMoreData { .. } => {
             CodecError::NoCompleteLevel { got: bytes.len() }
         }
@@ -187,28 +199,24 @@ impl Codec {
     }
 
     fn read_file(&self, bytes: &[u8]) -> Result<HvqFile> {
-        if bytes.len() > self.limits().max_file_bytes {
+        let limits = self.limits();
+        if bytes.len() as u64 > limits.max_file_bytes {
             return Err(CodecError::FileTooLarge {
-                got: bytes.len(),
-                limit: self.limits().max_file_bytes,
+                got: bytes.len() as u64,
+                limit: limits.max_file_bytes,
             });
         }
         // The fingerprint first: with another model's priors the chunks would fail with a
         // confusing decoding error instead of the real reason.
-        let (header, _) = read_header(bytes)?;
+        let (header, _) = read_header(bytes, limits)?;
         if header.fingerprint != self.fingerprint() {
             return Err(CodecError::FingerprintMismatch {
                 file: fingerprint_hex(&header.fingerprint),
                 model: fingerprint_hex(&self.fingerprint()),
             });
         }
-        let limits = hvq_format::Limits {
-            max_pixels: self.limits().max_pixels,
-            max_file_bytes: self.limits().max_file_bytes as u64,
-            ..hvq_format::Limits::default()
-        };
         let file =
-            hvq_format::read_file(bytes, self.priors(), &limits).map_err(CodecError::Format)?;
+            hvq_format::read_file(bytes, self.priors(), limits).map_err(CodecError::Format)?;
         if file.grids.is_empty() {
             return Err(CodecError::NoCompleteLevel { got: bytes.len() });
         }
@@ -265,6 +273,6 @@ impl Codec {
     /// (checksums, entropy-coded payloads).
     pub fn info(&self, bytes: &[u8]) -> Result<FileInfo> {
         self.read_file(bytes)?;
-        inspect(bytes)
+        inspect_with(bytes, self.limits())
     }
 }

@@ -54,8 +54,11 @@
 //!
 //! ## Limits
 //!
-//! [`Limits`] bound image sizes and `.hvq` file sizes; they are checked before anything of that
-//! size is allocated (including before an image file's pixels are decoded by [`RgbImage::decode`]).
+//! [`Limits`] bound image sizes, `.hvq` file sizes and token counts; they are checked before
+//! anything of that size is allocated (including before an image file's pixels are decoded by
+//! [`RgbImage::decode`]). It is `hvq_format::Limits`, re-exported: the value set with
+//! [`CodecBuilder::limits`] is the one the codec's `.hvq` reader checks too, so a file and the
+//! image it holds are refused by the same limit.
 //!
 //! ## Cargo features
 //!
@@ -83,9 +86,10 @@ mod tiling;
 
 pub use codec::{Codec, CodecBuilder, DecodedImage, Tokens};
 pub use error::{CodecError, Result};
-pub use file::{FileInfo, LevelInfo, inspect, is_hvq};
+pub use file::{FileInfo, LevelInfo, inspect, inspect_with, is_hvq};
+pub use hvq_format::Limits;
 pub use model::{default_model_bytes, has_default_model, load_weights};
-pub use options::{Backend, BackendKind, LevelSelection, Limits, UnknownBackend};
+pub use options::{Backend, BackendKind, LevelSelection, UnknownBackend};
 pub use rgb::{DecodeOptions, JpegCut, RgbImage};
 pub use tiling::{Progress, Tiling};
 

@@ -1,5 +1,7 @@
 //! Options of a [`crate::Codec`]: which backend, which limits, which levels.
 
+use crate::Limits;
+
 /// Which compute backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
@@ -51,44 +53,22 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
-/// Size limits, checked before anything proportional to the input is allocated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest image, in pixels (width × height), to encode, decode or read from an image file.
-    pub max_pixels: u64,
-    /// Largest `.hvq` file accepted, in bytes.
-    pub max_file_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        // 64 Mpx is an 8K×8K photo; the CPU backend's largest activation for it is several GiB,
-        // which is where a desktop machine stops being a sensible place to run it.
-        Limits {
-            max_pixels: 64 << 20,
-            max_file_bytes: 256 << 20,
-        }
+/// Checks a `width × height` image against [`Limits::max_pixels`]; zero sizes are refused too.
+pub(crate) fn check_image(limits: &Limits, width: u64, height: u64) -> crate::Result<()> {
+    if width == 0 || height == 0 {
+        return Err(crate::CodecError::EmptyImage {
+            width: width.min(u32::MAX as u64) as u32,
+            height: height.min(u32::MAX as u64) as u32,
+        });
     }
-}
-
-impl Limits {
-    /// Checks an image size against [`Limits::max_pixels`]; zero sizes are refused too.
-    pub fn check_image(&self, width: u64, height: u64) -> crate::Result<()> {
-        if width == 0 || height == 0 {
-            return Err(crate::CodecError::EmptyImage {
-                width: width.min(u32::MAX as u64) as u32,
-                height: height.min(u32::MAX as u64) as u32,
-            });
-        }
-        if width.saturating_mul(height) > self.max_pixels {
-            return Err(crate::CodecError::ImageTooLarge {
-                width,
-                height,
-                limit: self.max_pixels,
-            });
-        }
-        Ok(())
+    if width.saturating_mul(height) > limits.max_pixels {
+        return Err(crate::CodecError::ImageTooLarge {
+            width,
+            height,
+            limit: limits.max_pixels,
+        });
     }
+    Ok(())
 }
 
 /// Which levels to encode.

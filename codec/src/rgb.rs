@@ -155,7 +155,7 @@ impl RgbImage {
         // by the EXIF orientation keeps width × height, so this also bounds the upright image.
         let mut decoder = reader.into_decoder().map_err(CodecError::ImageDecode)?;
         let (w, h) = decoder.dimensions();
-        limits.check_image(w.into(), h.into())?;
+        crate::options::check_image(limits, w.into(), h.into())?;
         let mut lim = image::Limits::default();
         lim.max_image_width = Some(w);
         lim.max_image_height = Some(h);

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use common::{pattern, tiny_codec, tiny_weights};
 use hvq_codec::{
-    Backend, Codec, CodecError, LevelSelection, Limits, Priors, RgbImage, TokenGrid, inspect,
+    Backend, Codec, CodecError, LevelSelection, Limits, Priors, RgbImage, TokenGrid, Tokens,
+    inspect, inspect_with,
 };
 use hvq_spec::{ModelConfig, Weights, meta};
 
@@ -175,6 +176,107 @@ fn over_limit_images_are_refused_before_allocation() {
     assert!(matches!(
         codec.decode(&grid, 16, 16),
         Err(CodecError::ImageTooLarge { .. })
+    ));
+}
+
+/// A `.hvq` file of `width × height` holding only level 2, all tokens 0 (small on disk).
+fn coarse_only_file(codec: &Codec, width: u32, height: u32) -> Vec<u8> {
+    let (w, h) = codec.grid_size(2, width, height);
+    let grid = TokenGrid {
+        level: 2,
+        height: h,
+        width: w,
+        tokens: vec![0; w * h],
+    };
+    codec
+        .tokens_to_hvq(&Tokens {
+            width,
+            height,
+            grids: vec![grid],
+        })
+        .unwrap()
+}
+
+fn codec_with(limits: Limits) -> Codec {
+    Codec::builder(tiny_weights(1))
+        .backend(Backend::Cpu)
+        .limits(limits)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_codec_limits_govern_its_hvq_reader_too() {
+    use hvq_format::{FormatError, LimitKind};
+    // 9000 × 8000 is over the default 64 Mpx: refused by default, from the header, quoting the
+    // default limit, by reading as by inspecting.
+    let file = coarse_only_file(&tiny_codec(1), 9000, 8000);
+    fn over_pixels<T>(r: Result<T, CodecError>, max: u64) -> bool {
+        matches!(
+            r,
+            Err(CodecError::Format(FormatError::OverLimit {
+                what: LimitKind::Pixels,
+                limit,
+                got: 72_000_000,
+            })) if limit == max
+        )
+    }
+    let default_max = Limits::default().max_pixels;
+    assert!(over_pixels(tiny_codec(1).read_hvq(&file), default_max));
+    assert!(over_pixels(tiny_codec(1).info(&file), default_max));
+    assert!(over_pixels(inspect(&file), default_max));
+    // A codec whose limit allows it reads it (header check included) and inspects it.
+    let wide = Limits {
+        max_pixels: 1 << 27,
+        ..Limits::default()
+    };
+    let (tokens, truncated) = codec_with(wide).read_hvq(&file).unwrap();
+    assert_eq!(
+        (tokens.width, tokens.height, truncated),
+        (9000, 8000, false)
+    );
+    assert_eq!(codec_with(wide).info(&file).unwrap().width, 9000);
+    assert_eq!(inspect_with(&file, &wide).unwrap().height, 8000);
+    // A lower limit on the same codec governs images and files alike.
+    let narrow = Limits {
+        max_pixels: 1000,
+        ..Limits::default()
+    };
+    let small = coarse_only_file(&tiny_codec(1), 40, 24);
+    assert!(codec_with(narrow).read_hvq(&small).is_ok());
+    let file = coarse_only_file(&tiny_codec(1), 50, 30);
+    assert!(matches!(
+        codec_with(narrow).read_hvq(&file),
+        Err(CodecError::Format(FormatError::OverLimit {
+            what: LimitKind::Pixels,
+            limit: 1000,
+            got: 1500,
+        }))
+    ));
+    assert!(matches!(
+        codec_with(narrow).encode(&pattern(50, 30), LevelSelection::All),
+        Err(CodecError::ImageTooLarge { limit: 1000, .. })
+    ));
+    // The token and byte limits reach the reader too.
+    let few_tokens = Limits {
+        max_tokens: 10,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        codec_with(few_tokens).read_hvq(&small),
+        Err(CodecError::Format(FormatError::OverLimit {
+            what: LimitKind::Tokens,
+            limit: 10,
+            ..
+        }))
+    ));
+    let few_bytes = Limits {
+        max_file_bytes: small.len() as u64 - 1,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        codec_with(few_bytes).read_hvq(&small),
+        Err(CodecError::FileTooLarge { got, limit }) if got == limit + 1
     ));
 }
 

@@ -455,10 +455,10 @@ fn read_input(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     std::io::stdin()
         .lock()
-        .take(limit as u64 + 1)
+        .take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .context("cannot read standard input")?;
-    if bytes.len() > limit {
+    if bytes.len() as u64 > limit {
         bail!("standard input holds more than the limit of {limit} bytes");
     }
     Ok(bytes)

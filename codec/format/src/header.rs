@@ -118,15 +118,15 @@ impl Header {
 ///
 /// Short input gives [`FormatError::NeedMoreData`] — except that a wrong magic or version is reported as
 /// soon as those bytes are present. Checks magic, version, CRC32, field rules and default [`Limits`]
-/// (callers with other limits use [`Reader`](crate::Reader) or [`read_file`](crate::read_file)).
+/// ([`read_header_with`] takes others).
 pub fn read_header(bytes: &[u8]) -> Result<(Header, usize), FormatError> {
     read_header_with(bytes, &Limits::default())
 }
 
-pub(crate) fn read_header_with(
-    bytes: &[u8],
-    limits: &Limits,
-) -> Result<(Header, usize), FormatError> {
+/// [`read_header`] with `limits` instead of the defaults (of them the header can break only
+/// [`Limits::max_pixels`]): what [`Reader`](crate::Reader) and [`read_file`](crate::read_file)
+/// check first.
+pub fn read_header_with(bytes: &[u8], limits: &Limits) -> Result<(Header, usize), FormatError> {
     let have = bytes.len().min(MAGIC.len());
     if bytes[..have] != MAGIC[..have] {
         let mut got = [0u8; 8];

@@ -62,14 +62,19 @@ mod chunk;
 mod coding;
 mod error;
 mod header;
+mod limits;
 mod priors;
 mod reader;
 mod writer;
 
 pub use chunk::{CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkInfo, chunk_header_intact};
 pub use error::{FormatError, LimitKind, PayloadFault, PriorsFault};
-pub use header::{HEADER_LEN, Header, MAGIC, MAX_STRIDE, VERSION, check_fingerprint, read_header};
+pub use header::{
+    HEADER_LEN, Header, MAGIC, MAX_STRIDE, VERSION, check_fingerprint, read_header,
+    read_header_with,
+};
 pub use hvq_spec::TokenGrid;
+pub use limits::Limits;
 pub use priors::{MAX_CODEBOOK_SIZE, MAX_LEVELS, MAX_METADATA_LEN, PRECISION, PRIORS_TAG, Priors};
-pub use reader::{HvqFile, Limits, Progress, Reader, read_file, read_file_strict};
+pub use reader::{HvqFile, Progress, Reader, read_file, read_file_strict};
 pub use writer::write_file;

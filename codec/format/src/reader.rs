@@ -4,30 +4,7 @@ use hvq_spec::TokenGrid;
 
 use crate::chunk::{self, CHUNK_HEADER_LEN, ChunkContext, ChunkInfo};
 use crate::header::{le_u32, read_header_with};
-use crate::{FormatError, HEADER_LEN, Header, LimitKind, Priors};
-
-/// Resource limits a reader enforces before allocating.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Most `width × height` pixels of the original image. Default `2^26` (8192 × 8192), the same as
-    /// `hvq_codec::Limits::default()`, so a tool that only inspects a file and one that decodes it
-    /// refuse the same images and quote the same limit.
-    pub max_pixels: u64,
-    /// Most bytes a file may have. Default `2^30` (1 GiB).
-    pub max_file_bytes: u64,
-    /// Most tokens over all chunks of a file. Default `2^26`.
-    pub max_tokens: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_pixels: 1 << 26,
-            max_file_bytes: 1 << 30,
-            max_tokens: 1 << 26,
-        }
-    }
-}
+use crate::{FormatError, HEADER_LEN, Header, LimitKind, Limits, Priors};
 
 /// What a [`Reader`] has so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,7 +289,7 @@ fn is_damaged_chunk_header(head: &[u8], cx: &ChunkContext<'_>) -> bool {
 /// A partial trailing chunk sets [`HvqFile::truncated_tail`]; input shorter than the header is
 /// [`FormatError::NeedMoreData`].
 pub fn read_file(bytes: &[u8], priors: &Priors, limits: &Limits) -> Result<HvqFile, FormatError> {
-    let mut reader = Reader::new(priors, limits.clone());
+    let mut reader = Reader::new(priors, *limits);
     reader.push(bytes)?;
     reader.finish()
 }
@@ -323,7 +300,7 @@ pub fn read_file_strict(
     priors: &Priors,
     limits: &Limits,
 ) -> Result<HvqFile, FormatError> {
-    let mut reader = Reader::new(priors, limits.clone());
+    let mut reader = Reader::new(priors, *limits);
     reader.push(bytes)?;
     reader.finish_strict()
 }

@@ -166,6 +166,25 @@ fn limits_are_enforced_before_decoding() {
     );
 }
 
+/// One set of defaults for the reader and `hvq-codec` (which re-exports this type): the values
+/// `docs/format.md` §6 and the codec's docs quote.
+#[test]
+fn default_limits_are_the_documented_ones() {
+    assert_eq!(
+        Limits::default(),
+        Limits {
+            max_pixels: 1 << 26,
+            max_file_bytes: 256 << 20,
+            max_tokens: 1 << 26,
+        }
+    );
+    let none = Limits::unlimited();
+    assert_eq!(
+        (none.max_pixels, none.max_file_bytes, none.max_tokens),
+        (u64::MAX, u64::MAX, u64::MAX)
+    );
+}
+
 #[test]
 fn writer_refuses_bad_grids() {
     let (priors, hd, gs, _) = sample();
