@@ -19,7 +19,7 @@
 //! assert_eq!(g.params.len(), hvq_spec::schema::tensors(&ModelConfig::tiny()).len());
 //! ```
 
-use crate::op_params::{Conv2dParams, Padding};
+use crate::op_params::Conv2dParams;
 use crate::schema::TensorSpec;
 use crate::{FeatureMap, ModelConfig, Strategy, TokenGrid};
 
@@ -600,16 +600,6 @@ fn build_decoder(cfg: &ModelConfig, level: usize, params: &mut Params) -> Progra
         (Output::Image, image),
     ]);
     b.finish(tokens)
-}
-
-impl Padding {
-    /// Zeros added before and after the input along one axis for a kernel of size `k`.
-    pub fn amounts(self, k: usize) -> (usize, usize) {
-        match self {
-            Padding::Same => (k / 2, k / 2),
-            Padding::DownsampleRightBottom => (0, 1),
-        }
-    }
 }
 
 #[cfg(test)]

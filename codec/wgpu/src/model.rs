@@ -2,6 +2,7 @@
 //! ([`hvq_spec::graph`]) lowered to kernels, one cached graph per input shape.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Mutex, PoisonError};
 
 use hvq_spec::graph::{self, Data, ModelGraph, Node, Op, Output, ParamId, Program, Value};
@@ -591,17 +592,16 @@ impl DeviceWeights {
             denormalize: storage(ctx, "denormalize", &[cfg.std, cfg.mean].concat())?,
         };
         let add_conv = |dev: &mut Self, a: &graph::Affine| -> Result<()> {
-            if !dev.convs.contains_key(&a.weight) {
+            if let Entry::Vacant(slot) = dev.convs.entry(a.weight) {
                 let (w, b) = (t(a.weight), t(a.bias));
-                dev.convs
-                    .insert(a.weight, conv_weights(ctx, &w.data, &b.data, &w.shape)?);
+                slot.insert(conv_weights(ctx, &w.data, &b.data, &w.shape)?);
             }
             Ok(())
         };
         let add_norm = |dev: &mut Self, n: &graph::Norm| -> Result<()> {
-            if !dev.norms.contains_key(&n.gamma) {
+            if let Entry::Vacant(slot) = dev.norms.entry(n.gamma) {
                 let affine = [t(n.gamma).data.as_slice(), &t(n.beta).data].concat();
-                dev.norms.insert(n.gamma, storage(ctx, "norm", &affine)?);
+                slot.insert(storage(ctx, "norm", &affine)?);
             }
             Ok(())
         };
