@@ -206,7 +206,7 @@ impl Codec {
     /// stride internally, the original size is kept in [`Tokens`]).
     ///
     /// Errors: [`CodecError::EmptyImage`], [`CodecError::ImageTooLarge`] (checked before the
-    /// padded copy is allocated), [`CodecError::LevelNotAvailable`], [`CodecError::NoLevelsSelected`],
+    /// padded copy is allocated), [`CodecError::LevelOutOfRange`], [`CodecError::NoLevelsSelected`],
     /// and backend errors.
     pub async fn encode_async(
         &self,
@@ -328,7 +328,7 @@ impl Codec {
     /// Decodes one level's tokens to an image of the original `width × height`.
     ///
     /// Needs no encoder run: a thumbnail can be decoded from the coarse grid alone.
-    /// Errors: [`CodecError::LevelNotAvailable`], [`CodecError::GridMismatch`] (the grid does not fit
+    /// Errors: [`CodecError::LevelOutOfRange`], [`CodecError::GridMismatch`] (the grid does not fit
     /// the size), [`CodecError::TokenOutOfRange`], limit and backend errors.
     pub async fn decode_async(
         &self,
@@ -383,8 +383,8 @@ impl Codec {
     fn check_grid(&self, grid: &TokenGrid, width: u32, height: u32) -> Result<(usize, usize)> {
         let padded = self.padded_size(width, height)?;
         if grid.level >= self.config.levels {
-            return Err(CodecError::LevelNotAvailable {
-                requested: grid.level,
+            return Err(CodecError::LevelOutOfRange {
+                level: grid.level,
                 available: (0..self.config.levels).collect(),
             });
         }
@@ -461,11 +461,8 @@ fn cut_tokens(grid: &TokenGrid, (xs, ys): (&Span, &Span), f: usize) -> TokenGrid
 /// Batch entry points return one error per image; level errors are re-made for each.
 fn clone_level_error(e: &CodecError) -> CodecError {
     match e {
-        CodecError::LevelNotAvailable {
-            requested,
-            available,
-        } => CodecError::LevelNotAvailable {
-            requested: *requested,
+        CodecError::LevelOutOfRange { level, available } => CodecError::LevelOutOfRange {
+            level: *level,
             available: available.clone(),
         },
         _ => CodecError::NoLevelsSelected,

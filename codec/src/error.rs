@@ -117,12 +117,15 @@ pub enum CodecError {
         /// The limit.
         limit: u64,
     },
-    /// A level was asked for that the model or the file does not have.
-    #[error("level {requested} is not available (available: {available:?})")]
-    LevelNotAvailable {
+    /// A level was asked for that the model or the file does not have (returned by the encode
+    /// entry points for a selected level, [`crate::Codec::decode`] for a grid's level and
+    /// [`crate::Codec::decode_hvq`] for a level the file lacks). The same concept, and name, as
+    /// `hvq_cpu::CpuError::LevelOutOfRange` and `hvq_format::FormatError::LevelOutOfRange`.
+    #[error("level {level} is not available (available: {available:?})")]
+    LevelOutOfRange {
         /// The level asked for.
-        requested: usize,
-        /// The levels there are.
+        level: usize,
+        /// The levels there are: the model's, or for a file the levels it holds.
         available: Vec<usize>,
     },
     /// An empty level list was given to an encode entry point.
@@ -223,7 +226,7 @@ impl CodecError {
             CodecError::ImageTooLarge { .. } => "ImageTooLarge",
             CodecError::PaddedImageTooLarge { .. } => "PaddedImageTooLarge",
             CodecError::FileTooLarge { .. } => "FileTooLarge",
-            CodecError::LevelNotAvailable { .. } => "LevelNotAvailable",
+            CodecError::LevelOutOfRange { .. } => "LevelOutOfRange",
             CodecError::NoLevelsSelected => "NoLevelsSelected",
             CodecError::GridMismatch { .. } => "GridMismatch",
             CodecError::TokenOutOfRange { .. } => "TokenOutOfRange",
@@ -282,6 +285,13 @@ mod tests {
     fn kinds_name_the_variant_and_the_wrapped_one() {
         let cases = [
             (CodecError::NoLevelsSelected, "NoLevelsSelected"),
+            (
+                CodecError::LevelOutOfRange {
+                    level: 3,
+                    available: vec![0, 1, 2],
+                },
+                "LevelOutOfRange",
+            ),
             (
                 CodecError::ImageTooLarge {
                     width: 1,

@@ -232,7 +232,7 @@ impl Codec {
     /// Decodes a `.hvq` file to an image of its original size.
     ///
     /// `level: None` picks the finest level present, so a truncated file gives its best complete
-    /// level. Errors: those of [`read_hvq`](Self::read_hvq), and [`CodecError::LevelNotAvailable`]
+    /// level. Errors: those of [`read_hvq`](Self::read_hvq), and [`CodecError::LevelOutOfRange`]
     /// when `level` is not in the file.
     pub async fn decode_hvq_async(
         &self,
@@ -255,8 +255,8 @@ impl Codec {
             None => file.finest(),
             Some(l) => file.level(l),
         }
-        .ok_or_else(|| CodecError::LevelNotAvailable {
-            requested: level.unwrap_or(0),
+        .ok_or_else(|| CodecError::LevelOutOfRange {
+            level: level.unwrap_or(0),
             available: file.grids.iter().rev().map(|g| g.level).collect(),
         })?;
         let image = self

@@ -94,8 +94,8 @@ impl LevelSelection {
             return Err(crate::CodecError::NoLevelsSelected);
         }
         if let Some(&bad) = levels.iter().find(|&&l| l >= model_levels) {
-            return Err(crate::CodecError::LevelNotAvailable {
-                requested: bad,
+            return Err(crate::CodecError::LevelOutOfRange {
+                level: bad,
                 available: (0..model_levels).collect(),
             });
         }

@@ -96,7 +96,7 @@ fn chosen_levels_only_are_encoded() {
     let file = codec.tokens_to_hvq(&tokens).unwrap();
     assert!(matches!(
         codec.decode_hvq(&file, Some(1)),
-        Err(CodecError::LevelNotAvailable { requested: 1, available }) if available == vec![0, 2]
+        Err(CodecError::LevelOutOfRange { level: 1, available }) if available == vec![0, 2]
     ));
 }
 
@@ -106,7 +106,7 @@ fn levels_outside_the_model_or_none_are_refused() {
     let img = pattern(8, 8);
     assert!(matches!(
         codec.encode(&img, &[3]),
-        Err(CodecError::LevelNotAvailable { requested: 3, .. })
+        Err(CodecError::LevelOutOfRange { level: 3, .. })
     ));
     assert!(matches!(
         codec.encode(&img, Vec::new()),
@@ -449,7 +449,7 @@ fn grids_that_do_not_fit_are_refused() {
     };
     assert!(matches!(
         codec.decode(&bad_level, 16, 16),
-        Err(CodecError::LevelNotAvailable { requested: 3, .. })
+        Err(CodecError::LevelOutOfRange { level: 3, .. })
     ));
 }
 

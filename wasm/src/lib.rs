@@ -375,8 +375,8 @@ impl HvqCodec {
     #[wasm_bindgen(js_name = gridSize)]
     pub fn grid_size(&self, level: u32, width: u32, height: u32) -> Result<Vec<u32>, JsValue> {
         if level as usize >= self.codec.config().levels {
-            return Err(codec_error(CodecError::LevelNotAvailable {
-                requested: level as usize,
+            return Err(codec_error(CodecError::LevelOutOfRange {
+                level: level as usize,
                 available: (0..self.codec.config().levels).collect(),
             }));
         }
