@@ -108,7 +108,7 @@ impl GpuModel {
 
     /// The projected latents `p_l` (codebook dimension `D` channels) of every level, finest
     /// first, of `image`: RGB in `[0, 1]` whose sides are positive multiples of
-    /// [`ModelConfig::coarsest_stride`] (edge-pad with [`pad_edge`] first).
+    /// [`ModelConfig::coarsest_stride`] (edge-pad first, e.g. with `hvq_cpu::ops::pad_edge`).
     ///
     /// # Errors
     /// [`GpuError::BadInput`] for an image that is not 3-channel or not of an accepted size;
@@ -250,7 +250,7 @@ impl GpuModel {
     }
 
     /// Accepts RGB of a positive size that is a multiple of the coarsest stride, as the CPU
-    /// model does (callers edge-pad first, see [`pad_edge`]).
+    /// model does (callers edge-pad first).
     fn check_image(&self, image: &FeatureMap) -> Result<()> {
         let cfg = &self.config;
         let m = cfg.coarsest_stride();
@@ -546,35 +546,6 @@ pub(crate) fn check_grid(grid: &TokenGrid, entries: usize) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// Pads `x` right and bottom to `height × width` (at least its own size) by repeating the
-/// last column and row: how callers make an image's sides multiples of the coarsest stride.
-///
-/// # Errors
-/// [`GpuError::BadInput`] when `x` is empty, malformed, or larger than the target.
-pub fn pad_edge(x: &FeatureMap, height: usize, width: usize) -> Result<FeatureMap> {
-    if x.height == 0
-        || x.width == 0
-        || x.height > height
-        || x.width > width
-        || x.data.len() != x.channels * x.plane()
-    {
-        return Err(GpuError::BadInput {
-            op: "pad_edge",
-            reason: format!("cannot pad {}x{} to {height}x{width}", x.height, x.width),
-        });
-    }
-    let mut out = FeatureMap::zeros(x.channels, height, width);
-    for c in 0..x.channels {
-        for y in 0..height {
-            let src = &x.data[(c * x.height + y.min(x.height - 1)) * x.width..][..x.width];
-            let dst = &mut out.data[(c * height + y) * width..][..width];
-            dst[..x.width].copy_from_slice(src);
-            dst[x.width..].fill(src[x.width - 1]);
-        }
-    }
-    Ok(out)
 }
 
 impl DeviceWeights {

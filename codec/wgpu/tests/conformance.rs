@@ -7,7 +7,7 @@ mod common;
 
 use common::context;
 use hvq_tests::{Vectors, max_abs_diff};
-use hvq_wgpu::{GpuModel, pad_edge};
+use hvq_wgpu::GpuModel;
 
 /// Squared distance from position `i` of a `[D, N]` latent to codebook row `k`.
 fn dist(p: &[f32], n: usize, codebook: &[f32], d: usize, i: usize, k: usize) -> f32 {
@@ -29,7 +29,7 @@ fn wgpu_reproduces_libtorch_conformance_vectors() {
         let (h, w) = (case.height, case.width);
         let s = cfg.coarsest_stride();
         let image = case.input_map();
-        let padded = pad_edge(&image, h.next_multiple_of(s), w.next_multiple_of(s)).expect("pads");
+        let padded = hvq_cpu::ops::pad_edge(&image, s).expect("pads");
         let levels: Vec<usize> = (0..cfg.levels).collect();
         let latents = pollster::block_on(model.encode_latents(&padded)).expect("latents");
         let grids = pollster::block_on(model.encode(&padded, &levels)).expect("encode");
