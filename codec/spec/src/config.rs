@@ -16,12 +16,18 @@ pub enum Strategy {
     Avgpool,
     /// Ablation: the strided-convolution half of `pooling` alone.
     Convpool,
+    /// Not in the paper: residual *sampling*, `subsample2(x) + downconv(x)` — `pooling` with the
+    /// average pool replaced by taking every second row and column.
+    Sampleconv,
 }
 
 impl Strategy {
     /// Whether the strategy owns a learned down-sampling convolution per derived level.
     pub fn has_downconv(self) -> bool {
-        matches!(self, Strategy::Pooling | Strategy::Convpool)
+        matches!(
+            self,
+            Strategy::Pooling | Strategy::Convpool | Strategy::Sampleconv
+        )
     }
 
     /// Whether the strategy adds a 2×2 average pool.
@@ -30,11 +36,12 @@ impl Strategy {
     }
 
     /// All strategies, for tests and CLIs.
-    pub const ALL: [Strategy; 4] = [
+    pub const ALL: [Strategy; 5] = [
         Strategy::Pooling,
         Strategy::Sampling,
         Strategy::Avgpool,
         Strategy::Convpool,
+        Strategy::Sampleconv,
     ];
 }
 
@@ -46,6 +53,7 @@ impl std::str::FromStr for Strategy {
             "sampling" => Ok(Strategy::Sampling),
             "avgpool" => Ok(Strategy::Avgpool),
             "convpool" => Ok(Strategy::Convpool),
+            "sampleconv" => Ok(Strategy::Sampleconv),
             other => Err(SpecError::UnknownName {
                 what: "strategy",
                 got: other.to_string(),

@@ -491,6 +491,11 @@ impl<'a> Builder<'a> {
             Strategy::Sampling => self.same(Op::Subsample2, z),
             Strategy::Avgpool => self.same(Op::AvgPool2, z),
             Strategy::Convpool => self.conv(z, &down, c, 3, Conv2dParams::DOWNSAMPLE),
+            Strategy::Sampleconv => {
+                let sampled = self.same(Op::Subsample2, z);
+                let conv = self.conv(z, &down, c, 3, Conv2dParams::DOWNSAMPLE);
+                self.add(sampled, conv)
+            }
         }
     }
 }
