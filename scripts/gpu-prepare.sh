@@ -3,7 +3,7 @@
 # scripts/gpu-run.sh: the stripped release hvq-train built here against pip torch 2.11.0, a
 # 256-px-short-side copy of ../shared/data/imagenet-sample (same file names, so the same held-out
 # split), LPIPS-VGG16 and -Alex in f16, and the run configs. Then, from the device tool:
-#   run(command="bash scripts/gpu-run.sh 330", carry=[".device"], timeout_s=600)
+#   run(command="bash scripts/gpu-run.sh wgpu", carry=[".device/gl", ".device/wgpu.tar.xz"], timeout_s=600)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -18,4 +18,38 @@ for net in vgg16 alexnet; do
     --src "../shared/data/lpips/$net.safetensors" --dst ".device/lpips/$net-f16.safetensors"
 done
 cp train/configs/default-model-shared.toml .device/configs/
+
+# wgpu on the card's own Vulkan driver (issue 12): the Vulkan loader as a .deb (the GPU machine has
+# the NVIDIA ICD but maybe no loader), the stripped release wgpu test binaries and bench, and hvq.
+mkdir -p .device/gl /tmp/hvq-wgpu-bins
+if ! ls .device/gl/libvulkan1_*.deb > /dev/null 2>&1; then
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  mkdir -p /tmp/amd64/partial
+  # shellcheck disable=SC2086 # $o holds several options
+  apt-get $o update -qq && (cd .device/gl && apt-get $o download libvulkan1)
+fi
+# The executables cargo builds for the wgpu tests and bench, by target name.
+executables() {
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])'
+}
+{ cargo test --release -p hvq-wgpu --no-run --message-format=json
+  cargo bench -p hvq-wgpu --bench wgpu --no-run --message-format=json; } 2> /dev/null | executables |
+  while read -r name exe; do
+    case "$name" in conformance|kernels|model|cross_check|wgpu) cp "$exe" "/tmp/hvq-wgpu-bins/$name" && strip "/tmp/hvq-wgpu-bins/$name";; esac
+  done
+cargo build --release -p hvq-cli && cp target/release/hvq /tmp/hvq-wgpu-bins/hvq && strip /tmp/hvq-wgpu-bins/hvq
+# Compressed: the carry is 64 MiB and the data and LPIPS weights take most of it.
+tar -C /tmp/hvq-wgpu-bins -cJf .device/wgpu.tar.xz .
 du -sh .device; du -sh .device/*
+
+# What each device call would send: the tracked tree plus its carry, against the 64 MiB limit.
+tree=$(git ls-files -z | xargs -0 du -cb 2> /dev/null | tail -1 | cut -f1)
+for call in ".device/gl .device/wgpu.tar.xz" ".device/configs .device/data .device/hvq-train .device/lpips"; do
+  # shellcheck disable=SC2086 # $call holds several paths
+  size=$(( tree + $(du -cb $call | tail -1 | cut -f1) ))
+  echo "travel size with carry [$call]: $(( size >> 20 )) MiB (limit 64)"
+done

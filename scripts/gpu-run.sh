@@ -12,10 +12,13 @@
 #      (train/configs/default-model-shared.toml) for TRAIN_SECONDS, with validation records;
 #   4. its export (f16) and its sharing and quality on 256x256 centre crops of all 1000 photos
 #      and of the 50 held-out ones.
-# Not yet here: the wgpu-on-Vulkan measurements (issue 12) need the Vulkan loader packages in
-# .device/ and the wgpu test binaries; see the device tool's README.
+#   5. wgpu on the card's Vulkan driver (issue 12): adapter, the wgpu conformance, kernel, model and
+#      cross-check tests, the wgpu bench of both presets, and `hvq tokenize-dir --backend wgpu`.
+#      Step 5 runs first and takes about 3 minutes. It needs its own call (`gpu-run.sh wgpu`, see
+#      the size note at step 5): what travels is limited to 64 MiB.
 set -uo pipefail
-BUDGET="${1:-330}"
+BUDGET="${1:-200}"
+MODE="${1:-}"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 DEV=.device
 BIN="$DEV/hvq-train"
@@ -43,6 +46,40 @@ mkdir -p ../shared/data/lpips 2>/dev/null
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi";
   python3 -c 'import torch;print("torch",torch.__version__)' 2>&1; nproc; date -u; } > "$OUT/machine.txt"
 cat "$OUT/machine.txt"
+
+# 5 (run first: it must not be cut by the training budget). wgpu on Vulkan.
+wgpu_on_vulkan() {
+  local bins=/tmp/hvq-wgpu-bins
+  mkdir -p "$bins" && tar -C "$bins" -xJf "$DEV/wgpu.tar.xz" || { echo "no $DEV/wgpu.tar.xz"; return; }
+  if [ "$DEVICE" = cuda ]; then
+    for f in "$DEV"/gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+    local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    [ -f "$icd" ] && [ -z "$(ls /usr/share/vulkan/icd.d/ /etc/vulkan/icd.d/ 2>/dev/null)" ] && export VK_DRIVER_FILES="$icd"
+  fi
+  # The test binaries find tests/vectors at the path they were built at.
+  [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
+  for t in conformance kernels model cross_check; do
+    timeout 60 "$bins/$t" --nocapture > "$OUT/wgpu-test-$t.txt" 2>&1; echo "wgpu test $t: exit $?"
+    grep -E "adapter|agree|cross-check|worst|test result" "$OUT/wgpu-test-$t.txt" | head -5
+  done
+  local presets=small,paper sizes=256x256,768x512
+  [ "$DEVICE" = cpu ] && { presets=small; sizes=32x32; }
+  HVQ_BENCH_RUNS=5 HVQ_BENCH_PRESETS=$presets HVQ_BENCH_SIZES=$sizes timeout 100 "$bins/wgpu" --bench \
+    > "$OUT/wgpu-bench.txt" 2>&1
+  echo "wgpu bench: exit $?"; cat "$OUT/wgpu-bench.txt"
+  local data; data="$(sed -n 's/^data_dir *= *"\(.*\)"/\1/p' "$CFG")"
+  START=$(date +%s)
+  timeout 40 "$bins/hvq" tokenize-dir --backend wgpu --output /tmp/hvq-tokens "$data" > "$OUT/wgpu-tokenize-dir.txt" 2>&1
+  echo "tokenize-dir --backend wgpu: exit $? after $(( $(date +%s) - START )) s"
+  tail -3 "$OUT/wgpu-tokenize-dir.txt"
+  # Images in finished shards (a shard appears only when complete).
+  echo "images tokenized: $(cat /tmp/hvq-tokens/shard-*/index.jsonl 2> /dev/null | wc -l)"
+}
+[ -f "$DEV/wgpu.tar.xz" ] && wgpu_on_vulkan
+# `gpu-run.sh wgpu`: only step 5. What travels to the GPU machine (the tracked tree, about 22 MiB,
+# plus `carry`) is limited to 64 MiB, so steps 1-4 (data and LPIPS, about 61 MiB) and step 5 (about
+# 21 MiB) cannot share one call: carry [".device/gl", ".device/wgpu.tar.xz"] for this one.
+if [ "$MODE" = wgpu ]; then ls -la "$OUT"; exit 0; fi
 
 # 1. Step time of both presets and libtorch encode/decode of random small weights.
 if [ "$DEVICE" = cuda ]; then
