@@ -89,15 +89,8 @@ enum Command {
         /// the same folder, then renamed, so an interrupted run leaves OUT as it was.
         #[arg(long, short = 'o', value_name = "OUT.hvq")]
         output: PathBuf,
-        /// Levels to store, comma-separated (0 = finest). Default: every level of the model.
-        #[arg(
-            long,
-            short = 'l',
-            visible_alias = "level",
-            value_delimiter = ',',
-            value_name = "L,L,.."
-        )]
-        levels: Vec<usize>,
+        #[command(flatten)]
+        levels: LevelsArg,
         /// Colour that transparent pixels are composited over, as hex RRGGBB. Default: white.
         #[arg(long, value_name = "RRGGBB", default_value = "ffffff", value_parser = parse_rgb)]
         background: [u8; 3],
@@ -163,15 +156,8 @@ enum Command {
         /// Output folder (created if needed).
         #[arg(long, short = 'o', value_name = "OUT")]
         output: PathBuf,
-        /// Levels to store, comma-separated. Default: every level of the model.
-        #[arg(
-            long,
-            short = 'l',
-            visible_alias = "level",
-            value_delimiter = ',',
-            value_name = "L,L,.."
-        )]
-        levels: Vec<usize>,
+        #[command(flatten)]
+        levels: LevelsArg,
         /// Images per shard.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         shard_size: u32,
@@ -410,7 +396,21 @@ fn load_codec(g: &Global) -> Result<Codec> {
     Ok(codec)
 }
 
-fn selection(levels: Vec<usize>) -> LevelSelection {
+/// `-l/--levels L,L,..` of the commands that store several levels (encode, tokenize-dir).
+#[derive(clap::Args, Debug)]
+struct LevelsArg {
+    /// Levels to store, comma-separated (0 = finest). Default: every level of the model.
+    #[arg(
+        long,
+        short = 'l',
+        visible_alias = "level",
+        value_delimiter = ',',
+        value_name = "L,L,.."
+    )]
+    levels: Vec<usize>,
+}
+
+fn selection(LevelsArg { levels }: LevelsArg) -> LevelSelection {
     if levels.is_empty() {
         LevelSelection::All
     } else {
@@ -608,7 +608,7 @@ fn encode(
     g: &Global,
     input: &Path,
     output: &Path,
-    levels: Vec<usize>,
+    levels: LevelsArg,
     background: [u8; 3],
 ) -> Result<()> {
     check_output(input, output, true)?;

@@ -1,13 +1,10 @@
 //! Shared helpers: tiny random models and deterministic test images.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use hvq_codec::{Backend, Codec, RgbImage};
-use hvq_spec::{ModelConfig, Weights, random_weights};
+use hvq_codec::{Backend, Codec};
 
-/// Tiny random weights: fast on the CPU, strides 2, 4, 8 over 3 levels.
-pub fn tiny_weights(seed: u64) -> Weights {
-    random_weights(&ModelConfig::tiny(), seed).expect("the tiny preset is valid")
-}
+mod fixtures;
+pub use fixtures::{pattern, tiny_weights};
 
 /// A codec on the CPU backend for `tiny_weights(seed)`.
 pub fn tiny_codec(seed: u64) -> Codec {
@@ -15,17 +12,4 @@ pub fn tiny_codec(seed: u64) -> Codec {
         .backend(Backend::Cpu)
         .build()
         .expect("tiny codec builds")
-}
-
-/// A smooth colour pattern with some texture, the same on every run.
-pub fn pattern(width: u32, height: u32) -> RgbImage {
-    let mut data = Vec::with_capacity((width * height * 3) as usize);
-    for y in 0..height {
-        for x in 0..width {
-            data.push((x * 255 / width.max(1)) as u8);
-            data.push((y * 255 / height.max(1)) as u8);
-            data.push(((x * 31 + y * 17) % 256) as u8);
-        }
-    }
-    RgbImage::new(width, height, data).expect("buffer matches size")
 }

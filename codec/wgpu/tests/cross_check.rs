@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Rng, context, report};
+use common::{Rng, context, dist, report};
 use hvq_cpu::CpuModel;
 use hvq_spec::graph::{Data, ModelGraph, Op, Program, Value, ValueKind};
 use hvq_spec::{FeatureMap, ModelConfig, Strategy, random_weights};
@@ -119,14 +119,6 @@ fn check_nodes(
         checked += 1;
     }
     (checked, worst)
-}
-
-/// Squared distance from position `i` of `p` to codebook row `k`.
-fn dist(p: &FeatureMap, codebook: &[f32], i: usize, k: u32) -> f32 {
-    let d = p.channels;
-    (0..d)
-        .map(|c| (p.data[c * p.plane() + i] - codebook[k as usize * d + c]).powi(2))
-        .sum()
 }
 
 #[test]

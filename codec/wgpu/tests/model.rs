@@ -4,21 +4,13 @@
 
 mod common;
 
-use common::{Rng, assert_close, context};
+use common::{Rng, assert_close, context, dist};
 use hvq_cpu::CpuModel;
 use hvq_spec::{FeatureMap, ModelConfig, Strategy, TokenGrid, random_weights};
 use hvq_wgpu::{GpuError, GpuModel};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     pollster::block_on(f)
-}
-
-/// Squared distance from position `i` of `p` to codebook row `k`.
-fn dist(p: &FeatureMap, codebook: &[f32], i: usize, k: u32) -> f32 {
-    let d = p.channels;
-    (0..d)
-        .map(|c| (p.data[c * p.plane() + i] - codebook[k as usize * d + c]).powi(2))
-        .sum()
 }
 
 #[test]

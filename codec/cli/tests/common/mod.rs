@@ -1,28 +1,9 @@
 //! Shared helpers of the CLI tests: a tiny model file, test images, and checks on a run's outcome.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use hvq_codec::RgbImage;
-use hvq_spec::{ModelConfig, Weights, random_weights};
-
-/// Tiny random weights: fast on the CPU, strides 2, 4, 8 over 3 levels. The same as the
-/// library tests' (`codec/tests/common/mod.rs`).
-pub fn tiny_weights(seed: u64) -> Weights {
-    random_weights(&ModelConfig::tiny(), seed).expect("the tiny preset is valid")
-}
-
-/// A smooth colour pattern with some texture, the same on every run. The same as the library
-/// tests' (`codec/tests/common/mod.rs`); the JPEG fixtures in `data/` were made from it.
-pub fn pattern(width: u32, height: u32) -> RgbImage {
-    let mut data = Vec::with_capacity((width * height * 3) as usize);
-    for y in 0..height {
-        for x in 0..width {
-            data.push((x * 255 / width.max(1)) as u8);
-            data.push((y * 255 / height.max(1)) as u8);
-            data.push(((x * 31 + y * 17) % 256) as u8);
-        }
-    }
-    RgbImage::new(width, height, data).expect("buffer matches size")
-}
+#[path = "../../../tests/common/fixtures.rs"]
+mod fixtures;
+pub use fixtures::{pattern, tiny_weights};
 
 /// Writes `tiny_weights(1)` as `DIR/model.safetensors`, the model the CLI tests pass to `hvq`.
 pub fn write_tiny_model(dir: &std::path::Path) {

@@ -109,3 +109,11 @@ pub fn assert_close(what: &str, got: &FeatureMap, want: &FeatureMap, atol: f32, 
     }
     eprintln!("{what}: max |diff| {worst:e}");
 }
+
+/// Squared distance from position `i` of `p` to codebook row `k`.
+pub fn dist(p: &FeatureMap, codebook: &[f32], i: usize, k: u32) -> f32 {
+    let d = p.channels;
+    (0..d)
+        .map(|c| (p.data[c * p.plane() + i] - codebook[k as usize * d + c]).powi(2))
+        .sum()
+}
