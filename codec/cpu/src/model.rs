@@ -178,9 +178,13 @@ impl CpuModel {
         let (mean, std) = program.mean_std;
         let out = match &node.op {
             Op::Input => return Err(MISSING_INPUT),
-            Op::Normalize => normalize(input_map(node, values, 0)?, mean, std),
+            Op::Normalize => {
+                let mut x = rgb_input(node, values, frees)?;
+                normalize(&mut x, mean, std);
+                x
+            }
             Op::Denormalize => {
-                let mut rgb = input_map(node, values, 0)?.clone();
+                let mut rgb = rgb_input(node, values, frees)?;
                 denormalize(&mut rgb, mean, std);
                 rgb
             }
@@ -191,13 +195,7 @@ impl CpuModel {
             } => {
                 // Take the residual first (it may be moved out), then borrow the input.
                 let residual = match node.inputs.get(1) {
-                    Some(&r) if frees.contains(&r) && r != node.inputs[0] => {
-                        match values[r.0].take() {
-                            Some(Data::Map(m)) => Some(m),
-                            _ => return Err(MISSING_INPUT),
-                        }
-                    }
-                    Some(_) => Some(input_map(node, values, 1)?.clone()),
+                    Some(_) => Some(owned_input(node, values, frees, 1)?),
                     None => None,
                 };
                 let x = input_map(node, values, 0)?;
@@ -310,6 +308,44 @@ const MISSING_INPUT: CpuError = CpuError::Unsupported {
     reason: "a value the program reads was neither given nor computed",
 };
 
+/// Input `k` of `node` as an owned feature map: moved out when this node is its last reader (and
+/// reads it only once), copied otherwise.
+fn owned_input(
+    node: &Node,
+    values: &mut [Option<Data>],
+    frees: &[Value],
+    k: usize,
+) -> Result<FeatureMap, CpuError> {
+    let v = node.inputs[k];
+    let read_once = node.inputs.iter().filter(|&&i| i == v).count() == 1;
+    if frees.contains(&v) && read_once {
+        match values[v.0].take() {
+            Some(Data::Map(m)) => Ok(m),
+            _ => Err(MISSING_INPUT),
+        }
+    } else {
+        input_map(node, values, k).cloned()
+    }
+}
+
+/// Input 0 of `node`, owned, which must have the three channels that mean and std describe.
+fn rgb_input(
+    node: &Node,
+    values: &mut [Option<Data>],
+    frees: &[Value],
+) -> Result<FeatureMap, CpuError> {
+    let x = owned_input(node, values, frees, 0)?;
+    if x.channels != 3 {
+        return Err(CpuError::ShapeMismatch {
+            op: "normalize",
+            operand: "input",
+            expected: vec![3, 0, 0],
+            got: vec![x.channels, x.height, x.width],
+        });
+    }
+    Ok(x)
+}
+
 /// Input `k` of `node` as a feature map.
 fn input_map<'v>(
     node: &Node,
@@ -345,15 +381,13 @@ fn into_grid(d: Data, level: usize) -> Result<TokenGrid, CpuError> {
     }
 }
 
-/// `(x − mean) / std` per channel.
-fn normalize(image: &FeatureMap, mean: [f32; 3], std: [f32; 3]) -> FeatureMap {
-    let mut x = image.clone();
+/// `(x − mean) / std` per channel, in place.
+fn normalize(x: &mut FeatureMap, mean: [f32; 3], std: [f32; 3]) {
     let plane = x.plane();
     for (c, ch) in x.data.chunks_exact_mut(plane.max(1)).enumerate() {
         let (m, inv) = (mean[c], 1.0 / std[c]);
         ch.iter_mut().for_each(|v| *v = (*v - m) * inv);
     }
-    x
 }
 
 /// `clamp(x · std + mean, 0, 1)` per channel.
