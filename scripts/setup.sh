@@ -32,8 +32,10 @@ rustup target list --installed | grep -q wasm32-unknown-unknown \
   || rustup target add wasm32-unknown-unknown
 
 if ! command -v wasm-bindgen >/dev/null || ! wasm-bindgen --version | grep -q "$WASM_BINDGEN_VERSION"; then
-  echo "setup: installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (takes several minutes)"
-  cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  # Unoptimised: it compiles in about 2 minutes instead of 6 on a 2-core machine, and processes
+  # hvq-wasm in 3 s instead of 0.6 s, with byte-identical output (checked 2026-12-02).
+  echo "setup: installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (takes a few minutes)"
+  cargo install -q --debug wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 
 if [ -f web/package.json ] && [ ! -d web/node_modules/playwright-core ]; then

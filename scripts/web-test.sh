@@ -38,11 +38,12 @@ fi
 say "building hvq-wasm for wasm32 and the native hvq CLI"
 cargo build -q -p hvq-wasm --target wasm32-unknown-unknown --release
 wasm-bindgen --target web --out-dir web/pkg target/wasm32-unknown-unknown/release/hvq_wasm.wasm
-cargo build -q -p hvq-cli --release --bin hvq
-# Native helpers (random test weights, benchmark); run from target/ below, so cargo locks once.
-cargo build -q -p hvq-wasm --release --example test_weights --example native_bench
-HVQ="$ROOT/target/release/hvq"
-TEST_WEIGHTS="$ROOT/target/release/examples/test_weights"
+# The native CLI and the random-weights helper in the test profile, with the workspace's test
+# features: right after `cargo test --workspace` (scripts/test.sh) every unit is fresh, so this
+# builds nothing, where a release build would compile the whole native dependency tree again.
+cargo test -q --workspace --no-run --test cli --example test_weights
+HVQ="$ROOT/target/debug/hvq"
+TEST_WEIGHTS="$ROOT/target/debug/examples/test_weights"
 
 # --- model ---------------------------------------------------------------------------------------
 # The test runs on web/test-model.safetensors: random `tiny` weights by default, because SwiftShader
