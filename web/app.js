@@ -16,6 +16,8 @@ const demo = {
   log: [],
   /** RGBA of each level's reconstruction in the last result, by level. */
   pixels: {},
+  /** Worker calls made, by operation (the e2e test checks that nothing is decoded twice). */
+  calls: {},
 };
 window.hvqDemo = demo;
 
@@ -46,6 +48,7 @@ worker.onerror = (ev) => {
 
 function call(op, args = {}, onProgress, transfer = []) {
   const id = nextId++;
+  demo.calls[op] = (demo.calls[op] ?? 0) + 1;
   return new Promise((resolve, reject) => {
     pending.set(id, { resolve, reject, onProgress });
     worker.postMessage({ id, op, ...args }, transfer);
@@ -241,9 +244,12 @@ function fillTable(table, rows) {
 /** Shows everything about `hvq`: token grids, each level's reconstruction and stats, the progressive view. */
 async function showHvq(hvq, original, encodeMs, sourceName) {
   const info = await call('info', { hvq });
-  // Ask for the best decodable level first: this is where a file for another model or a damaged
-  // file is refused, before the page is cleared.
-  await call('decode', { hvq: hvq.slice() }, tileBar);
+  // What to decode (#show-levels): a 48-megapixel photo takes tens of minutes per level on the wasm
+  // CPU backend, so a user may want the tokens and the file alone. A file opened here is always
+  // decoded at its best level first: that is where a file for another model or a damaged file is
+  // refused, before the page is cleared. That decode is reused below, never repeated.
+  const show = $('#show-levels').value;
+  const best = original && show === 'none' ? null : await call('decode', { hvq: hvq.slice() }, tileBar);
   const grids = await call('tokens', { hvq: hvq.slice() });
 
   const { width, height } = info;
@@ -278,9 +284,15 @@ async function showHvq(hvq, original, encodeMs, sourceName) {
   }
 
   // Reconstructions, coarsest (cheapest) first — the order of the file.
+  const skipped = [];
   for (const chunk of info.levels) {
+    const dec = best?.level === chunk.level ? best
+      : show === 'all' ? await call('decode', { hvq: hvq.slice(), level: chunk.level }) : null;
+    if (!dec) {
+      skipped.push(chunk.level);
+      continue;
+    }
     const c = card(levels, { title: `level ${chunk.level}: from ${chunk.gridWidth}×${chunk.gridHeight} tokens`, id: `level-${chunk.level}` });
-    const dec = await call('decode', { hvq: hvq.slice(), level: chunk.level });
     drawRgba(c.querySelector('canvas'), dec.width, dec.height, dec.rgba);
     const alone = info.headerBytes + chunk.bytes;
     const p = original ? psnr(original, dec.rgba) : NaN;
@@ -295,7 +307,9 @@ async function showHvq(hvq, original, encodeMs, sourceName) {
     result.levels.push({ level: chunk.level, bytes: chunk.bytes, fileBytes: alone, bpp: (alone * 8) / pixels,
       psnr: p, decodeMs: dec.ms, width: dec.width, height: dec.height });
   }
-  setupProgressive(hvq, info);
+  if (skipped.length) $('#summary').textContent += `; level ${skipped.join(', ')} not decoded (see “After encoding, decode”)`;
+  result.skippedLevels = skipped;
+  setupProgressive(hvq, info, best);
   demo.result = result;
 }
 
@@ -330,9 +344,10 @@ const isHvq = (head) => head.length >= 8 && MAGIC.every((b, i) => head[i] === b)
 // ---------- progressive view ----------
 
 let prog = null;
-function setupProgressive(hvq, info) {
+/** `best`: the decode of the whole file when the caller has it, so it is drawn, not decoded again. */
+function setupProgressive(hvq, info, best) {
   const range = $('#prog-range');
-  prog = { hvq, info, busy: false, want: null };
+  prog = { hvq, info, busy: false, want: null, known: best ? { len: hvq.length, dec: best } : null };
   range.max = String(hvq.length);
   range.value = String(hvq.length);
   const list = $('#prog-chunks');
@@ -347,7 +362,8 @@ function setupProgressive(hvq, info) {
   for (const ch of info.levels) {
     li(`level ${ch.level} (${ch.gridWidth}×${ch.gridHeight}): bytes ${ch.offset}–${ch.offset + ch.bytes}`);
   }
-  showPrefix(hvq.length);
+  if (best) showPrefix(hvq.length);
+  else $('#prog-label').textContent = 'Not decoded yet: move the slider to decode a prefix of the file.';
 }
 
 async function showPrefix(n) {
@@ -372,7 +388,7 @@ async function showPrefix(n) {
         continue;
       }
       try {
-        const dec = await call('decode', { hvq: prog.hvq.slice(0, len) });
+        const dec = prog.known?.len === len ? prog.known.dec : await call('decode', { hvq: prog.hvq.slice(0, len) });
         drawRgba($('#prog-canvas'), dec.width, dec.height, dec.rgba);
         const pct = ((100 * len) / prog.hvq.length).toFixed(0);
         label.textContent = `${len} of ${prog.hvq.length} bytes (${pct}%) → level ${dec.level}` +

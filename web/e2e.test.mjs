@@ -265,6 +265,27 @@ describe('demo page on WebGPU (SwiftShader)', () => {
     report.push({ line: `auto on SwiftShader: runs on ${auto.backendName}; note: "${note.text}"` });
   });
 
+  test('"After encoding, decode" decodes each level at most once, and only what it asks for', { timeout: 300_000 }, async () => {
+    const n = JSON.parse(readFileSync(join(DIR, 'sample.tokens.json'), 'utf8')).levels.length;
+    let first = null; // the file from "every level": what is decoded must not change what is encoded
+    for (const [show, decodes] of [['all', n], ['best', 1], ['none', 0]]) {
+      await page.selectOption('#show-levels', show);
+      const before = await page.evaluate(() => window.hvqDemo.calls.decode ?? 0);
+      const res = await openFile(page, join(DIR, 'sample.png'));
+      assert.equal(res.message, null, `${show}: ${JSON.stringify(res.message)}`);
+      const made = (await page.evaluate(() => window.hvqDemo.calls.decode ?? 0)) - before;
+      assert.equal(made, decodes, `"${show}": ${made} decodes for ${n} levels`);
+      assert.equal(res.result.levels.length, decodes, `"${show}": levels shown`);
+      assert.equal(res.result.skippedLevels.length, n - decodes);
+      assert.equal(res.result.tokens.length, n, `"${show}": every level's tokens`);
+      const hvq = Buffer.from(await pageHvq(page));
+      first ??= hvq;
+      assert.ok(hvq.equals(first), `"${show}": the .hvq differs from the one made with "all"`);
+      report.push({ line: `"After encoding, decode: ${show}": ${made} decode calls for ${n} levels` });
+    }
+    await page.selectOption('#show-levels', 'all');
+  });
+
   test('no uncaught errors in the page', () => {
     const errors = page.consoleLog.filter((l) => l.startsWith('pageerror') || /panicked/.test(l));
     assert.deepEqual(errors, []);

@@ -2,10 +2,14 @@
 // size", encode in tiles (progress events), decode every level. Not a test (minutes on the wasm CPU
 // backend); a measurement, compared with the native CLI's tokens for the same photo.
 //
-//   node web/large-photo.mjs PHOTO NATIVE_TOKENS.json [--backend cpu|webgpu|auto]
+//   node web/large-photo.mjs PHOTO NATIVE_TOKENS.json [--backend cpu|webgpu|auto] [--decode all|best|none]
+//
+// --decode sets the page's "After encoding, decode" (default all); `none` measures the encode alone,
+// which for a 48-megapixel photo is half an hour on the wasm CPU backend of a 2-core machine.
 //
 // NATIVE_TOKENS.json: `hvq --backend cpu tokens PHOTO -o NATIVE_TOKENS.json` with the same model
 // (web/model.safetensors). Prints one JSON line: size, tiles, encode time, per-level agreement.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,11 +17,22 @@ import { chromium } from 'playwright-core';
 import { startServer } from './server.mjs';
 
 const [photo, nativePath] = process.argv.slice(2);
-const backend = process.argv.includes('--backend') ? process.argv[process.argv.indexOf('--backend') + 1] : 'cpu';
+const flag = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
+const backend = flag('--backend', 'cpu');
+const decode = flag('--decode', 'all');
 if (!photo || !nativePath) throw new Error('usage: node web/large-photo.mjs PHOTO NATIVE_TOKENS.json [--backend B]');
 
 const { server, url } = await startServer({ port: 0, quiet: true });
-const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'hvq-large-')), {
+const profile = mkdtempSync(join(tmpdir(), 'hvq-large-'));
+// Peak resident memory of the browser, sampled every 2 s: the browser process of this profile plus
+// every Chromium child process (`--type=`), summed, so run no other Chromium meanwhile.
+let peakRssMb = 0;
+const sampler = setInterval(() => {
+  const ps = execFileSync('ps', ['-eo', 'rss=,args='], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const kb = ps.split('\n').filter((l) => l.includes('chromium') && (l.includes(profile) || l.includes('--type='))).reduce((a, l) => a + (parseInt(l, 10) || 0), 0);
+  peakRssMb = Math.max(peakRssMb, kb / 1024);
+}, 2000);
+const ctx = await chromium.launchPersistentContext(profile, {
   executablePath: '/usr/bin/chromium', headless: true,
   args: ['--no-sandbox', '--enable-unsafe-webgpu', '--no-first-run'],
 });
@@ -27,6 +42,7 @@ page.on('console', (m) => log.push(m.text()));
 await page.goto(`${url}?model=model.safetensors&backend=${backend}`);
 await page.waitForFunction(() => ['ready', 'error'].includes(window.hvqDemo?.state), null, { timeout: 240_000 });
 await page.selectOption('#max-side', '0');
+await page.selectOption('#show-levels', decode);
 // Record every tile progress event the page receives.
 await page.evaluate(() => {
   window.tileLog = [];
@@ -52,10 +68,12 @@ const levels = native.levels.map((nl) => {
 });
 const encodeTiles = res.tiles.filter((t) => t.stage === 'encode');
 console.log(JSON.stringify({
-  photo, backend, state: res.state, message: res.message, width: res.result?.width, height: res.result?.height,
+  photo, backend, decode, state: res.state, message: res.message, width: res.result?.width, height: res.result?.height,
   tilesTotal: encodeTiles.at(-1)?.total, encodeProgressEvents: encodeTiles.length,
   encodeMs: res.result?.encodeMs, wallSeconds: wall, levels,
   psnr: res.result?.levels?.map((l) => ({ level: l.level, psnr: l.psnr })),
+  browserPeakRssMb: Math.round(peakRssMb),
 }));
+clearInterval(sampler);
 await ctx.close();
 server.close();
