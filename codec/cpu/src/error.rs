@@ -101,6 +101,36 @@ pub enum CpuError {
     },
 }
 
+/// The model-level input checks are [`hvq_spec`]'s, shared with every backend.
+impl From<hvq_spec::InputError> for CpuError {
+    fn from(e: hvq_spec::InputError) -> Self {
+        use hvq_spec::InputError as I;
+        match e {
+            I::WrongChannels { expected, got } => CpuError::WrongChannels { expected, got },
+            I::BadImageSize {
+                height,
+                width,
+                multiple,
+            } => CpuError::BadImageSize {
+                height,
+                width,
+                multiple,
+            },
+            I::LevelOutOfRange { level, levels } => CpuError::LevelOutOfRange { level, levels },
+            I::GridSize { height, width, got } => CpuError::GridSize { height, width, got },
+            I::TokenOutOfRange {
+                position,
+                token,
+                entries,
+            } => CpuError::TokenOutOfRange {
+                position,
+                token,
+                codebook_size: entries,
+            },
+        }
+    }
+}
+
 impl CpuError {
     /// The variant's name (`"ShapeMismatch"`, …): a stable, machine-readable kind for
     /// bindings and logs, so callers need not parse `Debug` text.

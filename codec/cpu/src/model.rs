@@ -59,7 +59,7 @@ impl CpuModel {
     /// `image` is RGB in `[0, 1]`, its size a positive multiple of
     /// [`ModelConfig::coarsest_stride`] (see [`ops::pad_edge`]).
     pub fn encode_latents(&self, image: &FeatureMap) -> Result<Vec<FeatureMap>, CpuError> {
-        self.check_image(image)?;
+        self.config().check_image(image)?;
         let e = &self.graph.encoder;
         let wanted = outputs(e, (0..self.config().levels).map(Output::Latent));
         let given = vec![(e.input, Data::Map(image.clone()))];
@@ -95,8 +95,8 @@ impl CpuModel {
     /// The token grids of the requested `levels` (in the order given), running the encoder
     /// and the level chain only as far as the coarsest requested level needs.
     pub fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>, CpuError> {
-        self.check_levels(levels)?;
-        self.check_image(image)?;
+        self.config().check_levels(levels)?;
+        self.config().check_image(image)?;
         if levels.is_empty() {
             return Ok(Vec::new());
         }
@@ -114,7 +114,7 @@ impl CpuModel {
     /// The RGB image in `[0, 1]` that level `grid.level`'s decoder rebuilds from `grid`,
     /// of size `grid × level_stride(level)`.
     pub fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap, CpuError> {
-        self.check_levels(&[grid.level])?;
+        self.config().check_levels(&[grid.level])?;
         let d = &self.graph.decoders[grid.level];
         let given = vec![(d.input, Data::Tokens(grid.clone()))];
         self.run_to_image(d, given)
@@ -127,7 +127,7 @@ impl CpuModel {
         level: usize,
         quantized: &FeatureMap,
     ) -> Result<FeatureMap, CpuError> {
-        self.check_levels(&[level])?;
+        self.config().check_levels(&[level])?;
         let d = &self.graph.decoders[level];
         let given = vec![(output(d, Output::Quantized), Data::Map(quantized.clone()))];
         self.run_to_image(d, given)
@@ -244,37 +244,6 @@ impl CpuModel {
             },
         };
         Ok(Data::Map(out))
-    }
-
-    fn check_levels(&self, levels: &[usize]) -> Result<(), CpuError> {
-        let n = self.config().levels;
-        match levels.iter().find(|&&l| l >= n) {
-            Some(&level) => Err(CpuError::LevelOutOfRange { level, levels: n }),
-            None => Ok(()),
-        }
-    }
-
-    fn check_image(&self, image: &FeatureMap) -> Result<(), CpuError> {
-        let cfg = self.config();
-        if image.channels != cfg.in_channels {
-            return Err(CpuError::WrongChannels {
-                expected: cfg.in_channels,
-                got: image.channels,
-            });
-        }
-        let m = cfg.coarsest_stride();
-        let bad = |n: usize| n == 0 || !n.is_multiple_of(m);
-        if bad(image.height)
-            || bad(image.width)
-            || image.data.len() != image.channels * image.plane()
-        {
-            return Err(CpuError::BadImageSize {
-                height: image.height,
-                width: image.width,
-                multiple: m,
-            });
-        }
-        Ok(())
     }
 
     fn norm_params(&self, n: &graph::Norm) -> GroupNormParams<'_> {

@@ -23,12 +23,14 @@
 
 mod config;
 pub mod graph;
+mod input;
 pub mod op_params;
 pub mod schema;
 mod tensor;
 pub mod weights;
 
 pub use config::{ModelConfig, PRESETS, Strategy};
+pub use input::InputError;
 pub use tensor::{FeatureMap, TokenGrid};
 pub use weights::{StoreDtype, Tensor, WeightLimits, Weights, random_weights};
 

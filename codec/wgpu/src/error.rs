@@ -113,5 +113,33 @@ impl GpuError {
     }
 }
 
+/// The model-level input checks are [`hvq_spec`]'s, shared with every backend: levels and
+/// tokens keep their variants, image and grid shapes are [`GpuError::BadInput`].
+impl From<hvq_spec::InputError> for GpuError {
+    fn from(e: hvq_spec::InputError) -> Self {
+        use hvq_spec::InputError as I;
+        match e {
+            I::LevelOutOfRange { level, levels } => GpuError::LevelOutOfRange { level, levels },
+            I::TokenOutOfRange {
+                position,
+                token,
+                entries,
+            } => GpuError::TokenOutOfRange {
+                position,
+                token,
+                entries,
+            },
+            I::WrongChannels { .. } | I::BadImageSize { .. } => GpuError::BadInput {
+                op: "encode",
+                reason: e.to_string(),
+            },
+            I::GridSize { .. } => GpuError::BadInput {
+                op: "decode",
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = GpuError> = std::result::Result<T, E>;

@@ -7,7 +7,7 @@ use hvq_spec::{FeatureMap, Tensor, TokenGrid};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::{self, ConvOptions, FusedNorm, Graph, Pad, Resample};
-use crate::model::{check_grid, conv_weights, storage};
+use crate::model::{conv_weights, storage};
 
 pub use hvq_spec::op_params::{Affine, AttnWeights, Conv2dParams, GroupNormParams, Padding};
 
@@ -365,7 +365,7 @@ pub async fn gather_codes(
         [n, d] if *n > 0 && *d > 0 && u32::try_from(*n).is_ok() => (*n, *d),
         s => return Err(bad("gather_codes", format!("codebook shape {s:?}"))),
     };
-    check_grid(grid, entries)?;
+    grid.check(entries)?;
     let cb = storage(ctx, "codebook", &codebook.data)?;
     let mut s = OneShot::new(ctx);
     let out = built(ctx, || {

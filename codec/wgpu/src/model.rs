@@ -138,7 +138,7 @@ impl GpuModel {
     /// [`GpuError::LevelOutOfRange`] for a level the model lacks; otherwise as
     /// [`GpuModel::encode_latents`].
     pub async fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>> {
-        self.check_levels(levels)?;
+        self.config.check_levels(levels)?;
         self.check_image(image)?;
         if levels.is_empty() {
             return Ok(Vec::new());
@@ -166,8 +166,7 @@ impl GpuModel {
     /// [`GpuError::LevelOutOfRange`], [`GpuError::BadInput`] for a grid whose token count is not
     /// `height × width` or is empty, [`GpuError::TokenOutOfRange`], limits, device errors.
     pub async fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap> {
-        self.check_levels(&[grid.level])?;
-        check_grid(grid, self.config.codebook_size)?;
+        self.config.check_grid(grid)?;
         let key = PlanKey::Decode {
             level: grid.level,
             height: grid.height,
@@ -193,20 +192,9 @@ impl GpuModel {
         given: &[(Value, Data)],
         wanted: &[Value],
     ) -> Result<Vec<Data>> {
-        let scope = self
-            .ctx
-            .device()
-            .push_error_scope(wgpu::ErrorFilter::Validation);
         let shapes: Vec<(Value, (usize, usize, usize))> =
             given.iter().map(|(v, d)| (*v, data_shape(d))).collect();
-        let built = self.lower(program, &shapes, wanted);
-        if let Some(source) = scope.pop().await {
-            return Err(GpuError::Device {
-                during: "building kernels",
-                source,
-            });
-        }
-        let mut plan = built?;
+        let mut plan = self.lower_checked(program, &shapes, wanted).await?;
         let uploads: Vec<(Tensor, &[u8])> = plan
             .inputs
             .iter()
@@ -241,38 +229,12 @@ impl GpuModel {
             .collect()
     }
 
-    fn check_levels(&self, levels: &[usize]) -> Result<()> {
-        let n = self.config.levels;
-        match levels.iter().find(|&&l| l >= n) {
-            Some(&level) => Err(GpuError::LevelOutOfRange { level, levels: n }),
-            None => Ok(()),
-        }
-    }
-
-    /// Accepts RGB of a positive size that is a multiple of the coarsest stride, as the CPU
-    /// model does (callers edge-pad first).
+    /// The shared input checks, plus this device's buffer limit.
     fn check_image(&self, image: &FeatureMap) -> Result<()> {
-        let cfg = &self.config;
-        let m = cfg.coarsest_stride();
-        let bad = |n: usize| n == 0 || !n.is_multiple_of(m);
-        if image.channels != cfg.in_channels || bad(image.height) || bad(image.width) {
-            return Err(GpuError::BadInput {
-                op: "encode",
-                reason: format!(
-                    "image is {}x{}x{}; expected {} channels and sides that are positive multiples of {m}",
-                    image.channels, image.height, image.width, cfg.in_channels
-                ),
-            });
-        }
-        if image.data.len() != image.channels * image.plane() {
-            return Err(GpuError::BadInput {
-                op: "encode",
-                reason: "data length differs from channels × height × width".into(),
-            });
-        }
+        self.config.check_image(image)?;
         // The widest activation is the first ResBlock's at full resolution.
         self.ctx
-            .check_buffer_size((cfg.channels * image.plane()) as u64 * 4)
+            .check_buffer_size((self.config.channels * image.plane()) as u64 * 4)
     }
 
     /// Runs the plan for `key` (building it on first use) with `input` uploaded.
@@ -299,11 +261,7 @@ impl GpuModel {
     }
 
     async fn build(&self, key: &PlanKey) -> Result<Plan> {
-        let scope = self
-            .ctx
-            .device()
-            .push_error_scope(wgpu::ErrorFilter::Validation);
-        let built = match key {
+        match key {
             PlanKey::Encode {
                 height,
                 width,
@@ -311,7 +269,7 @@ impl GpuModel {
             } => {
                 let e = &self.graph.encoder;
                 let image = (self.config.in_channels, *height, *width);
-                self.lower(e, &[(e.input, image)], wanted)
+                self.lower_checked(e, &[(e.input, image)], wanted).await
             }
             PlanKey::Decode {
                 level,
@@ -320,9 +278,25 @@ impl GpuModel {
             } => {
                 let d = &self.graph.decoders[*level];
                 let image = d.output(Output::Image).expect("decoders name their image");
-                self.lower(d, &[(d.input, (1, *height, *width))], &[image])
+                self.lower_checked(d, &[(d.input, (1, *height, *width))], &[image])
+                    .await
             }
-        };
+        }
+    }
+
+    /// [`GpuModel::lower`] inside a validation error scope, so that a kernel the device
+    /// refuses is an error here rather than a failure at the first run.
+    async fn lower_checked(
+        &self,
+        program: &Program,
+        given: &[(Value, (usize, usize, usize))],
+        wanted: &[Value],
+    ) -> Result<Plan> {
+        let scope = self
+            .ctx
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let built = self.lower(program, given, wanted);
         if let Some(source) = scope.pop().await {
             return Err(GpuError::Device {
                 during: "building kernels",
@@ -518,34 +492,6 @@ fn to_grid(level: usize, t: Tensor, bytes: &[u8]) -> TokenGrid {
         width: t.width,
         tokens: bytemuck::pod_collect_to_vec(bytes),
     }
-}
-
-/// Checks a token grid's size and every index before anything touches the device.
-pub(crate) fn check_grid(grid: &TokenGrid, entries: usize) -> Result<()> {
-    if grid.height == 0 || grid.width == 0 || grid.tokens.len() != grid.height * grid.width {
-        return Err(GpuError::BadInput {
-            op: "decode",
-            reason: format!(
-                "{} tokens for a {}x{} grid",
-                grid.tokens.len(),
-                grid.height,
-                grid.width
-            ),
-        });
-    }
-    if let Some((position, &token)) = grid
-        .tokens
-        .iter()
-        .enumerate()
-        .find(|(_, t)| **t as usize >= entries)
-    {
-        return Err(GpuError::TokenOutOfRange {
-            position,
-            token,
-            entries,
-        });
-    }
-    Ok(())
 }
 
 impl DeviceWeights {

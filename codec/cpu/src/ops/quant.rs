@@ -121,26 +121,8 @@ pub fn nearest_codes(p: &FeatureMap, codebook: &Tensor) -> Result<Vec<u32>, CpuE
 pub fn gather_codes(tokens: &TokenGrid, codebook: &Tensor) -> Result<FeatureMap, CpuError> {
     let d = codebook.shape.get(1).copied().unwrap_or(0);
     let n_codes = check_codebook("gather_codes", d, codebook)?;
+    tokens.check(n_codes)?;
     let positions = tokens.height * tokens.width;
-    if tokens.tokens.len() != positions || positions == 0 {
-        return Err(CpuError::GridSize {
-            height: tokens.height,
-            width: tokens.width,
-            got: tokens.tokens.len(),
-        });
-    }
-    if let Some((position, &token)) = tokens
-        .tokens
-        .iter()
-        .enumerate()
-        .find(|(_, t)| **t as usize >= n_codes)
-    {
-        return Err(CpuError::TokenOutOfRange {
-            position,
-            token,
-            codebook_size: n_codes,
-        });
-    }
     let mut out = FeatureMap::zeros(d, tokens.height, tokens.width);
     for (pos, &t) in tokens.tokens.iter().enumerate() {
         let e = &codebook.data[t as usize * d..(t as usize + 1) * d];
