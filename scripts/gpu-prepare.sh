@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Prepares .device/ (git-ignored, carried to a lent GPU machine; at most 64 MiB) for
-# scripts/gpu-run.sh: the stripped release hvq-train built here against pip torch 2.11.0, a
-# 256-px-short-side copy of ../shared/data/imagenet-sample (same file names, so the same held-out
-# split), LPIPS-VGG16 and -Alex in f16, and the run configs. Then, from the device tool:
+# scripts/gpu-run.sh: the stripped, xz-packed release hvq-train built here against pip torch 2.11.0,
+# a 256-px-short-side copy of ../shared/data/imagenet-sample (same file names, so the same held-out
+# split), LPIPS-VGG16 and -Alex with int8 convolutions (`hvq-train half --int8`: a quarter of f32,
+# LPIPS-VGG distances within 0.5 % or 1e-4), and the run configs. Then, from the device tool, two calls:
 #   run(command="bash scripts/gpu-run.sh wgpu", carry=[".device/gl", ".device/wgpu.tar.xz"], timeout_s=600)
+#   run(command="bash scripts/gpu-run.sh 420", carry=[".device/configs", ".device/data",
+#       ".device/hvq-train.xz", ".device/lpips"], timeout_s=600)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/env.sh
 cargo build --release -p hvq-train
 mkdir -p .device/lpips .device/configs
-cp target/release/hvq-train .device/hvq-train && strip .device/hvq-train
+rm -f .device/hvq-train .device/lpips/*-f16.safetensors # the layout before 2026-12-02
+strip -o /tmp/hvq-train target/release/hvq-train && xz -T2 -c /tmp/hvq-train > .device/hvq-train.xz
 [ -d .device/data/imagenet-256 ] || target/release/hvq-train shrink-data \
   --src ../shared/data/imagenet-sample --dst .device/data/imagenet-256 --short-side 256 --quality 80
 for net in vgg16 alexnet; do
-  [ -f ".device/lpips/$net-f16.safetensors" ] || target/release/hvq-train half \
-    --src "../shared/data/lpips/$net.safetensors" --dst ".device/lpips/$net-f16.safetensors"
+  [ -f ".device/lpips/$net-int8.safetensors" ] || target/release/hvq-train half --int8 \
+    --src "../shared/data/lpips/$net.safetensors" --dst ".device/lpips/$net-int8.safetensors"
 done
 cp train/configs/default-model-shared.toml .device/configs/
 
@@ -48,7 +52,7 @@ du -sh .device; du -sh .device/*
 
 # What each device call would send: the tracked tree plus its carry, against the 64 MiB limit.
 tree=$(git ls-files -z | xargs -0 du -cb 2> /dev/null | tail -1 | cut -f1)
-for call in ".device/gl .device/wgpu.tar.xz" ".device/configs .device/data .device/hvq-train .device/lpips"; do
+for call in ".device/gl .device/wgpu.tar.xz" ".device/configs .device/data .device/hvq-train.xz .device/lpips"; do
   # shellcheck disable=SC2086 # $call holds several paths
   size=$(( tree + $(du -cb $call | tail -1 | cut -f1) ))
   echo "travel size with carry [$call]: $(( size >> 20 )) MiB (limit 64)"

@@ -21,7 +21,7 @@ BUDGET="${1:-200}"
 MODE="${1:-}"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 DEV=.device
-BIN="$DEV/hvq-train"
+BIN=/tmp/hvq-train # unpacked from $DEV/hvq-train.xz below
 CFG="$DEV/configs/default-model-shared.toml"
 if [ "${HVQ_GPU_DRY_RUN:-0}" = 1 ]; then
   # The same steps on this machine's CPU, at toy size, to check the script before spending GPU time.
@@ -37,12 +37,14 @@ else
   export LD_LIBRARY_PATH="$TORCH/lib:${LD_LIBRARY_PATH:-}"
   DEVICE=cuda; EVAL_LIMIT=()
 fi
-chmod +x "$BIN"
+[ -f "$DEV/hvq-train.xz" ] && xz -dc "$DEV/hvq-train.xz" > "$BIN" && chmod +x "$BIN"
 RUN="$(sed -n 's/^out_dir *= *"\(.*\)"/\1/p' "$CFG")"
-# The configs and the bench read LPIPS from ../shared like on a developer machine.
+# The config and the evaluations read the int8 LPIPS in $DEV; the bench reads ../shared like on a
+# developer machine, so it gets the int8 copies where ../shared is absent.
 mkdir -p ../shared/data/lpips 2>/dev/null
-[ -f ../shared/data/lpips/vgg16.safetensors ] || cp "$DEV/lpips/vgg16-f16.safetensors" ../shared/data/lpips/vgg16.safetensors
-[ -f ../shared/data/lpips/alexnet.safetensors ] || cp "$DEV/lpips/alexnet-f16.safetensors" ../shared/data/lpips/alexnet.safetensors
+for net in vgg16 alexnet; do
+  [ -f "../shared/data/lpips/$net.safetensors" ] || cp "$DEV/lpips/$net-int8.safetensors" "../shared/data/lpips/$net.safetensors"
+done
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi";
   python3 -c 'import torch;print("torch",torch.__version__)' 2>&1; nproc; date -u; } > "$OUT/machine.txt"
 cat "$OUT/machine.txt"
@@ -77,8 +79,9 @@ wgpu_on_vulkan() {
 }
 [ -f "$DEV/wgpu.tar.xz" ] && wgpu_on_vulkan
 # `gpu-run.sh wgpu`: only step 5. What travels to the GPU machine (the tracked tree, about 22 MiB,
-# plus `carry`) is limited to 64 MiB, so steps 1-4 (data and LPIPS, about 61 MiB) and step 5 (about
-# 21 MiB) cannot share one call: carry [".device/gl", ".device/wgpu.tar.xz"] for this one.
+# plus `carry`) is limited to 64 MiB: steps 1-4 need 61 MiB in all (carry [".device/configs",
+# ".device/data", ".device/hvq-train.xz", ".device/lpips"]), step 5 43 MiB (carry [".device/gl",
+# ".device/wgpu.tar.xz"]), so they are two calls; gpu-prepare.sh prints both sizes.
 if [ "$MODE" = wgpu ]; then ls -la "$OUT"; exit 0; fi
 
 # 1. Step time of both presets and libtorch encode/decode of random small weights.
@@ -99,8 +102,10 @@ cp "$RUN/log.jsonl" "$OUT/train-log.jsonl" 2>/dev/null
 "$BIN" export --checkpoint "$RUN" --out "$OUT/small-shared.safetensors" --f16 2>&1 | tail -2
 DATA="$(sed -n 's/^data_dir *= *"\(.*\)"/\1/p' "$CFG")"
 timeout 90 "$BIN" eval --weights "$OUT/small-shared.safetensors" --data "$DATA" --center-crop 256 \
-  "${EVAL_LIMIT[@]}" --device "$DEVICE" --out "$OUT/eval-all-crops" 2>&1 | tail -12
+  "${EVAL_LIMIT[@]}" --lpips "$DEV/lpips/alexnet-int8.safetensors" --device "$DEVICE" \
+  --out "$OUT/eval-all-crops" 2>&1 | tail -12
 timeout 60 "$BIN" eval --weights "$OUT/small-shared.safetensors" --data "$DATA" --held-out --center-crop 256 \
-  "${EVAL_LIMIT[@]}" --lpips-vgg ../shared/data/lpips/vgg16.safetensors --device "$DEVICE" \
+  "${EVAL_LIMIT[@]}" --lpips "$DEV/lpips/alexnet-int8.safetensors" \
+  --lpips-vgg "$DEV/lpips/vgg16-int8.safetensors" --device "$DEVICE" \
   --out "$OUT/eval-heldout" 2>&1 | tail -12
 ls -la "$OUT"
