@@ -1,6 +1,7 @@
 //! The whole model on `tiny` random weights: shapes, ranges and refusals for every strategy.
 
 use hvq_cpu::{CpuError, CpuModel};
+use hvq_spec::InputError;
 use hvq_spec::{FeatureMap, ModelConfig, Strategy, TokenGrid, random_weights};
 
 fn model(strategy: Strategy, levels: usize) -> CpuModel {
@@ -89,18 +90,21 @@ fn bad_images_are_refused_with_typed_errors() {
     };
     assert_eq!(
         m.encode(&gray, &[0]),
-        Err(CpuError::WrongChannels {
+        Err(CpuError::Input(InputError::WrongChannels {
             expected: 3,
             got: 1
-        })
+        }))
     );
     assert!(matches!(
         m.encode(&image(12, 16), &[0]),
-        Err(CpuError::BadImageSize { multiple: 8, .. })
+        Err(CpuError::Input(InputError::BadImageSize {
+            multiple: 8,
+            ..
+        }))
     ));
     assert!(matches!(
         m.encode(&image(0, 16), &[0]),
-        Err(CpuError::BadImageSize { .. })
+        Err(CpuError::Input(InputError::BadImageSize { .. }))
     ));
     let short = FeatureMap {
         data: vec![0.0; 5],
@@ -108,14 +112,14 @@ fn bad_images_are_refused_with_typed_errors() {
     };
     assert!(matches!(
         m.encode_latents(&short),
-        Err(CpuError::BadImageSize { .. })
+        Err(CpuError::Input(InputError::BadImageSize { .. }))
     ));
     assert_eq!(
         m.encode(&image(16, 16), &[3]),
-        Err(CpuError::LevelOutOfRange {
+        Err(CpuError::Input(InputError::LevelOutOfRange {
             level: 3,
             levels: 3
-        })
+        }))
     );
 }
 
@@ -136,11 +140,11 @@ fn bad_token_grids_are_refused_with_typed_errors() {
     };
     assert_eq!(
         m.decode(&bad),
-        Err(CpuError::TokenOutOfRange {
+        Err(CpuError::Input(InputError::TokenOutOfRange {
             position: 2,
             token: n,
-            codebook_size: n as usize
-        })
+            entries: n as usize
+        }))
     );
     let short = TokenGrid {
         tokens: vec![0; 5],
@@ -148,7 +152,7 @@ fn bad_token_grids_are_refused_with_typed_errors() {
     };
     assert!(matches!(
         m.decode(&short),
-        Err(CpuError::GridSize { got: 5, .. })
+        Err(CpuError::Input(InputError::GridSize { got: 5, .. }))
     ));
     let empty = TokenGrid {
         height: 0,
@@ -156,14 +160,17 @@ fn bad_token_grids_are_refused_with_typed_errors() {
         tokens: vec![],
         ..good.clone()
     };
-    assert!(matches!(m.decode(&empty), Err(CpuError::GridSize { .. })));
+    assert!(matches!(
+        m.decode(&empty),
+        Err(CpuError::Input(InputError::GridSize { .. }))
+    ));
     let deep = TokenGrid { level: 2, ..good };
     assert_eq!(
         m.decode(&deep),
-        Err(CpuError::LevelOutOfRange {
+        Err(CpuError::Input(InputError::LevelOutOfRange {
             level: 2,
             levels: 2
-        })
+        }))
     );
     let wrong = vec![FeatureMap::zeros(m.config().codebook_dim + 1, 2, 2)];
     assert!(matches!(m.tokens(&wrong), Err(CpuError::BadLatents { .. })));

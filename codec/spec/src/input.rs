@@ -59,6 +59,19 @@ pub enum InputError {
     },
 }
 
+impl InputError {
+    /// The variant's name (`"LevelOutOfRange"`, …): a stable, machine-readable kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InputError::WrongChannels { .. } => "WrongChannels",
+            InputError::BadImageSize { .. } => "BadImageSize",
+            InputError::LevelOutOfRange { .. } => "LevelOutOfRange",
+            InputError::GridSize { .. } => "GridSize",
+            InputError::TokenOutOfRange { .. } => "TokenOutOfRange",
+        }
+    }
+}
+
 impl ModelConfig {
     /// Every level in `levels` exists.
     pub fn check_levels(&self, levels: &[usize]) -> Result<(), InputError> {

@@ -47,25 +47,10 @@ pub enum GpuError {
         /// What is wrong.
         reason: String,
     },
-    /// A token index is outside the codebook. Returned by [`crate::GpuModel::decode`] and
-    /// [`crate::kernels::codebook_gather`].
-    #[error("token {token} at position {position} is outside the codebook of {entries} entries")]
-    TokenOutOfRange {
-        /// Row-major position in the grid.
-        position: usize,
-        /// The token found.
-        token: u32,
-        /// Codebook size.
-        entries: usize,
-    },
-    /// The requested level does not exist in this model. Returned by [`crate::GpuModel`] methods.
-    #[error("level {level} does not exist; the model has {levels} levels")]
-    LevelOutOfRange {
-        /// The level asked for.
-        level: usize,
-        /// Levels of the model.
-        levels: usize,
-    },
+    /// An image, level or token grid the model cannot take: the checks every backend shares.
+    /// Returned by [`crate::GpuModel`] methods and [`crate::kernels::codebook_gather`].
+    #[error(transparent)]
+    Input(#[from] hvq_spec::InputError),
 
     // --- limits ---
     /// A buffer or dispatch would exceed a limit of the device (checked before allocation).
@@ -105,38 +90,10 @@ impl GpuError {
             GpuError::MappedRange(..) => "MappedRange",
             GpuError::ReadbackCancelled => "ReadbackCancelled",
             GpuError::BadInput { .. } => "BadInput",
-            GpuError::TokenOutOfRange { .. } => "TokenOutOfRange",
-            GpuError::LevelOutOfRange { .. } => "LevelOutOfRange",
+            // The input checks keep their own names ("LevelOutOfRange", …).
+            GpuError::Input(e) => e.kind(),
             GpuError::LimitExceeded { .. } => "LimitExceeded",
             GpuError::Shader { .. } => "Shader",
-        }
-    }
-}
-
-/// The model-level input checks are [`hvq_spec`]'s, shared with every backend: levels and
-/// tokens keep their variants, image and grid shapes are [`GpuError::BadInput`].
-impl From<hvq_spec::InputError> for GpuError {
-    fn from(e: hvq_spec::InputError) -> Self {
-        use hvq_spec::InputError as I;
-        match e {
-            I::LevelOutOfRange { level, levels } => GpuError::LevelOutOfRange { level, levels },
-            I::TokenOutOfRange {
-                position,
-                token,
-                entries,
-            } => GpuError::TokenOutOfRange {
-                position,
-                token,
-                entries,
-            },
-            I::WrongChannels { .. } | I::BadImageSize { .. } => GpuError::BadInput {
-                op: "encode",
-                reason: e.to_string(),
-            },
-            I::GridSize { .. } => GpuError::BadInput {
-                op: "decode",
-                reason: e.to_string(),
-            },
         }
     }
 }

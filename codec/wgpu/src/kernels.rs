@@ -354,7 +354,8 @@ pub async fn nearest_codes(
 /// The codebook rows (`[N, D]`) a token grid names, as a `D × height × width` map.
 ///
 /// # Errors
-/// [`GpuError::BadInput`] for a malformed grid or codebook, [`GpuError::TokenOutOfRange`];
+/// [`GpuError::Input`] for a malformed grid or a token outside the codebook,
+/// [`GpuError::BadInput`] for a malformed codebook;
 /// limits; device errors.
 pub async fn gather_codes(
     ctx: &GpuContext,

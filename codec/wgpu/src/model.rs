@@ -135,7 +135,7 @@ impl GpuModel {
     /// [`GpuModel::encode_latents`].
     ///
     /// # Errors
-    /// [`GpuError::LevelOutOfRange`] for a level the model lacks; otherwise as
+    /// [`GpuError::Input`] for a level the model lacks; otherwise as
     /// [`GpuModel::encode_latents`].
     pub async fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>> {
         self.config.check_levels(levels)?;
@@ -163,8 +163,8 @@ impl GpuModel {
     /// decoder rebuilds from its tokens alone.
     ///
     /// # Errors
-    /// [`GpuError::LevelOutOfRange`], [`GpuError::BadInput`] for a grid whose token count is not
-    /// `height × width` or is empty, [`GpuError::TokenOutOfRange`], limits, device errors.
+    /// [`GpuError::Input`] for a level the model lacks, a grid whose token count is not
+    /// `height × width` or is empty, or a token outside the codebook; limits, device errors.
     pub async fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap> {
         self.config.check_grid(grid)?;
         let key = PlanKey::Decode {

@@ -336,7 +336,9 @@ fn codebook_gather_matches_cpu_reference_and_rejects_bad_tokens() {
     };
     assert!(matches!(
         block_on(gpu::gather_codes(&ctx, &bad, &codebook)),
-        Err(hvq_wgpu::GpuError::TokenOutOfRange { position: 0, .. })
+        Err(hvq_wgpu::GpuError::Input(
+            hvq_spec::InputError::TokenOutOfRange { position: 0, .. }
+        ))
     ));
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Rng, assert_close, context, dist};
 use hvq_cpu::CpuModel;
-use hvq_spec::{FeatureMap, ModelConfig, Strategy, TokenGrid, random_weights};
+use hvq_spec::{FeatureMap, InputError, ModelConfig, Strategy, TokenGrid, random_weights};
 use hvq_wgpu::{GpuError, GpuModel};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -101,19 +101,25 @@ fn bad_inputs_are_typed_errors() {
     let img = |c, h, w| FeatureMap::zeros(c, h, w);
     assert!(matches!(
         block_on(gpu.encode(&img(3, 12, 16), &[0])),
-        Err(GpuError::BadInput { .. })
+        Err(GpuError::Input(InputError::BadImageSize {
+            multiple: 8,
+            ..
+        }))
     ));
     assert!(matches!(
         block_on(gpu.encode(&img(1, 16, 16), &[0])),
-        Err(GpuError::BadInput { .. })
+        Err(GpuError::Input(InputError::WrongChannels { got: 1, .. }))
     ));
     assert!(matches!(
         block_on(gpu.encode(&img(3, 0, 16), &[0])),
-        Err(GpuError::BadInput { .. })
+        Err(GpuError::Input(InputError::BadImageSize { .. }))
     ));
     assert!(matches!(
         block_on(gpu.encode(&img(3, 16, 16), &[3])),
-        Err(GpuError::LevelOutOfRange { level: 3, .. })
+        Err(GpuError::Input(InputError::LevelOutOfRange {
+            level: 3,
+            ..
+        }))
     ));
     let grid = TokenGrid {
         level: 0,
@@ -123,7 +129,10 @@ fn bad_inputs_are_typed_errors() {
     };
     assert!(matches!(
         block_on(gpu.decode(&grid)),
-        Err(GpuError::TokenOutOfRange { position: 3, .. })
+        Err(GpuError::Input(InputError::TokenOutOfRange {
+            position: 3,
+            ..
+        }))
     ));
     let short = TokenGrid {
         level: 0,
@@ -133,7 +142,7 @@ fn bad_inputs_are_typed_errors() {
     };
     assert!(matches!(
         block_on(gpu.decode(&short)),
-        Err(GpuError::BadInput { .. })
+        Err(GpuError::Input(InputError::GridSize { got: 3, .. }))
     ));
     let deep = TokenGrid {
         level: 5,
@@ -143,7 +152,10 @@ fn bad_inputs_are_typed_errors() {
     };
     assert!(matches!(
         block_on(gpu.decode(&deep)),
-        Err(GpuError::LevelOutOfRange { .. })
+        Err(GpuError::Input(InputError::LevelOutOfRange {
+            level: 5,
+            ..
+        }))
     ));
     // A map far over the device's storage-binding limit is refused before any allocation.
     let huge = FeatureMap {
@@ -154,6 +166,6 @@ fn bad_inputs_are_typed_errors() {
     };
     assert!(matches!(
         block_on(gpu.encode(&huge, &[0])),
-        Err(GpuError::BadInput { .. } | GpuError::LimitExceeded { .. })
+        Err(GpuError::Input(_) | GpuError::LimitExceeded { .. })
     ));
 }

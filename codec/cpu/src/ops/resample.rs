@@ -92,11 +92,12 @@ pub fn upsample_nearest2(x: &FeatureMap) -> FeatureMap {
 /// `multiple` in both dimensions (a no-op copy when already aligned).
 pub fn pad_edge(x: &FeatureMap, multiple: usize) -> Result<FeatureMap, CpuError> {
     if multiple == 0 || x.height == 0 || x.width == 0 {
-        return Err(CpuError::BadImageSize {
+        return Err(hvq_spec::InputError::BadImageSize {
             height: x.height,
             width: x.width,
             multiple,
-        });
+        }
+        .into());
     }
     let (h, w, iw, ih) = (
         x.height.next_multiple_of(multiple),

@@ -1,6 +1,6 @@
 //! Every fast op against its naive reference or a hand-computed case.
 
-use hvq_spec::{FeatureMap, Tensor, TokenGrid};
+use hvq_spec::{FeatureMap, InputError, Tensor, TokenGrid};
 
 use super::*;
 use crate::CpuError;
@@ -381,11 +381,11 @@ fn gather_codes_reads_rows_and_rejects_bad_tokens() {
     };
     assert_eq!(
         gather_codes(&bad, &cb),
-        Err(CpuError::TokenOutOfRange {
+        Err(CpuError::Input(InputError::TokenOutOfRange {
             position: 1,
             token: 3,
-            codebook_size: 3
-        })
+            entries: 3
+        }))
     );
     let short = TokenGrid {
         tokens: vec![1],
@@ -393,7 +393,7 @@ fn gather_codes_reads_rows_and_rejects_bad_tokens() {
     };
     assert!(matches!(
         gather_codes(&short, &cb),
-        Err(CpuError::GridSize { .. })
+        Err(CpuError::Input(InputError::GridSize { .. }))
     ));
 }
 
