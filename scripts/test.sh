@@ -14,7 +14,7 @@ status=0
 cargo test --workspace --no-fail-fast -j 2 || status=1
 # Benchmarks are not run here (timings are not tests), but they must keep compiling. Built in the
 # test profile with the units above (`cargo check` would check every dependency once more).
-cargo test --workspace --benches --no-run -j 2 || status=1
+cargo test -q --workspace --benches --no-run -j 2 || status=1
 bash scripts/web-test.sh || status=1
 if [ "$status" -ne 0 ]; then
   echo "scripts/test.sh: some tests FAILED (see above)"
