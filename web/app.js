@@ -307,7 +307,10 @@ async function showHvq(hvq, original, encodeMs, sourceName) {
     result.levels.push({ level: chunk.level, bytes: chunk.bytes, fileBytes: alone, bpp: (alone * 8) / pixels,
       psnr: p, decodeMs: dec.ms, width: dec.width, height: dec.height });
   }
-  if (skipped.length) $('#summary').textContent += `; level ${skipped.join(', ')} not decoded (see “After encoding, decode”)`;
+  if (skipped.length) {
+    $('#summary').textContent += `; level${skipped.length > 1 ? 's' : ''} ${skipped.join(', ')} not decoded` +
+      ' (see “After encoding, decode”)';
+  }
   result.skippedLevels = skipped;
   setupProgressive(hvq, info, best);
   demo.result = result;
@@ -362,8 +365,15 @@ function setupProgressive(hvq, info, best) {
   for (const ch of info.levels) {
     li(`level ${ch.level} (${ch.gridWidth}×${ch.gridHeight}): bytes ${ch.offset}–${ch.offset + ch.bytes}`);
   }
-  if (best) showPrefix(hvq.length);
-  else $('#prog-label').textContent = 'Not decoded yet: move the slider to decode a prefix of the file.';
+  if (best) {
+    showPrefix(hvq.length);
+    return;
+  }
+  // Nothing decoded: no picture of the previous file may stay next to this one's chunks.
+  const canvas = $('#prog-canvas');
+  canvas.dataset.level = '';
+  canvas.getContext('2d').clearRect(0, 0, canvas.width, canvas.height);
+  $('#prog-label').textContent = 'Not decoded yet: move the slider to decode a prefix of the file.';
 }
 
 async function showPrefix(n) {
