@@ -503,6 +503,56 @@ fn warn_skip(plan: &BatchPlan, idx: usize, why: &dyn std::fmt::Display) {
     }
 }
 
+/// Time spent by one core on each stage of the training input pipeline ([`time_pipeline`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineTiming {
+    /// Images that went through (files that failed to decode are left out).
+    pub images: usize,
+    /// Megapixels decoded.
+    pub megapixels: f64,
+    /// Seconds decoding files to RGB8.
+    pub decode_s: f64,
+    /// Seconds in the random resized crop (crop, resize, flip).
+    pub crop_resize_s: f64,
+    /// Seconds converting to planar f32.
+    pub to_f32_s: f64,
+}
+
+impl PipelineTiming {
+    /// Decoded-and-augmented images per second on one core.
+    pub fn images_per_s(&self) -> f64 {
+        self.images as f64 / (self.decode_s + self.crop_resize_s + self.to_f32_s)
+    }
+}
+
+/// Runs `files` through what a loader worker does for each image (decode, random resized crop
+/// to `size`², planar f32) on the calling thread, timing each stage: the data benchmark.
+pub fn time_pipeline(files: &[PathBuf], size: u32, seed: u64) -> PipelineTiming {
+    use std::time::Instant;
+    let mut t = PipelineTiming {
+        images: 0,
+        megapixels: 0.0,
+        decode_s: 0.0,
+        crop_resize_s: 0.0,
+        to_f32_s: 0.0,
+    };
+    for (i, path) in files.iter().enumerate() {
+        let start = Instant::now();
+        let Ok(img) = decode_rgb8(path) else { continue };
+        let decoded = Instant::now();
+        let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[seed, i as u64]));
+        let crop = random_resized_crop(&img, size, &mut rng);
+        let cropped = Instant::now();
+        std::hint::black_box(rgb_to_chw(&crop));
+        t.decode_s += (decoded - start).as_secs_f64();
+        t.crop_resize_s += (cropped - decoded).as_secs_f64();
+        t.to_f32_s += cropped.elapsed().as_secs_f64();
+        t.megapixels += f64::from(img.width()) * f64::from(img.height()) / 1e6;
+        t.images += 1;
+    }
+    t
+}
+
 /// A random crop covering `CROP_SCALE` of the area with aspect in `CROP_ASPECT`, flipped
 /// horizontally with probability ½, resized to `size`² with a triangle (bilinear, antialiased
 /// when shrinking) filter.
@@ -534,48 +584,6 @@ fn crop_window(width: u32, height: u32, rng: &mut ChaCha8Rng) -> (u32, u32, u32,
     }
     let side = width.min(height);
     ((width - side) / 2, (height - side) / 2, side, side)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crop_window_stays_inside_the_image_and_in_range() {
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for (w, h) in [(500, 375), (1, 1), (3, 1000), (256, 256)] {
-            for _ in 0..200 {
-                let (x, y, cw, ch) = crop_window(w, h, &mut rng);
-                assert!(
-                    cw >= 1 && ch >= 1 && x + cw <= w && y + ch <= h,
-                    "{w}x{h}: {x},{y},{cw},{ch}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn path_hash_is_fixed_fnv1a() {
-        // FNV-1a 64 of "a" is the published test value 0xaf63dc4c8601ec8c.
-        assert_eq!(path_hash(Path::new("a")), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(
-            path_hash(Path::new("x/y.png")),
-            path_hash(Path::new("x/y.png"))
-        );
-        assert_ne!(
-            path_hash(Path::new("x/y.png")),
-            path_hash(Path::new("y/x.png"))
-        );
-    }
-
-    #[test]
-    fn extensions_match_case_insensitively() {
-        let ext = DataConfig::default().extensions;
-        assert!(has_extension(Path::new("a/B.JPG"), &ext));
-        assert!(has_extension(Path::new("c.Png"), &ext));
-        assert!(!has_extension(Path::new("d.gif"), &ext));
-        assert!(!has_extension(Path::new("noext"), &ext));
-    }
 }
 
 /// Writes a copy of the image folder `src` into `dst` with every image's shorter side reduced to
@@ -647,4 +655,68 @@ fn write_image(path: &Path, img: &RgbImage, quality: u8) -> Result<(), TrainErro
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_window_stays_inside_the_image_and_in_range() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for (w, h) in [(500, 375), (1, 1), (3, 1000), (256, 256)] {
+            for _ in 0..200 {
+                let (x, y, cw, ch) = crop_window(w, h, &mut rng);
+                assert!(
+                    cw >= 1 && ch >= 1 && x + cw <= w && y + ch <= h,
+                    "{w}x{h}: {x},{y},{cw},{ch}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_data_benchmark_counts_what_decodes() {
+        let dir = std::env::temp_dir().join(format!("hvq-bench-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files: Vec<PathBuf> = ["a.png", "b.png", "junk.png"]
+            .iter()
+            .map(|n| dir.join(n))
+            .collect();
+        RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, 7]))
+            .save(&files[0])
+            .unwrap();
+        RgbImage::from_fn(30, 50, |x, y| image::Rgb([y as u8, x as u8, 9]))
+            .save(&files[1])
+            .unwrap();
+        std::fs::write(&files[2], b"not an image").unwrap();
+        let t = time_pipeline(&files, 16, 0);
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(t.images, 2);
+        assert!((t.megapixels - (40.0 * 30.0 + 30.0 * 50.0) / 1e6).abs() < 1e-12);
+        assert!(t.decode_s >= 0.0 && t.crop_resize_s >= 0.0 && t.images_per_s() > 0.0);
+    }
+
+    #[test]
+    fn path_hash_is_fixed_fnv1a() {
+        // FNV-1a 64 of "a" is the published test value 0xaf63dc4c8601ec8c.
+        assert_eq!(path_hash(Path::new("a")), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            path_hash(Path::new("x/y.png")),
+            path_hash(Path::new("x/y.png"))
+        );
+        assert_ne!(
+            path_hash(Path::new("x/y.png")),
+            path_hash(Path::new("y/x.png"))
+        );
+    }
+
+    #[test]
+    fn extensions_match_case_insensitively() {
+        let ext = DataConfig::default().extensions;
+        assert!(has_extension(Path::new("a/B.JPG"), &ext));
+        assert!(has_extension(Path::new("c.Png"), &ext));
+        assert!(!has_extension(Path::new("d.gif"), &ext));
+        assert!(!has_extension(Path::new("noext"), &ext));
+    }
 }

@@ -170,6 +170,22 @@ enum Command {
         #[arg(long)]
         int8: bool,
     },
+    /// Time the training input pipeline on one core (decode, random resized crop, f32) over the
+    /// images of a folder, and print images/s per core with each stage's share; JSON with --json.
+    BenchData {
+        /// Image folder (e.g. ../shared/data/imagenet-sample).
+        #[arg(long)]
+        data: PathBuf,
+        /// Side of the training crop.
+        #[arg(long, default_value_t = 256)]
+        size: u32,
+        /// At most this many images (in the folder's sorted order).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time training steps and libtorch encode/decode (median of several runs).
     Bench {
         /// Presets whose training step to time.
@@ -280,7 +296,7 @@ fn main() -> Result<()> {
             println!("wrote {} (rows: {})", out.display(), labels.join(", "));
         }
         Command::Half { src, dst, int8 } => {
-            use hvq_train::lpips::{quantize_int8, INT8_SUFFIX, SCALE_SUFFIX};
+            use hvq_train::lpips::{INT8_SUFFIX, SCALE_SUFFIX, quantize_int8};
             let tensors = tch::Tensor::read_safetensors(&src)
                 .with_context(|| format!("reading {}", src.display()))?;
             let mut out: Vec<(String, tch::Tensor)> = Vec::with_capacity(tensors.len());
@@ -297,7 +313,11 @@ fn main() -> Result<()> {
             }
             tch::Tensor::write_safetensors(&out, &dst)
                 .with_context(|| format!("writing {}", dst.display()))?;
-            let how = if int8 { "int8 convolutions, other floats f16" } else { "f16" };
+            let how = if int8 {
+                "int8 convolutions, other floats f16"
+            } else {
+                "f16"
+            };
             println!("wrote {} tensors ({how}) to {}", out.len(), dst.display());
         }
         Command::Table { evals } => {
@@ -314,6 +334,12 @@ fn main() -> Result<()> {
                 hvq_train::report::table2(&rows)
             );
         }
+        Command::BenchData {
+            data,
+            size,
+            limit,
+            json,
+        } => bench_data(&data, size, limit, json)?,
         Command::Bench {
             presets,
             batch,
@@ -322,6 +348,36 @@ fn main() -> Result<()> {
             device,
         } => bench(&presets, batch, reps, weights, device)?,
     }
+    Ok(())
+}
+
+fn bench_data(data: &Path, size: u32, limit: Option<usize>, json: bool) -> Result<()> {
+    let set = hvq_train::data::Dataset::open(data, &hvq_train::data::DataConfig::default())?;
+    let mut files: Vec<PathBuf> = set.train().iter().chain(set.val()).cloned().collect();
+    files.sort();
+    files.truncate(limit.unwrap_or(usize::MAX));
+    let t = hvq_train::data::time_pipeline(&files, size, 0);
+    if json {
+        let mut v = serde_json::to_value(&t)?;
+        v["images_per_s_per_core"] = serde_json::json!(t.images_per_s());
+        v["size"] = serde_json::json!(size);
+        println!("{v}");
+        return Ok(());
+    }
+    let total = t.decode_s + t.crop_resize_s + t.to_f32_s;
+    let pct = |x: f64| 100.0 * x / total;
+    println!(
+        "{} images ({:.1} Mpx, {:.2} Mpx each) to {size}² crops on one core: {:.1} images/s \
+         (decode {:.0} %, crop+resize {:.0} %, to f32 {:.0} %; {:.2} ms/image)",
+        t.images,
+        t.megapixels,
+        t.megapixels / t.images.max(1) as f64,
+        t.images_per_s(),
+        pct(t.decode_s),
+        pct(t.crop_resize_s),
+        pct(t.to_f32_s),
+        1e3 * total / t.images.max(1) as f64
+    );
     Ok(())
 }
 
