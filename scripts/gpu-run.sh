@@ -91,6 +91,10 @@ if [ "$DEVICE" = cuda ]; then
   cat "$OUT/bench.md"
 fi
 
+# 1b. The input pipeline per core on this machine's CPUs (a few seconds), beside the step time.
+timeout 15 "$BIN" bench-data --data "$(sed -n 's/^data_dir *= *"\(.*\)"/\1/p' "$CFG")" --json \
+  > "$OUT/bench-data.json" 2>&1; cat "$OUT/bench-data.json"
+
 # 2. Train for about BUDGET seconds from scratch. SIGINT makes the trainer write a checkpoint
 #    before it stops; --stop-after would end earlier without touching the schedule.
 START=$(date +%s)
