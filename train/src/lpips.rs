@@ -335,7 +335,9 @@ fn take_tensor(
             let q = named.remove(&format!("{name}{INT8_SUFFIX}"));
             let scale = named.remove(&format!("{name}{SCALE_SUFFIX}"));
             match (q, scale) {
-                (Some(q), Some(scale)) => dequantize_int8(&q, &scale).ok_or_else(|| bad(Some(q.size())))?,
+                (Some(q), Some(scale)) => {
+                    dequantize_int8(&q, &scale).ok_or_else(|| bad(Some(q.size())))?
+                }
                 _ => return Err(bad(None)),
             }
         }
@@ -360,8 +362,15 @@ pub fn quantize_int8(t: &Tensor) -> (Tensor, Tensor) {
     let t = t.to_kind(Kind::Float);
     let rows = t.flatten(1, -1);
     // f32::MIN_POSITIVE keeps an all-zero channel finite (its values quantize to 0).
-    let scale = rows.abs().amax([1], false).clamp_min(f64::from(f32::MIN_POSITIVE)) / 127.0;
-    let q = (rows / scale.unsqueeze(1)).round().clamp(-127, 127).to_kind(Kind::Int8);
+    let scale = rows
+        .abs()
+        .amax([1], false)
+        .clamp_min(f64::from(f32::MIN_POSITIVE))
+        / 127.0;
+    let q = (rows / scale.unsqueeze(1))
+        .round()
+        .clamp(-127, 127)
+        .to_kind(Kind::Int8);
     (q.view(t.size().as_slice()), scale)
 }
 
@@ -391,7 +400,10 @@ mod tests {
         let err = (&back - &t).abs().amax([1, 2, 3], false);
         assert!(f64::try_from((&err - &scale * 0.5001).max()).unwrap() <= 0.0);
         assert_eq!(f64::try_from(back.get(2).abs().max()).unwrap(), 0.0);
-        assert!(dequantize_int8(&q, &scale.narrow(0, 0, 7)).is_none(), "wrong scale count");
+        assert!(
+            dequantize_int8(&q, &scale.narrow(0, 0, 7)).is_none(),
+            "wrong scale count"
+        );
     }
 
     /// What an int8 copy of the weights (the GPU machine's upload) changes: LPIPS-VGG distances
@@ -405,14 +417,18 @@ mod tests {
             eprintln!("SKIPPED: ../shared absent ({} not found)", vgg.display());
             return;
         }
-        let tmp = std::env::temp_dir().join(format!("hvq-lpips-int8-{}.safetensors", std::process::id()));
+        let tmp =
+            std::env::temp_dir().join(format!("hvq-lpips-int8-{}.safetensors", std::process::id()));
         let tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(&vgg)
             .unwrap()
             .into_iter()
             .flat_map(|(n, t)| {
                 if t.dim() == 4 {
                     let (q, s) = quantize_int8(&t);
-                    vec![(format!("{n}{INT8_SUFFIX}"), q), (format!("{n}{SCALE_SUFFIX}"), s)]
+                    vec![
+                        (format!("{n}{INT8_SUFFIX}"), q),
+                        (format!("{n}{SCALE_SUFFIX}"), s),
+                    ]
                 } else {
                     vec![(n, t)]
                 }
@@ -433,7 +449,9 @@ mod tests {
             .to_kind(Kind::Float)
             / 255.0;
         // Degradations of the kind the codec makes: blur, noise, a colour shift.
-        let blur = a.avg_pool2d([4, 4], [4, 4], [0, 0], false, true, None::<i64>).upsample_nearest2d([128, 128], None, None);
+        let blur = a
+            .avg_pool2d([4, 4], [4, 4], [0, 0], false, true, None::<i64>)
+            .upsample_nearest2d([128, 128], None, None);
         let noise = (&a + Tensor::randn_like(&a) * 0.05).clamp(0.0, 1.0);
         let shift = (&a * 0.9 + 0.05).clamp(0.0, 1.0);
         for (what, b) in [("blur", blur), ("noise", noise), ("shift", shift)] {
@@ -441,7 +459,10 @@ mod tests {
             let d8 = f64::try_from(int8.forward(&a, &b)).unwrap();
             eprintln!("LPIPS-VGG {what}: f32 weights {d:.5}, int8 {d8:.5}");
             // Measured: 0.2 % for blur and noise (d ≈ 0.3–0.45), 8e-5 absolute for the shift (d ≈ 0.007).
-            assert!((d8 - d).abs() <= 0.005 * d + 1e-4, "{what}: {d8} against {d}");
+            assert!(
+                (d8 - d).abs() <= 0.005 * d + 1e-4,
+                "{what}: {d8} against {d}"
+            );
         }
     }
 
