@@ -69,9 +69,10 @@ wgpu_on_vulkan() {
   HVQ_BENCH_RUNS=5 HVQ_BENCH_PRESETS=$presets HVQ_BENCH_SIZES=$sizes timeout 100 "$bins/wgpu" --bench \
     > "$OUT/wgpu-bench.txt" 2>&1
   echo "wgpu bench: exit $?"; cat "$OUT/wgpu-bench.txt"
-  local data; data="$(sed -n 's/^data_dir *= *"\(.*\)"/\1/p' "$CFG")"
+  # $DEV/photos: 64 of the 256-px photos, carried by this call (the training data is not).
+  rm -rf /tmp/hvq-tokens
   START=$(date +%s)
-  timeout 40 "$bins/hvq" tokenize-dir --backend wgpu --output /tmp/hvq-tokens "$data" > "$OUT/wgpu-tokenize-dir.txt" 2>&1
+  timeout 40 "$bins/hvq" tokenize-dir --backend wgpu --output /tmp/hvq-tokens "$DEV/photos" > "$OUT/wgpu-tokenize-dir.txt" 2>&1
   echo "tokenize-dir --backend wgpu: exit $? after $(( $(date +%s) - START )) s"
   tail -3 "$OUT/wgpu-tokenize-dir.txt"
   # Images in finished shards (a shard appears only when complete).
@@ -80,8 +81,8 @@ wgpu_on_vulkan() {
 [ -f "$DEV/wgpu.tar.xz" ] && wgpu_on_vulkan
 # `gpu-run.sh wgpu`: only step 5. What travels to the GPU machine (the tracked tree, about 22 MiB,
 # plus `carry`) is limited to 64 MiB: steps 1-4 need 61 MiB in all (carry [".device/configs",
-# ".device/data", ".device/hvq-train.xz", ".device/lpips"]), step 5 43 MiB (carry [".device/gl",
-# ".device/wgpu.tar.xz"]), so they are two calls; gpu-prepare.sh prints both sizes.
+# ".device/data", ".device/hvq-train.xz", ".device/lpips"]), step 5 45 MiB (carry [".device/gl",
+# ".device/wgpu.tar.xz", ".device/photos"]), so they are two calls; gpu-prepare.sh prints both sizes.
 if [ "$MODE" = wgpu ]; then ls -la "$OUT"; exit 0; fi
 
 # 1. Step time of both presets and libtorch encode/decode of random small weights.
@@ -92,7 +93,8 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 # 1b. The input pipeline per core on this machine's CPUs (a few seconds), beside the step time.
-timeout 15 "$BIN" bench-data --data "$(sed -n 's/^data_dir *= *"\(.*\)"/\1/p' "$CFG")" --json \
+DATA="$(sed -n 's/^data_dir *= *"\(.*\)"/\1/p' "$CFG")"
+timeout 15 "$BIN" bench-data --data "$DATA" --json \
   > "$OUT/bench-data.json" 2>&1; cat "$OUT/bench-data.json"
 
 # 2. Train for about BUDGET seconds from scratch. SIGINT makes the trainer write a checkpoint
@@ -104,7 +106,6 @@ cp "$RUN/log.jsonl" "$OUT/train-log.jsonl" 2>/dev/null
 
 # 3. Export and evaluate: sharing on all 1000 photos, quality on the 50 held-out ones.
 "$BIN" export --checkpoint "$RUN" --out "$OUT/small-shared.safetensors" --f16 2>&1 | tail -2
-DATA="$(sed -n 's/^data_dir *= *"\(.*\)"/\1/p' "$CFG")"
 timeout 90 "$BIN" eval --weights "$OUT/small-shared.safetensors" --data "$DATA" --center-crop 256 \
   "${EVAL_LIMIT[@]}" --lpips "$DEV/lpips/alexnet-int8.safetensors" --device "$DEVICE" \
   --out "$OUT/eval-all-crops" 2>&1 | tail -12

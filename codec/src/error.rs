@@ -120,7 +120,8 @@ pub enum CodecError {
     /// A level was asked for that the model or the file does not have (returned by the encode
     /// entry points for a selected level, [`crate::Codec::decode`] for a grid's level and
     /// [`crate::Codec::decode_hvq`] for a level the file lacks). The same concept, and name, as
-    /// `hvq_spec::InputError::LevelOutOfRange` (inside the backends' errors) and `hvq_format::FormatError::LevelOutOfRange`.
+    /// `hvq_spec::InputError::LevelOutOfRange` (inside the backends' errors) and
+    /// `hvq_format::FormatError::LevelOutOfRange`.
     #[error("level {level} is not available (available: {available:?})")]
     LevelOutOfRange {
         /// The level asked for.

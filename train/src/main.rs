@@ -296,21 +296,9 @@ fn main() -> Result<()> {
             println!("wrote {} (rows: {})", out.display(), labels.join(", "));
         }
         Command::Half { src, dst, int8 } => {
-            use hvq_train::lpips::{INT8_SUFFIX, SCALE_SUFFIX, quantize_int8};
             let tensors = tch::Tensor::read_safetensors(&src)
                 .with_context(|| format!("reading {}", src.display()))?;
-            let mut out: Vec<(String, tch::Tensor)> = Vec::with_capacity(tensors.len());
-            for (n, t) in tensors {
-                if int8 && t.is_floating_point() && t.dim() == 4 {
-                    let (q, scale) = quantize_int8(&t);
-                    out.push((format!("{n}{INT8_SUFFIX}"), q));
-                    out.push((format!("{n}{SCALE_SUFFIX}"), scale));
-                } else if t.is_floating_point() {
-                    out.push((n, t.to_kind(tch::Kind::Half)));
-                } else {
-                    out.push((n, t));
-                }
-            }
+            let out = hvq_train::lpips::compact_tensors(tensors, int8);
             tch::Tensor::write_safetensors(&out, &dst)
                 .with_context(|| format!("writing {}", dst.display()))?;
             let how = if int8 {

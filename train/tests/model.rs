@@ -245,6 +245,11 @@ fn libtorch_and_the_cpu_backend_agree_for_every_strategy() {
         for (l, z) in zs.iter().enumerate() {
             let p = tch::no_grad(|| m.project(z));
             let got = Vec::<f32>::try_from(p.flatten(0, -1)).unwrap();
+            assert_eq!(
+                got.len(),
+                want[l].data.len(),
+                "{s:?} level {l}: latent size"
+            );
             let diff = got
                 .iter()
                 .zip(&want[l].data)
@@ -261,6 +266,7 @@ fn libtorch_and_the_cpu_backend_agree_for_every_strategy() {
             let rgb = tch::no_grad(|| m.denormalize(&m.decode(l, &m.lookup(&tokens))));
             let got = Vec::<f32>::try_from(rgb.flatten(0, -1)).unwrap();
             let cpu_rgb = cpu.decode(&grids[l]).unwrap();
+            assert_eq!(got.len(), cpu_rgb.data.len(), "{s:?} level {l}: image size");
             let diff = got
                 .iter()
                 .zip(&cpu_rgb.data)

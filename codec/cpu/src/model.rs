@@ -114,7 +114,7 @@ impl CpuModel {
     /// The RGB image in `[0, 1]` that level `grid.level`'s decoder rebuilds from `grid`,
     /// of size `grid × level_stride(level)`.
     pub fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap, CpuError> {
-        self.config().check_levels(&[grid.level])?;
+        self.config().check_grid(grid)?;
         let d = &self.graph.decoders[grid.level];
         let given = vec![(d.input, Data::Tokens(grid.clone()))];
         self.run_to_image(d, given)
@@ -179,12 +179,12 @@ impl CpuModel {
         let out = match &node.op {
             Op::Input => return Err(MISSING_INPUT),
             Op::Normalize => {
-                let mut x = rgb_input(node, values, frees)?;
+                let mut x = rgb_input(node, values, frees, "normalize")?;
                 normalize(&mut x, mean, std);
                 x
             }
             Op::Denormalize => {
-                let mut rgb = rgb_input(node, values, frees)?;
+                let mut rgb = rgb_input(node, values, frees, "denormalize")?;
                 denormalize(&mut rgb, mean, std);
                 rgb
             }
@@ -302,11 +302,12 @@ fn rgb_input(
     node: &Node,
     values: &mut [Option<Data>],
     frees: &[Value],
+    op: &'static str,
 ) -> Result<FeatureMap, CpuError> {
     let x = owned_input(node, values, frees, 0)?;
     if x.channels != 3 {
         return Err(CpuError::ShapeMismatch {
-            op: "normalize",
+            op,
             operand: "input",
             expected: vec![3, 0, 0],
             got: vec![x.channels, x.height, x.width],

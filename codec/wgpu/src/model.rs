@@ -111,7 +111,7 @@ impl GpuModel {
     /// [`ModelConfig::coarsest_stride`] (edge-pad first, e.g. with `hvq_cpu::ops::pad_edge`).
     ///
     /// # Errors
-    /// [`GpuError::BadInput`] for an image that is not 3-channel or not of an accepted size;
+    /// [`GpuError::Input`] for an image that is not 3-channel or not of an accepted size;
     /// [`GpuError::LimitExceeded`] for one too large for the device; device errors.
     pub async fn encode_latents(&self, image: &FeatureMap) -> Result<Vec<FeatureMap>> {
         self.check_image(image)?;
