@@ -8,7 +8,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
+use crate::TrainError;
 use crate::config::{CodebookMode, CodebookOptions};
+use crate::distributed::Collective;
 
 /// Mutable codebook-learning state beside the codebook variable.
 #[derive(Debug)]
@@ -47,7 +49,12 @@ impl CodebookState {
     /// After one step: EMA update (in EMA mode) and usage bookkeeping.
     ///
     /// `latents` are the detached projected latents of all levels, flattened `[M, D]` level
-    /// after level, `tokens` their assignments `[M]`, and `sizes` the rows of each level.
+    /// after level, `tokens` their assignments `[M]`, and `sizes` the rows of each level. As one
+    /// rank of a `group` these are the rank's part of the global batch: an entry's last use is
+    /// the latest over the ranks, and EMA counts and sums are summed over them, so every rank
+    /// ends the step with the state one process on the global batch would have.
+    ///
+    /// Errors: the group's.
     pub fn after_step(
         &mut self,
         codebook: &mut Tensor,
@@ -55,12 +62,16 @@ impl CodebookState {
         tokens: &Tensor,
         sizes: &[i64],
         step: u64,
-    ) {
+        group: Option<&dyn Collective>,
+    ) -> Result<(), TrainError> {
         tch::no_grad(|| {
             let _ = self.last_used.index_fill_(0, tokens, step as i64);
+            if let Some(g) = group {
+                g.all_reduce_max(&mut self.last_used)?;
+            }
             if self.opts.mode == CodebookMode::Ema {
                 let d = self.opts.ema_decay;
-                let n = codebook.size()[0];
+                let (n, dim) = (codebook.size()[0], codebook.size()[1]);
                 let weights = if self.opts.ema_level_weights {
                     level_weights(sizes, latents.device())
                 } else {
@@ -72,12 +83,22 @@ impl CodebookState {
                     codebook
                         .zeros_like()
                         .index_add(0, tokens, &(latents * weights.unsqueeze(1)));
+                let (counts, sums) = match group {
+                    // One collective for both.
+                    Some(g) => {
+                        let mut both = Tensor::cat(&[counts.unsqueeze(1), sums], 1);
+                        g.all_reduce_sum(&mut both)?;
+                        (both.select(1, 0), both.narrow(1, 1, dim))
+                    }
+                    None => (counts, sums),
+                };
                 self.ema_count = &self.ema_count * d + counts * (1.0 - d);
                 self.ema_sum = &self.ema_sum * d + sums * (1.0 - d);
                 let fresh = &self.ema_sum / self.ema_count.clamp_min(1e-5).unsqueeze(1);
                 codebook.copy_(&fresh);
             }
-        });
+            Ok(())
+        })
     }
 
     /// Marks every entry as used at `step` (after a k-means re-initialisation, so that the
@@ -89,6 +110,13 @@ impl CodebookState {
     /// Replaces entries unused for `restart_every` steps by random rows of `latents` (laid
     /// out level after level, `sizes` rows each; with `level_quotas` every level supplies the
     /// same number of them). Returns the restarted entries, i64 `[K]` (possibly empty).
+    ///
+    /// As one rank of a `group` (whose ranks hold equal slices of the global batch and the same
+    /// `last_used` and RNG state), every rank finds the same dead entries and draws the same rows
+    /// of the global batch; each row is supplied by the rank that holds it and summed over the
+    /// ranks (the others add zeros, so the sum is exact). A group of one draws what no group does.
+    ///
+    /// Errors: the group's.
     pub fn restart_dead(
         &mut self,
         codebook: &mut Tensor,
@@ -96,7 +124,8 @@ impl CodebookState {
         sizes: &[i64],
         step: u64,
         rng: &mut ChaCha8Rng,
-    ) -> Tensor {
+        group: Option<&dyn Collective>,
+    ) -> Result<Tensor, TrainError> {
         let window = self.opts.restart_every as i64;
         let dead = self
             .last_used
@@ -105,18 +134,64 @@ impl CodebookState {
             .view([-1]);
         let count = dead.size()[0] as usize;
         if count == 0 || latents.size()[0] == 0 {
-            return dead.narrow(0, 0, 0);
+            return Ok(dead.narrow(0, 0, 0));
         }
-        let picks = sample_rows(sizes, count, self.opts.level_quotas, rng);
-        let rows = latents.index_select(0, &Tensor::from_slice(&picks).to_device(latents.device()));
+        let (ranks, rank) = group.map_or((1, 0), |g| (g.world_size() as i64, g.rank() as i64));
+        let global: Vec<i64> = sizes.iter().map(|s| s * ranks).collect();
+        let picks = sample_rows(&global, count, self.opts.level_quotas, rng);
+        let rows = match group {
+            None => {
+                latents.index_select(0, &Tensor::from_slice(&picks).to_device(latents.device()))
+            }
+            Some(g) => {
+                let mut rows = rows_held(latents, sizes, &picks, ranks, rank);
+                g.all_reduce_sum(&mut rows)?;
+                rows
+            }
+        };
         tch::no_grad(|| {
             let _ = codebook.index_copy_(0, &dead, &rows);
             let _ = self.ema_sum.index_copy_(0, &dead, &rows);
             let _ = self.ema_count.index_fill_(0, &dead, 1.0);
             let _ = self.last_used.index_fill_(0, &dead, step as i64);
         });
-        dead
+        Ok(dead)
     }
+}
+
+/// The rows `picks` of the global batch's latents that this rank holds, zeros elsewhere,
+/// `[picks, D]`. Latents are image-major within a level and rank `r` of `ranks` holds the r-th
+/// slice of the images, so of level l's global rows it holds the block `[r·s_l, (r+1)·s_l)`.
+fn rows_held(latents: &Tensor, sizes: &[i64], picks: &[i64], ranks: i64, rank: i64) -> Tensor {
+    let (mut dst, mut src) = (Vec::new(), Vec::new());
+    for (k, &p) in picks.iter().enumerate() {
+        let (mut global_start, mut local_start) = (0, 0);
+        for &s in sizes {
+            if p < global_start + s * ranks {
+                let offset = p - global_start;
+                if offset / s == rank {
+                    dst.push(k as i64);
+                    src.push(local_start + offset % s);
+                }
+                break;
+            }
+            global_start += s * ranks;
+            local_start += s;
+        }
+    }
+    let rows = Tensor::zeros(
+        [picks.len() as i64, latents.size()[1]],
+        (latents.kind(), latents.device()),
+    );
+    if !dst.is_empty() {
+        let index = |v: &[i64]| Tensor::from_slice(v).to_device(latents.device());
+        let _ = rows.shallow_clone().index_copy_(
+            0,
+            &index(&dst),
+            &latents.index_select(0, &index(&src)),
+        );
+    }
+    rows
 }
 
 /// Per-row weights `[M]` giving every level the same total weight `M / L`.

@@ -235,6 +235,41 @@ impl Default for InitOptions {
     }
 }
 
+/// Compute precision of a training step's encoder, decoders and LPIPS network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    F32,
+    /// Convolutions and attention in bfloat16 (tensor cores on a GPU), with f32 master
+    /// weights, GroupNorm, losses and the whole quantizer.
+    Bf16,
+}
+
+/// How a training step uses the device: speed options that leave the model and its
+/// contract unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerfOptions {
+    /// Compute precision (see [`Precision`]).
+    pub precision: Precision,
+    /// Let cuDNN time its convolution algorithms on the first step of each shape and keep the
+    /// fastest (CUDA only; results stay deterministic within a run, not across runs).
+    pub cudnn_benchmark: bool,
+    /// Attention through libtorch's fused scaled-dot-product kernel.
+    pub fused_attention: bool,
+}
+
+impl Default for PerfOptions {
+    fn default() -> Self {
+        PerfOptions {
+            precision: Precision::F32,
+            cudnn_benchmark: true,
+            fused_attention: true,
+        }
+    }
+}
+
 /// A whole training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -266,6 +301,9 @@ pub struct TrainConfig {
     /// Initialisation options.
     #[serde(default)]
     pub init: InitOptions,
+    /// Speed options.
+    #[serde(default)]
+    pub perf: PerfOptions,
     /// Evaluate the held-out images every this many steps (0: never); see `train::validate`.
     #[serde(default)]
     pub val_every: u64,

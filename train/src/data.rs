@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::TrainError;
+use crate::manifest;
 
 /// Smallest and largest fraction of the source image's area a random crop covers.
 pub const CROP_SCALE: (f64, f64) = (0.35, 1.0);
@@ -51,6 +52,12 @@ pub struct DataConfig {
     pub prefetch: usize,
     /// File extensions that count as images, compared case-insensitively, without the dot.
     pub extensions: Vec<String>,
+    /// Folder for the cached file lists of data folders (see [`crate::manifest`]); relative
+    /// to the working directory. Unset: `$HVQ_CACHE_DIR/manifests`, else
+    /// `$XDG_CACHE_HOME/hvq/manifests`, else `$HOME/.cache/hvq/manifests`, else no caching.
+    /// Nothing is ever written into the data folder itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_dir: Option<PathBuf>,
 }
 
 impl Default for DataConfig {
@@ -61,6 +68,7 @@ impl Default for DataConfig {
             workers: 2,
             prefetch: 4,
             extensions: ["jpg", "jpeg", "png"].map(String::from).to_vec(),
+            manifest_dir: None,
         }
     }
 }
@@ -71,6 +79,7 @@ pub struct Dataset {
     root: PathBuf,
     train: Vec<PathBuf>,
     val: Vec<PathBuf>,
+    from_manifest: bool,
 }
 
 impl Dataset {
@@ -81,6 +90,12 @@ impl Dataset {
     /// stable when files are added (a new file only enters it if its hash is among the smallest).
     /// Both lists are sorted by path.
     ///
+    /// The walk's result is cached in a manifest in `cfg.manifest_dir` (or the default cache
+    /// folder, see [`DataConfig::manifest_dir`]), never in `dir`, and reused while the folder is
+    /// unchanged (see [`crate::manifest`]: one `stat` per folder instead of one per file); the
+    /// lists are the same either way. Where the cache cannot be read or written, `dir` is walked
+    /// at every call.
+    ///
     /// Errors: [`TrainError::DataDirMissing`] when `dir` is not a folder,
     /// [`TrainError::NoImages`] when it holds no matching file, [`TrainError::TooFewImages`] when
     /// there would be no training image left after the split, [`TrainError::Io`] on a walk error.
@@ -90,7 +105,22 @@ impl Dataset {
                 path: dir.to_path_buf(),
             });
         }
-        let files = list_images(dir, &cfg.extensions)?;
+        let is_image = |p: &Path| has_extension(p, &cfg.extensions);
+        // Located before the walk: it notes the folder's mtime, which `store` checks again.
+        let cache = manifest::Cache::locate(dir, cfg.manifest_dir.as_deref());
+        let cached = cache
+            .as_ref()
+            .and_then(|c| c.load(dir, &cfg.extensions, &is_image));
+        let (files, from_manifest) = match cached {
+            Some(files) => (files, true),
+            None => {
+                let walk = walk_images(dir, &cfg.extensions)?;
+                if let Some(c) = &cache {
+                    c.store(dir, &cfg.extensions, &walk, std::time::SystemTime::now());
+                }
+                (walk.files, false)
+            }
+        };
         if files.is_empty() {
             return Err(TrainError::NoImages {
                 path: dir.to_path_buf(),
@@ -109,7 +139,13 @@ impl Dataset {
             root: dir.to_path_buf(),
             train,
             val,
+            from_manifest,
         })
+    }
+
+    /// Whether the file list came from the cached manifest rather than a walk.
+    pub fn from_manifest(&self) -> bool {
+        self.from_manifest
     }
 
     /// The folder the dataset was read from.
@@ -130,7 +166,13 @@ impl Dataset {
 
 /// Sorted list of the files under `dir` with one of `extensions` (case-insensitive).
 fn list_images(dir: &Path, extensions: &[String]) -> Result<Vec<PathBuf>, TrainError> {
-    let mut files = Vec::new();
+    walk_images(dir, extensions).map(|w| w.files)
+}
+
+/// Walks `dir` (following links) for the files of [`list_images`], also noting every sub-folder
+/// and its mtime for the manifest.
+fn walk_images(dir: &Path, extensions: &[String]) -> Result<manifest::Walk, TrainError> {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
     for entry in walkdir::WalkDir::new(dir).follow_links(true) {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(dir).to_path_buf();
@@ -138,10 +180,13 @@ fn list_images(dir: &Path, extensions: &[String]) -> Result<Vec<PathBuf>, TrainE
         })?;
         if entry.file_type().is_file() && has_extension(entry.path(), extensions) {
             files.push(entry.into_path());
+        } else if entry.file_type().is_dir() && entry.depth() > 0 {
+            let mtime = entry.metadata().ok().and_then(|m| m.modified().ok());
+            dirs.push((entry.into_path(), mtime));
         }
     }
     files.sort();
-    Ok(files)
+    Ok(manifest::Walk { files, dirs })
 }
 
 fn has_extension(path: &Path, extensions: &[String]) -> bool {
@@ -204,7 +249,8 @@ pub fn decode_rgb8(path: &Path) -> Result<RgbImage, TrainError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(img.to_rgb8())
+    // `into_rgb8` is free for the usual RGB8 JPEG; `to_rgb8` copied it.
+    Ok(img.into_rgb8())
 }
 
 /// Loads a whole image (no crop, no resize) as an f32 tensor `[3, H, W]` with values in [0, 1].
@@ -503,6 +549,15 @@ fn warn_skip(plan: &BatchPlan, idx: usize, why: &dyn std::fmt::Display) {
     }
 }
 
+/// The decoding path of the training pipeline, as the data benchmark reports it. Scaled JPEG
+/// decoding (DCT 1/2, 1/4, 1/8) was measured and left out: `jpeg-decoder`, the Rust decoder
+/// that has it, is slower at 1/2 scale than `zune-jpeg` at full size (4.5–5.5 against 3.2–4.3
+/// ms per image with a short side of 512 or more, one core), and at 256² crops of ImageNet
+/// only 2–3 % of crop windows are large enough for even the 1/2 scale.
+const DECODE_PATH: &str = "image 0.25 (zune-jpeg / png), full size";
+/// The resizing path of [`resize_window`], as the data benchmark reports it.
+const RESIZE_PATH: &str = "fast_image_resize 6 Convolution(Bilinear) on a crop view";
+
 /// Time spent by one core on each stage of the training input pipeline ([`time_pipeline`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineTiming {
@@ -516,6 +571,10 @@ pub struct PipelineTiming {
     pub crop_resize_s: f64,
     /// Seconds converting to planar f32.
     pub to_f32_s: f64,
+    /// How files were decoded (the decoder, at which scale).
+    pub decode_path: &'static str,
+    /// How crops were resized (the library, filter and the SIMD level it picked on this CPU).
+    pub resize_path: String,
 }
 
 impl PipelineTiming {
@@ -535,10 +594,18 @@ pub fn time_pipeline(files: &[PathBuf], size: u32, seed: u64) -> PipelineTiming 
         decode_s: 0.0,
         crop_resize_s: 0.0,
         to_f32_s: 0.0,
+        decode_path: DECODE_PATH,
+        resize_path: format!(
+            "{RESIZE_PATH}, {:?}",
+            fast_image_resize::Resizer::new().cpu_extensions()
+        ),
     };
     for (i, path) in files.iter().enumerate() {
         let start = Instant::now();
         let Ok(img) = decode_rgb8(path) else { continue };
+        if img.width() == 0 || img.height() == 0 {
+            continue;
+        }
         let decoded = Instant::now();
         let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[seed, i as u64]));
         let crop = random_resized_crop(&img, size, &mut rng);
@@ -554,16 +621,63 @@ pub fn time_pipeline(files: &[PathBuf], size: u32, seed: u64) -> PipelineTiming 
 }
 
 /// A random crop covering `CROP_SCALE` of the area with aspect in `CROP_ASPECT`, flipped
-/// horizontally with probability ½, resized to `size`² with a triangle (bilinear, antialiased
-/// when shrinking) filter.
+/// horizontally with probability ½, resized to `size`² with a bilinear filter (antialiased when
+/// shrinking, see [`resize_window`]). The RNG draws are the window, then the flip.
 fn random_resized_crop(img: &RgbImage, size: u32, rng: &mut ChaCha8Rng) -> RgbImage {
     let (x, y, w, h) = crop_window(img.width(), img.height(), rng);
-    let crop = image::imageops::crop_imm(img, x, y, w, h).to_image();
-    let mut out = image::imageops::resize(&crop, size, size, FilterType::Triangle);
+    let window = [x, y, w, h].map(f64::from);
+    let mut out = resize_window(img, window, size);
     if rng.random_bool(0.5) {
         image::imageops::flip_horizontal_in_place(&mut out);
     }
     out
+}
+
+/// Resizes the window `[x, y, w, h]` of `img` (pixel units, fractions allowed) to `size`²,
+/// reading the window in place (the crop is a view, not a copy).
+///
+/// The filter is `fast_image_resize`'s `Convolution(Bilinear)`: the triangle kernel of
+/// `imageops::FilterType::Triangle`, which this replaced, widened by the scale factor when
+/// shrinking, evaluated with integer SIMD (AVX2 / SSE4.1 / NEON, picked at run time; every level
+/// gives the same bytes, `every_simd_level_of_the_resizer_gives_the_same_bytes`). Against the old
+/// `imageops` path the output differs by rounding inside the crop, and on its outer rows and
+/// columns, where the kernel now reads the real pixels beyond the window instead of repeating its
+/// edge (`resize_matches_the_imageops_triangle_filter`).
+///
+/// Panics if the window is not inside `img` or is empty; callers draw it with [`crop_window`].
+fn resize_window(img: &RgbImage, window: [f64; 4], size: u32) -> RgbImage {
+    thread_local! {
+        // Reused per thread for its scratch buffers; the result does not depend on its history.
+        static RESIZER: std::cell::RefCell<fast_image_resize::Resizer> =
+            std::cell::RefCell::new(fast_image_resize::Resizer::new());
+    }
+    RESIZER.with_borrow_mut(|r| resize_window_with(r, img, window, size))
+}
+
+/// [`resize_window`] with a given resizer (tests pin its SIMD level).
+fn resize_window_with(
+    resizer: &mut fast_image_resize::Resizer,
+    img: &RgbImage,
+    window: [f64; 4],
+    size: u32,
+) -> RgbImage {
+    use fast_image_resize as fir;
+    let src = fir::images::ImageRef::new(
+        img.width(),
+        img.height(),
+        img.as_raw(),
+        fir::PixelType::U8x3,
+    )
+    .expect("an RgbImage holds width·height·3 bytes, and u8 needs no alignment");
+    let mut dst = fir::images::Image::new(size, size, fir::PixelType::U8x3);
+    let [x, y, w, h] = window;
+    let options = fir::ResizeOptions::new()
+        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear))
+        .crop(x, y, w, h);
+    resizer
+        .resize(&src, &mut dst, &options)
+        .expect("the crop window lies inside the image");
+    RgbImage::from_raw(size, size, dst.into_vec()).expect("size²·3 bytes make a size² RGB image")
 }
 
 /// Picks the crop rectangle `(x, y, w, h)`: up to 10 tries at a random scale and aspect, then
@@ -673,6 +787,126 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A photo-like test image: smooth colour ramps, a sharp diagonal edge and mild noise.
+    fn textured(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let noise = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663)) % 24;
+            let edge = if x * 3 > y * 2 + w / 2 { 60 } else { 0 };
+            image::Rgb([
+                ((x * 200 / w.max(1)) + noise) as u8,
+                ((y * 180 / h.max(1)) + edge) as u8,
+                (((x + y) * 90 / (w + h).max(1)) + noise + edge) as u8,
+            ])
+        })
+    }
+
+    /// The path [`resize_window`] replaced: copy the window out, then `imageops` triangle filter.
+    fn imageops_crop_resize(
+        img: &RgbImage,
+        (x, y, w, h): (u32, u32, u32, u32),
+        size: u32,
+    ) -> RgbImage {
+        let crop = image::imageops::crop_imm(img, x, y, w, h).to_image();
+        image::imageops::resize(&crop, size, size, FilterType::Triangle)
+    }
+
+    fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
+        assert_eq!(a.dimensions(), b.dimensions());
+        let sum: u64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(&p, &q)| u64::from(p.abs_diff(q)))
+            .sum();
+        sum as f64 / a.as_raw().len() as f64
+    }
+
+    #[test]
+    fn resize_matches_the_imageops_triangle_filter() {
+        // (image, window, output side): strong and mild shrinking, enlarging, odd sizes, a
+        // window touching the far corner, a 1×1 output.
+        let cases = [
+            ((500, 375), (40, 10, 400, 300), 256),
+            ((500, 375), (0, 0, 500, 375), 64),
+            ((333, 517), (17, 100, 301, 299), 256),
+            ((120, 90), (30, 20, 60, 50), 256),
+            ((257, 255), (1, 0, 256, 255), 255),
+            ((64, 48), (63, 47, 1, 1), 3),
+            ((64, 48), (0, 0, 64, 48), 1),
+        ];
+        for ((iw, ih), win @ (x, y, w, h), size) in cases {
+            let img = textured(iw, ih);
+            let old = imageops_crop_resize(&img, win, size);
+            let new = resize_window(&img, [x, y, w, h].map(f64::from), size);
+            let mad = mean_abs_diff(&old, &new);
+            // Same kernel, same sample positions. Inside, what is left is `imageops`' f32
+            // arithmetic against the fixed-point weights and 8-bit intermediate of
+            // fast_image_resize: at most a few levels. On the outer rows and columns the new
+            // path reads the real neighbours outside the window (it is a view) where the old
+            // copy clamped at its edge, which can differ by tens of levels at an edge when
+            // enlarging. Measured: mean 0.05–0.93, interior max 3.
+            let margin = (2 * size).div_ceil(w.min(h)).max(1);
+            let interior = (margin..size.saturating_sub(margin))
+                .flat_map(|y| (margin..size.saturating_sub(margin)).map(move |x| (x, y)));
+            for (px, py) in interior {
+                let (a, b) = (old.get_pixel(px, py).0, new.get_pixel(px, py).0);
+                let worst = (0..3).map(|c| a[c].abs_diff(b[c])).max().unwrap();
+                assert!(
+                    worst <= 4,
+                    "{iw}x{ih} {win:?} -> {size} at ({px}, {py}): {a:?} vs {b:?}"
+                );
+            }
+            assert!(
+                mad < 1.0,
+                "{iw}x{ih} {win:?} -> {size}: mean |diff| {mad:.3}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_simd_level_of_the_resizer_gives_the_same_bytes() {
+        use fast_image_resize::{CpuExtensions, Resizer};
+        // A resumed run may land on a machine with other SIMD: the crops must not change.
+        let img = textured(333, 251);
+        let reference = {
+            let mut r = Resizer::new();
+            // SAFETY: `None` is the portable scalar path, supported everywhere.
+            unsafe { r.set_cpu_extensions(CpuExtensions::None) };
+            resize_window_with(&mut r, &img, [5.0, 7.0, 300.0, 211.0], 97)
+        };
+        #[cfg(target_arch = "x86_64")]
+        let levels = [CpuExtensions::Sse4_1, CpuExtensions::Avx2];
+        #[cfg(target_arch = "aarch64")]
+        let levels = [CpuExtensions::Neon];
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let levels: [CpuExtensions; 0] = [];
+        for level in levels.into_iter().filter(CpuExtensions::is_supported) {
+            let mut r = Resizer::new();
+            // SAFETY: only levels this CPU reports as supported.
+            unsafe { r.set_cpu_extensions(level) };
+            let got = resize_window_with(&mut r, &img, [5.0, 7.0, 300.0, 211.0], 97);
+            assert!(got == reference, "{level:?} differs from the scalar path");
+        }
+    }
+
+    #[test]
+    fn random_resized_crop_depends_only_on_the_rng_seed() {
+        let img = textured(300, 200);
+        let crop = |seed: u64| random_resized_crop(&img, 64, &mut ChaCha8Rng::seed_from_u64(seed));
+        let first = crop(3);
+        // Same thread after other sizes have dirtied the resizer's scratch buffers, and a fresh
+        // thread with a new resizer: byte-identical.
+        let _ = random_resized_crop(&textured(999, 17), 200, &mut ChaCha8Rng::seed_from_u64(1));
+        assert_eq!(crop(3), first);
+        let other_thread = std::thread::scope(|s| s.spawn(|| crop(3)).join().unwrap());
+        assert_eq!(other_thread, first);
+        assert_ne!(
+            crop(4),
+            first,
+            "a different seed should give a different crop"
+        );
     }
 
     #[test]

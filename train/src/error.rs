@@ -194,6 +194,113 @@ pub enum TrainError {
         /// Each level's weighted loss, finest first.
         levels: Vec<f64>,
     },
+    /// Statistics were asked of a trainer that has not taken a step.
+    #[error("no training step has been taken yet, so there are no statistics")]
+    NoStep,
+    /// A launcher variable (`WORLD_SIZE`, `RANK`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`)
+    /// needed for a multi-process run is not set (returned by `distributed::World::parse`).
+    #[error(
+        "environment variable {var} is not set (needed when WORLD_SIZE > 1; launch with torchrun)"
+    )]
+    LaunchEnvMissing {
+        /// The variable.
+        var: &'static str,
+    },
+    /// A launcher variable does not hold what it should (returned by `distributed::World::parse`).
+    #[error("environment variable {var}={value:?} is not {expected}")]
+    LaunchEnvGarbled {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should be ("a non-negative integer", "a port number", ...).
+        expected: &'static str,
+    },
+    /// Two launcher variables contradict each other, e.g. `RANK` not below `WORLD_SIZE`
+    /// (returned by `distributed::World::parse`).
+    #[error("environment variable {var}={value} must be below {bound_var}={bound}")]
+    LaunchEnvInconsistent {
+        /// The variable out of range.
+        var: &'static str,
+        /// Its value.
+        value: usize,
+        /// The variable bounding it.
+        bound_var: &'static str,
+        /// Its value.
+        bound: usize,
+    },
+    /// `libnccl.so.2` could not be loaded (returned by `distributed::Nccl::new`).
+    #[error("libnccl.so.2 not found in {searched:?} (pip torch ships it under nvidia/nccl/lib){}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    NcclUnavailable {
+        /// The folders and names tried.
+        searched: Vec<PathBuf>,
+        /// The dynamic loader's last message, if any.
+        detail: Option<String>,
+    },
+    /// A symbol the NCCL or CUDA runtime API needs was not found in the loaded library.
+    #[error("symbol {symbol} not found in {library}")]
+    MissingSymbol {
+        /// The C function.
+        symbol: &'static str,
+        /// The library searched.
+        library: String,
+    },
+    /// An NCCL or CUDA runtime call failed (returned by the `distributed::Nccl` collectives).
+    #[error("{call} failed with code {code}: {message}")]
+    CollectiveCall {
+        /// The C function.
+        call: &'static str,
+        /// Its result code.
+        code: i32,
+        /// `ncclGetErrorString` of the code.
+        message: String,
+    },
+    /// A tensor handed to a collective is not one it can reduce (returned by the
+    /// `distributed::Collective` operations).
+    #[error("{op}: tensor of kind {kind:?} on {device:?} is not {expected}")]
+    CollectiveTensor {
+        /// The operation.
+        op: &'static str,
+        /// The tensor's kind.
+        kind: tch::Kind,
+        /// The tensor's device.
+        device: tch::Device,
+        /// What the operation accepts.
+        expected: &'static str,
+    },
+    /// The ranks of a collective passed tensors of different kinds or sizes (returned by
+    /// `distributed::LocalGroup`).
+    #[error("{op}: rank {rank} passed {got} elements, rank 0 passed {expected} (or another kind)")]
+    CollectiveMismatch {
+        /// The operation.
+        op: &'static str,
+        /// The first rank that differs.
+        rank: usize,
+        /// Its element count.
+        got: usize,
+        /// Rank 0's element count.
+        expected: usize,
+    },
+    /// Not every rank joined a collective in time (returned by `distributed::LocalGroup`, and
+    /// by the NCCL rendezvous when rank 0 cannot be reached).
+    #[error("{op}: not every rank arrived within {secs} s{}", addr.as_ref().map(|a| format!(" (at {a})")).unwrap_or_default())]
+    CollectiveTimeout {
+        /// The operation.
+        op: &'static str,
+        /// How long was waited.
+        secs: u64,
+        /// The rendezvous address, for the NCCL id exchange.
+        addr: Option<String>,
+    },
+    /// The TCP exchange of the NCCL id failed (returned by `distributed::Nccl::new`).
+    #[error("NCCL id exchange at {addr}: {source}")]
+    Rendezvous {
+        /// `MASTER_ADDR:port`.
+        addr: String,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An input is too large for the model (e.g. full attention over a big latent grid).
     #[error("{what}: {got} exceeds the limit of {limit}")]
     TooLarge {

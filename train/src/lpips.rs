@@ -215,6 +215,17 @@ impl Lpips {
         })
     }
 
+    /// Runs the backbone's convolutions in `kind` (`Kind::BFloat16` for a faster training
+    /// loss on a GPU); feature normalization and distances stay f32.
+    pub fn set_conv_kind(&mut self, kind: Kind) {
+        for stage in &mut self.stages {
+            for c in &mut stage.convs {
+                c.weight = c.weight.to_kind(kind);
+                c.bias = c.bias.to_kind(kind);
+            }
+        }
+    }
+
     /// The backbone these weights belong to.
     pub fn net(&self) -> Net {
         self.net
@@ -249,6 +260,63 @@ impl Lpips {
         total.unwrap_or_else(|| Tensor::zeros([batch], (Kind::Float, self.device)))
     }
 
+    /// The reference side of a distance, computed once without gradient: the unit-normalized
+    /// features of `b` `[B, 3, H, W]` (in [0, 1]) at every tap. A training step compares each
+    /// level's reconstruction with the same target, so its features need computing only once
+    /// and need no backward pass.
+    pub fn target(&self, b: &Tensor) -> LpipsTarget {
+        tch::no_grad(|| {
+            let mut x = self.normalize(b);
+            let mut taps = Vec::with_capacity(self.stages.len());
+            for stage in &self.stages {
+                let (y, f) = stage.tap(x);
+                taps.push(unit_normalize(&f));
+                x = y;
+            }
+            LpipsTarget {
+                batch: b.size()[0],
+                taps,
+            }
+        })
+    }
+
+    /// LPIPS distance of every image of `a` `[k·B, 3, H, W]` (in [0, 1]) to the target image of
+    /// the same index modulo `B`; returns `[k·B]`. Several batches (one per level) go through the
+    /// network in one pass; gradients flow to `a` only.
+    ///
+    /// # Panics
+    /// When `a`'s batch is not a multiple of the target's, or its image size differs from the
+    /// target's (a caller's bug; [`Lpips::forward`]'s shape rules apply otherwise).
+    pub fn distance_to(&self, a: &Tensor, target: &LpipsTarget) -> Tensor {
+        let n = a.size()[0];
+        assert!(
+            target.batch > 0 && n % target.batch == 0,
+            "LPIPS: a batch of {n} against a target of {}",
+            target.batch
+        );
+        let k = n / target.batch;
+        let mut x = self.normalize(a);
+        let mut total: Option<Tensor> = None;
+        for (stage, tb) in self.stages.iter().zip(&target.taps) {
+            let (y, f) = stage.tap(x);
+            x = y;
+            let fa = unit_normalize(&f);
+            let s = fa.size();
+            // [k, B, C, h, w] against [1, B, C, h, w]: each level against the same target.
+            let diff = (fa.view([k, target.batch, s[1], s[2], s[3]]) - tb.unsqueeze(0))
+                .square()
+                .view([n, s[1], s[2], s[3]]);
+            let d = diff
+                .conv2d::<Tensor>(&stage.lin, None, [1, 1], [0, 0], [1, 1], 1)
+                .mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+            total = Some(match total {
+                Some(t) => t + d,
+                None => d,
+            });
+        }
+        total.unwrap_or_else(|| Tensor::zeros([n], (Kind::Float, self.device)))
+    }
+
     /// [`Lpips::forward`] after checking the shapes.
     ///
     /// Errors: [`TrainError::ShapeMismatch`] when the shapes differ or are not `[B, 3, H, W]`,
@@ -281,8 +349,21 @@ impl Lpips {
     }
 }
 
+/// A batch's features at every tap, unit-normalized, for [`Lpips::distance_to`].
+#[derive(Debug)]
+pub struct LpipsTarget {
+    batch: i64,
+    taps: Vec<Tensor>,
+}
+
 impl Stage {
+    /// The stage's layers in its weights' kind; the tap's features come out in f32.
     fn apply(&self, mut x: Tensor) -> Tensor {
+        if let Some(c) = self.convs.first()
+            && x.kind() != c.weight.kind()
+        {
+            x = x.to_kind(c.weight.kind());
+        }
         if let Some((k, s)) = self.pool {
             x = x.max_pool2d([k, k], [s, s], [0, 0], [1, 1], false);
         }
@@ -293,6 +374,18 @@ impl Stage {
                 .relu();
         }
         x
+    }
+
+    /// [`Stage::apply`] with the output in f32 for the distance, and the input of the next
+    /// stage in the weights' kind.
+    fn tap(&self, x: Tensor) -> (Tensor, Tensor) {
+        let y = self.apply(x);
+        let f = if y.kind() == Kind::Float {
+            y.shallow_clone()
+        } else {
+            y.to_kind(Kind::Float)
+        };
+        (y, f)
     }
 }
 
@@ -473,6 +566,30 @@ mod tests {
                 "{what}: {d8} against {d}"
             );
         }
+    }
+
+    /// The training path (target features once, levels in one batch) gives the distances of
+    /// [`Lpips::forward`], and its gradient reaches the compared images only.
+    #[test]
+    fn distances_to_a_target_match_pairwise_forward() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/lpips");
+        let lpips = Lpips::load(&dir.join(Net::Vgg.file_name()), Net::Vgg, Device::Cpu).unwrap();
+        tch::manual_seed(1);
+        let b = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let a = Tensor::rand([6, 3, 32, 32], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let target = lpips.target(&b);
+        let d = lpips.distance_to(&a, &target);
+        assert_eq!(d.size(), [6]);
+        for level in 0..3 {
+            let pair = lpips.forward(&a.narrow(0, 2 * level, 2).detach(), &b);
+            let got = d.narrow(0, 2 * level, 2).detach();
+            let err = f64::try_from((&got - &pair).abs().max()).unwrap();
+            let scale = f64::try_from(pair.abs().max()).unwrap();
+            assert!(err <= 1e-5 * scale.max(1.0), "level {level}: {err}");
+        }
+        d.sum(Kind::Float).backward();
+        assert!(a.grad().defined());
+        assert!(target.taps.iter().all(|t| !t.requires_grad()));
     }
 
     #[test]

@@ -194,6 +194,9 @@ enum Command {
         /// Batch size of the timed training step.
         #[arg(long, default_value_t = 4)]
         batch: i64,
+        /// Side of the timed training step's crops.
+        #[arg(long, default_value_t = 256)]
+        size: i64,
         /// Timed repetitions (after one warm-up).
         #[arg(long, default_value_t = 3)]
         reps: usize,
@@ -203,6 +206,16 @@ enum Command {
         /// cpu, cuda or auto.
         #[arg(long, default_value = "cpu")]
         device: DeviceRequest,
+        /// Compute precision of the timed training step: f32 or bf16.
+        #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+        precision: String,
+        /// The card's name for the datasheet peaks (default: from nvidia-smi).
+        #[arg(long)]
+        card: Option<String>,
+        /// Also write everything as one JSON object to this file; bare `--json` prints the
+        /// JSON to stdout instead of the tables.
+        #[arg(long, value_name = "PATH", num_args = 0..=1)]
+        json: Option<Option<PathBuf>>,
     },
 }
 
@@ -331,16 +344,41 @@ fn main() -> Result<()> {
         Command::Bench {
             presets,
             batch,
+            size,
             reps,
             weights,
             device,
-        } => bench(&presets, batch, reps, weights, device)?,
+            precision,
+            card,
+            json,
+        } => {
+            let precision = match precision.as_str() {
+                "bf16" => hvq_train::config::Precision::Bf16,
+                _ => hvq_train::config::Precision::F32,
+            };
+            let opts = BenchOptions {
+                batch,
+                size,
+                reps,
+                precision,
+                card,
+                json,
+            };
+            bench(&presets, weights, device, &opts)?
+        }
     }
     Ok(())
 }
 
 fn bench_data(data: &Path, size: u32, limit: Option<usize>, json: bool) -> Result<()> {
+    let opened = std::time::Instant::now();
     let set = hvq_train::data::Dataset::open(data, &hvq_train::data::DataConfig::default())?;
+    let open_s = opened.elapsed().as_secs_f64();
+    let listed = if set.from_manifest() {
+        "manifest"
+    } else {
+        "walk"
+    };
     let mut files: Vec<PathBuf> = set.train().iter().chain(set.val()).cloned().collect();
     files.sort();
     files.truncate(limit.unwrap_or(usize::MAX));
@@ -349,9 +387,18 @@ fn bench_data(data: &Path, size: u32, limit: Option<usize>, json: bool) -> Resul
         let mut v = serde_json::to_value(&t)?;
         v["images_per_s_per_core"] = serde_json::json!(t.images_per_s());
         v["size"] = serde_json::json!(size);
+        v["open_s"] = serde_json::json!(open_s);
+        v["file_list"] = serde_json::json!(listed);
         println!("{v}");
         return Ok(());
     }
+    println!(
+        "{} files listed by {listed} in {:.1} ms; decode: {}; resize: {}",
+        set.train().len() + set.val().len(),
+        1e3 * open_s,
+        t.decode_path,
+        t.resize_path
+    );
     let total = t.decode_s + t.crop_resize_s + t.to_f32_s;
     let pct = |x: f64| 100.0 * x / total;
     println!(
@@ -383,12 +430,26 @@ fn train(
         cfg.validate()?;
     }
     cfg.check_lpips()?;
-    let device = select_device(device.unwrap_or(cfg.device))?;
+    // Under torchrun (WORLD_SIZE > 1): one process per GPU, this one's being LOCAL_RANK.
+    let world = hvq_train::distributed::World::from_env()?;
+    let device = match select_device(device.unwrap_or(cfg.device))? {
+        tch::Device::Cuda(_) if world.is_distributed() => tch::Device::Cuda(world.local_rank),
+        tch::Device::Cpu if world.is_distributed() => {
+            anyhow::bail!(
+                "WORLD_SIZE={} needs CUDA (NCCL), not the CPU",
+                world.world_size
+            )
+        }
+        d => d,
+    };
     eprintln!(
-        "training {} on {device:?} -> {}",
+        "training {} on {device:?} (rank {} of {}) -> {}",
         config.display(),
+        world.rank,
+        world.world_size,
         cfg.out_dir.display()
     );
+    let group = hvq_train::distributed::connect(&world)?;
     let opts = RunOptions {
         resume,
         progress: true,
@@ -396,7 +457,7 @@ fn train(
         stop_after,
         change_horizon,
     };
-    let last = hvq_train::train::run(&cfg, device, &opts)?;
+    let last = hvq_train::train::run_with_group(&cfg, device, &opts, group)?;
     if let Some(s) = last {
         eprintln!("step {}: loss {:.4}", s.step, s.loss);
     }
@@ -476,39 +537,137 @@ fn plot(logs: &[String], out: &Path, metric: String, smooth: usize) -> Result<()
     Ok(())
 }
 
+/// The `bench` subcommand's options besides presets, weights and device.
+struct BenchOptions {
+    batch: i64,
+    size: i64,
+    reps: usize,
+    precision: hvq_train::config::Precision,
+    card: Option<String>,
+    json: Option<Option<PathBuf>>,
+}
+
 fn bench(
     presets: &[String],
-    batch: i64,
-    reps: usize,
     weights: Option<PathBuf>,
     device: DeviceRequest,
+    opts: &BenchOptions,
 ) -> Result<()> {
+    use hvq_train::bench as b;
     let device = select_device(device)?;
+    let reps = opts.reps;
     let lpips = Path::new("../shared/data/lpips/vgg16.safetensors");
     let lpips = lpips.is_file().then_some(lpips);
-    println!(
-        "device {device:?}, libtorch threads {}",
-        tch::get_num_threads()
-    );
-    println!("| preset | batch | size | LPIPS | ms / training step |\n|---|---|---|---|---|");
+    let card = b::device_name(device, opts.card.as_deref());
+    let card_peaks = device.is_cuda().then(|| b::card_peaks(&card)).flatten();
+    let mut peaks = card_peaks.map(|c| c.peaks()).unwrap_or_default();
+    peaks.extend(b::measure_peaks(device, reps.max(5))?);
+    let mut steps = Vec::new();
     for p in presets {
-        let t = hvq_train::bench::time_train_step(p, batch, 256, lpips, reps, device)?;
-        println!(
-            "| {} | {} | {} | {} | {:.0} |",
-            t.preset, t.batch, t.size, t.lpips, t.ms
-        );
+        let step = b::StepBench {
+            preset: p,
+            batch: opts.batch,
+            size: opts.size,
+            lpips,
+            precision: opts.precision,
+        };
+        let mut t = b::time_train_step(&step, reps, device)?;
+        t.rate_against(&peaks);
         eprintln!("{}", serde_json::to_string(&t)?);
+        steps.push(t);
     }
     let w = match &weights {
         Some(p) => hvq_train::export::read_weights(p)?,
-        None => hvq_train::bench::random_preset_weights("small")?,
+        None => b::random_preset_weights("small")?,
     };
     let label = weights
         .as_ref()
         .map_or("random small".to_string(), |p| p.display().to_string());
-    println!("\nlibtorch encode/decode of {label} (batch 1, median of {reps})\n");
+    let codec = b::time_codec(&w, &[(256, 256), (768, 512)], reps, device)?;
+    for t in &codec {
+        eprintln!("{}", serde_json::to_string(t)?);
+    }
+    let report = b::BenchReport {
+        device: format!("{device:?}"),
+        card,
+        card_peaks,
+        torch: b::torch_version(),
+        threads: tch::get_num_threads(),
+        peaks,
+        steps,
+        codec_weights: label,
+        codec,
+    };
+    match &opts.json {
+        Some(None) => {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(());
+        }
+        Some(Some(path)) => std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => {}
+    }
+    print_bench(&report, reps);
+    Ok(())
+}
+
+fn print_bench(r: &hvq_train::bench::BenchReport, reps: usize) {
+    println!(
+        "device {} ({}), torch {}, libtorch threads {}",
+        r.device,
+        r.card,
+        r.torch.as_deref().unwrap_or("?"),
+        r.threads
+    );
+    let peaks: Vec<String> = r
+        .peaks
+        .iter()
+        .map(|p| format!("{} {:.3}", p.name, p.tflops))
+        .collect();
+    println!("peaks, TFLOP/s: {}", peaks.join(", "));
+    // Beside the achieved rate: the card's dense tensor-core figure of the step's precision
+    // (cuDNN runs f32 convolutions on TF32 by default) and the measured product of that
+    // precision (f32 when bf16 was not measured).
+    let pct = |t: &hvq_train::bench::StepTiming, card: bool| {
+        let bf16 = t.perf.precision == hvq_train::config::Precision::Bf16;
+        let found = r.peaks.iter().find(|p| match (card, bf16) {
+            (true, false) => p.name == "card TF32 dense",
+            (true, true) => p.name == "card BF16 dense",
+            (false, false) => p.name.starts_with("matmul f32"),
+            (false, true) => p.name.starts_with("matmul bf16"),
+        });
+        found.map_or("–".to_string(), |p| {
+            format!("{:.1} ({})", 100.0 * t.of_peak[&p.name], p.name)
+        })
+    };
+    println!(
+        "\n| preset | batch | size | LPIPS | precision | ms / step | images / s \
+         | model fwd GFLOP / image | step GFLOP / image | TFLOP/s | % card peak | % measured matmul |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for t in &r.steps {
+        println!(
+            "| {} | {} | {} | {} | {:?} | {:.0} | {:.2} | {:.1} | {:.1} | {:.3} | {} | {} |",
+            t.preset,
+            t.batch,
+            t.size,
+            t.lpips,
+            t.perf.precision,
+            t.ms,
+            t.images_per_s,
+            t.model_forward_gflop,
+            t.step_gflop,
+            t.tflops,
+            pct(t, true),
+            pct(t, false)
+        );
+    }
+    println!(
+        "\nlibtorch encode/decode of {} (batch 1, median of {reps})\n",
+        r.codec_weights
+    );
     println!("| size | encode ms | decode ms per level (finest first) |\n|---|---|---|");
-    for t in hvq_train::bench::time_codec(&w, &[(256, 256), (768, 512)], reps, device)? {
+    for t in &r.codec {
         let d: Vec<String> = t.decode_ms.iter().map(|m| format!("{m:.0}")).collect();
         println!(
             "| {}x{} | {:.0} | {} |",
@@ -517,7 +676,5 @@ fn bench(
             t.encode_ms,
             d.join(" / ")
         );
-        eprintln!("{}", serde_json::to_string(&t)?);
     }
-    Ok(())
 }

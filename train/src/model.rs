@@ -40,6 +40,30 @@ pub struct Hvq {
     codebook: ParamId,
     /// The encoder's normalized input, where [`Hvq::level_latents`] starts.
     normalized: Value,
+    /// How the encoder and decoders compute (f32 unless [`Hvq::set_compute`] changed it).
+    compute: Compute,
+}
+
+/// How the encoder's and decoders' convolutions and attention compute. The projection into
+/// codebook space, the distances, the nearest entry and the lookup always run in f32, so a
+/// latent's token is what the codec computes for that latent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Compute {
+    /// `Kind::Float`, or `Kind::BFloat16` for the convolutions and attention (GroupNorm,
+    /// residual sums and everything after the decoders stay f32).
+    pub kind: Kind,
+    /// Attention through libtorch's fused scaled-dot-product kernel instead of two batched
+    /// matrix products (flash or memory-efficient attention on CUDA; rounding differs slightly).
+    pub fused_attention: bool,
+}
+
+impl Default for Compute {
+    fn default() -> Self {
+        Compute {
+            kind: Kind::Float,
+            fused_attention: false,
+        }
+    }
 }
 
 impl Hvq {
@@ -76,7 +100,13 @@ impl Hvq {
             params,
             codebook,
             normalized,
+            compute: Compute::default(),
         }
+    }
+
+    /// Changes how the encoder and decoders compute (a training speed option).
+    pub fn set_compute(&mut self, compute: Compute) {
+        self.compute = compute;
     }
 
     /// The model configuration.
@@ -121,7 +151,8 @@ impl Hvq {
     pub fn project(&self, z: &Tensor) -> Tensor {
         let e = &self.graph.encoder;
         let (z0, p0) = (output(e, Output::Z(0)), output(e, Output::Latent(0)));
-        one(self.run(e, vec![(z0, z.shallow_clone())], &[p0]))
+        let z = z.to_kind(Kind::Float);
+        one(self.run_in(e, vec![(z0, z)], &[p0], Kind::Float))
     }
 
     /// Nearest codebook entry of every position of `p` `[B, D, h, w]`: i64 `[B, h, w]`.
@@ -193,6 +224,17 @@ impl Hvq {
         given: Vec<(Value, Tensor)>,
         wanted: &[Value],
     ) -> Vec<Tensor> {
+        self.run_in(program, given, wanted, self.compute.kind)
+    }
+
+    /// [`Hvq::run`] with convolutions and attention computing in `kind`.
+    fn run_in(
+        &self,
+        program: &Program,
+        given: Vec<(Value, Tensor)>,
+        wanted: &[Value],
+        kind: Kind,
+    ) -> Vec<Tensor> {
         let ids: Vec<Value> = given.iter().map(|(v, _)| *v).collect();
         let plan = program.schedule(wanted, &ids);
         let mut values: Vec<Option<Tensor>> = program.nodes.iter().map(|_| None).collect();
@@ -200,7 +242,7 @@ impl Hvq {
             values[v.0] = Some(t);
         }
         for (&i, frees) in plan.order.iter().zip(&plan.frees) {
-            let out = self.eval(program, &program.nodes[i], &values);
+            let out = self.eval(program, &program.nodes[i], &values, kind);
             for v in frees {
                 values[v.0] = None;
             }
@@ -213,7 +255,13 @@ impl Hvq {
     }
 
     /// One node, on the values computed so far.
-    fn eval(&self, program: &Program, node: &Node, values: &[Option<Tensor>]) -> Tensor {
+    fn eval(
+        &self,
+        program: &Program,
+        node: &Node,
+        values: &[Option<Tensor>],
+        kind: Kind,
+    ) -> Tensor {
         let x = |k: usize| read(values, node.inputs[k]);
         let (mean, std) = program.mean_std;
         match &node.op {
@@ -226,7 +274,7 @@ impl Hvq {
                 norm,
             } => {
                 let normed = norm.as_ref().map(|n| self.group_norm(x(0), n));
-                let y = self.conv(normed.as_ref().unwrap_or(x(0)), affine, params);
+                let y = self.conv(normed.as_ref().unwrap_or(x(0)), affine, params, kind);
                 match node.inputs.get(1) {
                     Some(&residual) => read(values, residual) + y,
                     None => y,
@@ -239,7 +287,7 @@ impl Hvq {
                 let (_, _, h, w) = x(0).size4().expect("NCHW input");
                 x(0).slice(2, 0, h, 2).slice(3, 0, w, 2)
             }
-            Op::Attention(a) => self.attention(x(0), a),
+            Op::Attention(a) => self.attention(x(0), a, kind),
             Op::NearestCode { codebook } => nearest(x(0), self.param(*codebook)),
             Op::GatherCode { codebook } => lookup(x(0), self.param(*codebook)),
         }
@@ -251,8 +299,14 @@ impl Hvq {
 
     /// A convolution: nearest ×2 up-sampling first if asked, then zero padding (`k / 2` on all
     /// sides, or one row and column at the bottom and right before a stride-2 down-sampler).
-    fn conv(&self, x: &Tensor, affine: &Affine, p: &Conv2dParams) -> Tensor {
-        let (w, b) = (self.param(affine.weight), Some(self.param(affine.bias)));
+    /// Inputs and parameters are cast to `kind` first (a no-op in f32).
+    fn conv(&self, x: &Tensor, affine: &Affine, p: &Conv2dParams, kind: Kind) -> Tensor {
+        let (x, w, b) = (
+            in_kind(x, kind),
+            in_kind(self.param(affine.weight), kind),
+            in_kind(self.param(affine.bias), kind),
+        );
+        let (x, w, b) = (&x, &w, Some(&b));
         let upsampled = p.upsample.then(|| {
             let (_, _, h, w) = x.size4().expect("NCHW input");
             x.upsample_nearest2d([2 * h, 2 * w], None, None)
@@ -271,9 +325,11 @@ impl Hvq {
         }
     }
 
-    /// GroupNorm with the graph's epsilon (the call `nn::GroupNorm` makes), then swish if asked.
+    /// GroupNorm with the graph's epsilon (the call `nn::GroupNorm` makes), then swish if asked;
+    /// always in f32 (as autocast does), whatever the input's kind.
     fn group_norm(&self, x: &Tensor, n: &Norm) -> Tensor {
         let (gamma, beta) = (self.param(n.gamma), self.param(n.beta));
+        let x = &in_kind(x, Kind::Float);
         // The f32 epsilon widened; libtorch's f32 kernels narrow it back to the same value.
         let eps = f64::from(graph::NORM_EPS);
         let y = x.group_norm(n.groups as i64, Some(gamma), Some(beta), eps, true);
@@ -281,17 +337,51 @@ impl Hvq {
     }
 
     /// `x + proj_out(attend(q, k, v))` with `q, k, v` 1×1 projections of `GroupNorm(x)`.
-    fn attention(&self, x: &Tensor, a: &graph::Attention) -> Tensor {
+    fn attention(&self, x: &Tensor, a: &graph::Attention, kind: Kind) -> Tensor {
         let (b, c, h, w) = x.size4().expect("NCHW input");
         let hn = self.group_norm(x, &a.norm);
-        let project = |affine: &Affine| self.conv(&hn, affine, &Conv2dParams::SAME);
-        let q = project(&a.q).reshape([b, c, h * w]).permute([0, 2, 1]);
-        let k = project(&a.k).reshape([b, c, h * w]);
-        let v = project(&a.v).reshape([b, c, h * w]);
-        // [B, HW(query), HW(key)], softmax over key positions.
-        let att = (q.bmm(&k) * (c as f64).powf(-0.5)).softmax(2, Kind::Float);
-        let out = v.bmm(&att.permute([0, 2, 1])).reshape([b, c, h, w]);
-        x + self.conv(&out, &a.proj_out, &Conv2dParams::SAME)
+        let project = |affine: &Affine| self.conv(&hn, affine, &Conv2dParams::SAME, kind);
+        let scale = (c as f64).powf(-0.5);
+        let out = if self.compute.fused_attention {
+            // One head of width C over the HW positions: [B, 1, HW, C].
+            let heads = |t: Tensor| t.reshape([b, 1, c, h * w]).transpose(2, 3);
+            let (q, k, v) = (
+                heads(project(&a.q)),
+                heads(project(&a.k)),
+                heads(project(&a.v)),
+            );
+            Tensor::scaled_dot_product_attention::<Tensor>(
+                &q,
+                &k,
+                &v,
+                None,
+                0.0,
+                false,
+                Some(scale),
+                false,
+            )
+            .transpose(2, 3)
+            .reshape([b, c, h, w])
+        } else {
+            let q = project(&a.q).reshape([b, c, h * w]).permute([0, 2, 1]);
+            let k = project(&a.k).reshape([b, c, h * w]);
+            let v = project(&a.v).reshape([b, c, h * w]);
+            // [B, HW(query), HW(key)], softmax over key positions.
+            let att = (q.bmm(&k) * scale)
+                .softmax(2, Kind::Float)
+                .to_kind(v.kind());
+            v.bmm(&att.permute([0, 2, 1])).reshape([b, c, h, w])
+        };
+        x + self.conv(&out, &a.proj_out, &Conv2dParams::SAME, kind)
+    }
+}
+
+/// `t` in `kind` (the same tensor when it already is).
+fn in_kind(t: &Tensor, kind: Kind) -> Tensor {
+    if t.kind() == kind {
+        t.shallow_clone()
+    } else {
+        t.to_kind(kind)
     }
 }
 

@@ -16,11 +16,12 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::TrainError;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::codebook::{CodebookState, balanced_rows, kmeans};
-use crate::config::{CodebookMode, InitOptions, InitScheme, Schedule, TrainConfig};
+use crate::config::{CodebookMode, InitOptions, InitScheme, Precision, Schedule, TrainConfig};
 use crate::data::{Dataset, Loader, load_center_crop};
+use crate::distributed::{Collective, shard};
 use crate::export::{Provenance, weights_from_varstore, write_weights};
 use crate::lpips::{Lpips, Net};
-use crate::model::{Hvq, torch_default_init, zero_level_downconvs};
+use crate::model::{Compute, Hvq, torch_default_init, zero_level_downconvs};
 use crate::optim::{Adam, AdamParams};
 use crate::sharing::{Sharing, UsageCounter};
 
@@ -40,7 +41,8 @@ pub struct LevelStats {
     pub commit: f64,
     /// Weighted sum of this level's terms.
     pub total: f64,
-    /// Distinct codebook entries this level used in the batch.
+    /// Distinct codebook entries this level used in the batch (with a group: in this rank's
+    /// part of it).
     pub usage: i64,
 }
 
@@ -51,11 +53,12 @@ pub struct StepStats {
     pub step: u64,
     /// Learning rate used.
     pub lr: f64,
-    /// Sum over levels of the weighted losses.
+    /// Sum over levels of the weighted losses (with a group: the mean over ranks, which is
+    /// the global batch's).
     pub loss: f64,
-    /// Per-level details, finest first.
+    /// Per-level details, finest first (losses averaged over ranks like `loss`).
     pub levels: Vec<LevelStats>,
-    /// Entries used by every level in the batch.
+    /// Entries used by every level in the batch (with a group: in this rank's part of it).
     pub usage_all_levels: i64,
     /// Codebook entries restarted this step.
     pub restarted: usize,
@@ -91,6 +94,25 @@ pub struct Trainer {
     /// device (read back only when logged).
     window: Tensor,
     window_steps: u64,
+    /// The model's per-channel mean and std `[1, 3, 1, 1]` on the device (for LPIPS inputs).
+    mean_std: (Tensor, Tensor),
+    /// The last step's statistics, still on the device.
+    pending: Option<PendingStats>,
+    /// The data-parallel group this trainer is one rank of, if any.
+    group: Option<Arc<dyn Collective>>,
+}
+
+/// A step's statistics before they are read back ([`Trainer::last_stats`]).
+struct PendingStats {
+    step: u64,
+    lr: f64,
+    loss: f64,
+    /// f64 `[L, 5]`: L1, perceptual, codebook, commitment, total per level.
+    values: Tensor,
+    /// i64 `[L + 1]`: entries each level used, then entries used by every level.
+    usage: Tensor,
+    restarted: usize,
+    warmup: bool,
 }
 
 impl Trainer {
@@ -98,10 +120,60 @@ impl Trainer {
     ///
     /// Errors: bad config, or a missing/unreadable LPIPS file when the perceptual loss is on.
     pub fn new(cfg: &TrainConfig, device: Device) -> Result<Self, TrainError> {
+        Trainer::with_group(cfg, device, None)
+    }
+
+    /// As [`Trainer::new`], as one rank of data-parallel training when `group` is given.
+    ///
+    /// Every rank is handed the same global batches (`schedule.batch` images) and trains on
+    /// its slice of each ([`shard`]); the ranks start from rank 0's weights, average their
+    /// gradients before every update and keep identical codebook state, so after every step
+    /// all ranks hold the same model, which is (up to rounding) the one a single process
+    /// trains on the whole global batch.
+    ///
+    /// Errors: as [`Trainer::new`]; a `schedule.batch` not divisible by the group's size
+    /// ([`TrainError::BadConfig`]); the group's errors.
+    pub fn with_group(
+        cfg: &TrainConfig,
+        device: Device,
+        group: Option<Arc<dyn Collective>>,
+    ) -> Result<Self, TrainError> {
         cfg.validate()?;
+        if let Some(g) = &group
+            && !cfg.schedule.batch.is_multiple_of(g.world_size())
+        {
+            return Err(TrainError::bad_config(
+                "schedule.batch",
+                format!(
+                    "the global batch of {} images must be divisible by the {} processes",
+                    cfg.schedule.batch,
+                    g.world_size()
+                ),
+            ));
+        }
         cfg.check_lpips()?;
         let model_cfg = cfg.model_config()?;
-        let (vs, model) = seeded_model(&model_cfg, cfg.seed, device, &cfg.init);
+        let (vs, mut model) = seeded_model(&model_cfg, cfg.seed, device, &cfg.init);
+        if let Some(g) = &group {
+            // The seed gives every rank the same weights already; the broadcast makes sure of it
+            // whatever the devices' random number generators do.
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, mut var) in vars {
+                g.broadcast(&mut var, 0)?;
+            }
+        }
+        let compute_kind = match cfg.perf.precision {
+            Precision::F32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        };
+        model.set_compute(Compute {
+            kind: compute_kind,
+            fused_attention: cfg.perf.fused_attention,
+        });
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(cfg.perf.cudnn_benchmark);
+        }
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         if cfg.codebook.mode == CodebookMode::Ema {
             // EMA owns the codebook: no gradient, no Adam state.
@@ -126,11 +198,15 @@ impl Trainer {
             (Kind::Int64, device),
         );
         let lpips = if cfg.loss.perceptual > 0.0 {
-            Some(Lpips::load(&cfg.lpips_path, Net::Vgg, device)?)
+            let mut lpips = Lpips::load(&cfg.lpips_path, Net::Vgg, device)?;
+            lpips.set_conv_kind(compute_kind);
+            Some(lpips)
         } else {
             None
         };
         let rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EED_C0DE);
+        let per_channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
+        let mean_std = (per_channel(model_cfg.mean), per_channel(model_cfg.std));
         Ok(Trainer {
             cfg: cfg.clone(),
             model_cfg,
@@ -145,6 +221,9 @@ impl Trainer {
             horizon: cfg.schedule.steps,
             window,
             window_steps: 0,
+            mean_std,
+            pending: None,
+            group,
         })
     }
 
@@ -173,14 +252,21 @@ impl Trainer {
     }
 
     /// Codebook use since the last call (or the start), then starts a new window; `None` when
-    /// no step was counted.
+    /// no step was counted. With a group it counts every rank's tokens, and every rank must
+    /// call it at the same steps.
     pub fn take_window_usage(&mut self) -> Result<Option<WindowUsage>, TrainError> {
         if self.window_steps == 0 {
             return Ok(None);
         }
+        let mut window = self.window.shallow_clone();
+        if let Some(g) = &self.group {
+            // Every rank's tokens (each rank must call this at the same steps).
+            window = self.window.copy();
+            g.all_reduce_sum(&mut window)?;
+        }
         let mut counter = UsageCounter::new(self.model_cfg.levels, self.model_cfg.codebook_size);
         for l in 0..self.model_cfg.levels {
-            let row = Vec::<i64>::try_from(&self.window.get(l as i64).to_device(Device::Cpu))?;
+            let row = Vec::<i64>::try_from(&window.get(l as i64).to_device(Device::Cpu))?;
             counter.add(l, &row);
         }
         let _ = self.window.zero_();
@@ -216,19 +302,46 @@ impl Trainer {
     /// With `codebook.level_quotas` the k-means sees as many latents of every level (all of the
     /// coarsest level's, and as many drawn from each finer one), instead of every position,
     /// which gives the finest level about three quarters of the sample.
+    ///
+    /// A trainer with a group panics if a collective fails; [`Trainer::init_codebook`] returns
+    /// the error instead.
     pub fn kmeans_init(&mut self, images01: &Tensor) {
-        let (latents, sizes) = tch::no_grad(|| self.flat_latents(&images01.to_device(self.device)));
-        let latents = if self.cfg.codebook.level_quotas {
-            let rows = balanced_rows(&sizes, &mut self.rng);
-            latents.index_select(0, &Tensor::from_slice(&rows).to_device(self.device))
-        } else {
-            latents
-        };
-        let n = self.model_cfg.codebook_size as i64;
-        let centres = kmeans(&latents, n, self.cfg.codebook.kmeans_iters, &mut self.rng);
-        tch::no_grad(|| self.model.codebook().shallow_clone().copy_(&centres));
+        self.init_codebook(images01)
+            .expect("the k-means initialisation's collectives failed");
+    }
+
+    /// [`Trainer::kmeans_init`], returning the group's errors. With a group, `images01` is the
+    /// global batch: rank 0 runs the k-means over all of it, as a single process would, and
+    /// hands the centres and its random generator's position to the other ranks.
+    ///
+    /// Errors: the group's.
+    pub fn init_codebook(&mut self, images01: &Tensor) -> Result<(), TrainError> {
+        if self.group.as_ref().is_none_or(|g| g.rank() == 0) {
+            let (latents, sizes) =
+                tch::no_grad(|| self.flat_latents(&images01.to_device(self.device)));
+            let latents = if self.cfg.codebook.level_quotas {
+                let rows = balanced_rows(&sizes, &mut self.rng);
+                latents.index_select(0, &Tensor::from_slice(&rows).to_device(self.device))
+            } else {
+                latents
+            };
+            let n = self.model_cfg.codebook_size as i64;
+            let centres = kmeans(&latents, n, self.cfg.codebook.kmeans_iters, &mut self.rng);
+            tch::no_grad(|| self.model.codebook().shallow_clone().copy_(&centres));
+        }
+        if let Some(g) = &self.group {
+            g.broadcast(&mut self.model.codebook().shallow_clone(), 0)?;
+            let pos = self.rng.get_word_pos();
+            let mut words = Tensor::from_slice(&[(pos >> 64) as u64 as i64, pos as u64 as i64])
+                .to_device(self.device);
+            g.broadcast(&mut words, 0)?;
+            let words = Vec::<i64>::try_from(&words.to_device(Device::Cpu))?;
+            self.rng
+                .set_word_pos(((words[0] as u64 as u128) << 64) | words[1] as u64 as u128);
+        }
         self.cb = CodebookState::new(self.model.codebook(), &self.cfg.codebook);
         self.cb.mark_all_used(self.step);
+        Ok(())
     }
 
     /// Projected latents of all levels, flattened `[M, D]` level after level, and each level's
@@ -250,86 +363,193 @@ impl Trainer {
         c.kmeans_init && self.step < c.kmeans_step
     }
 
-    /// One optimizer step on a batch `[B, 3, S, S]` in `[0, 1]`.
+    /// One optimizer step on a batch `[B, 3, S, S]` in `[0, 1]`, and its statistics.
+    ///
+    /// [`Trainer::advance`] followed by [`Trainer::last_stats`]: the statistics cost a
+    /// device-to-host copy, so the training loop reads them only on the steps it logs.
+    ///
+    /// Errors: as [`Trainer::advance`].
+    pub fn train_step(&mut self, images01: &Tensor) -> Result<StepStats, TrainError> {
+        self.advance(images01)?;
+        self.last_stats()
+    }
+
+    /// One optimizer step on a batch `[B, 3, S, S]` in `[0, 1]` (f32, or u8 in `0..=255`).
+    ///
+    /// With a group the batch is the global one: this rank trains on its [`shard`], and the
+    /// gradients, loss and per-level losses are averaged over the ranks in one all-reduce.
     ///
     /// During a k-means warm-up (`codebook.kmeans_step`) the decoders see unquantized latents;
-    /// the step that ends it runs the k-means on this batch.
+    /// the step that ends it runs the k-means on this batch. The step's statistics stay on the
+    /// device until [`Trainer::last_stats`] asks for them: the only value read back is the loss,
+    /// once the backward pass is queued, to refuse a non-finite step before Adam applies it.
     ///
     /// Errors: [`TrainError::NonFiniteLoss`] (nothing of the step is applied), libtorch errors.
-    pub fn train_step(&mut self, images01: &Tensor) -> Result<StepStats, TrainError> {
-        let x01 = images01.to_device(self.device).to_kind(Kind::Float);
+    pub fn advance(&mut self, images01: &Tensor) -> Result<(), TrainError> {
+        let local = match &self.group {
+            Some(g) => shard(images01, g.rank(), g.world_size()),
+            None => images01.shallow_clone(),
+        };
+        let x01 = self.upload(&local);
         let xn = self.model.normalize(&x01);
         let warmup = self.in_warmup();
         let outs = self.model.forward_with(&xn, !warmup);
         let w = &self.cfg.loss;
         let ema = self.cfg.codebook.mode == CodebookMode::Ema;
-        let mut total = Tensor::zeros([], (Kind::Float, self.device));
-        let mut levels = Vec::with_capacity(outs.len());
-        for o in &outs {
-            let l1 = (&o.recon - &xn).abs().mean(Kind::Float);
-            let perceptual = match &self.lpips {
-                // LPIPS sees [0, 1] pixels; unclamped so its gradient never vanishes.
-                Some(lp) => lp
-                    .forward(&self.unnormalize(&o.recon), &x01)
-                    .mean(Kind::Float),
-                None => Tensor::zeros([], (Kind::Float, self.device)),
-            };
-            let cb_w = if ema { 0.0 } else { w.codebook };
-            let level_total = &l1 * w.l1
-                + &perceptual * w.perceptual
+        let levels = outs.len() as i64;
+        let recons: Vec<Tensor> = outs.iter().map(|o| o.recon.to_kind(Kind::Float)).collect();
+        let l1: Vec<Tensor> = recons
+            .iter()
+            .map(|r| (r - &xn).abs().mean(Kind::Float))
+            .collect();
+        // LPIPS sees [0, 1] pixels, unclamped so its gradient never vanishes; the target's
+        // features are computed once, and all levels' reconstructions go through in one batch.
+        let perceptual = match &self.lpips {
+            Some(lp) => {
+                let target = lp.target(&x01);
+                let all = self.unnormalize(&Tensor::cat(&recons, 0));
+                let b = x01.size()[0];
+                lp.distance_to(&all, &target).view([levels, b]).mean_dim(
+                    &[1i64][..],
+                    false,
+                    Kind::Float,
+                )
+            }
+            None => Tensor::zeros([levels], (Kind::Float, self.device)),
+        };
+        let cb_w = if ema { 0.0 } else { w.codebook };
+        let mut totals = Vec::with_capacity(outs.len());
+        let mut per_level = Vec::with_capacity(outs.len());
+        for (l, o) in outs.iter().enumerate() {
+            let p = perceptual.get(l as i64);
+            let total = &l1[l] * w.l1
+                + &p * w.perceptual
                 + &o.codebook_loss * cb_w
                 + &o.commitment_loss * w.beta;
-            levels.push(LevelStats {
-                l1: l1.double_value(&[]),
-                perceptual: perceptual.double_value(&[]),
-                codebook: o.codebook_loss.double_value(&[]),
-                commit: o.commitment_loss.double_value(&[]),
-                total: level_total.double_value(&[]),
-                usage: 0,
-            });
-            total += level_total;
+            per_level.push(Tensor::stack(
+                &[&l1[l], &p, &o.codebook_loss, &o.commitment_loss, &total],
+                0,
+            ));
+            totals.push(total);
         }
-        let loss = total.double_value(&[]);
+        let total = Tensor::stack(&totals, 0).sum(Kind::Float);
+        self.adam.zero_grad();
+        total.backward();
+        let per_level = Tensor::stack(&per_level, 0);
+        let (loss, values, grads) = match &self.group {
+            None => (
+                total.double_value(&[]),
+                per_level.to_kind(Kind::Double),
+                None,
+            ),
+            Some(g) => {
+                // The loss and the per-level values ride behind the gradients: one all-reduce,
+                // and every rank agrees on whether the step is finite. The mean of the ranks'
+                // means is the global batch's mean (the slices are equally large).
+                let tail = Tensor::cat(&[total.detach().reshape([1]), per_level.reshape([-1])], 0);
+                let mut grads = self.adam.flat_grads(&tail);
+                g.all_reduce_sum(&mut grads.buffer)?;
+                grads.buffer /= g.world_size() as f64;
+                let tail = grads.tail();
+                let values = tail.narrow(0, 1, levels * 5).view([levels, 5]);
+                (
+                    tail.double_value(&[0]),
+                    values.to_kind(Kind::Double),
+                    Some(grads),
+                )
+            }
+        };
         if !loss.is_finite() {
+            let levels = Vec::<f64>::try_from(values.select(1, 4).to_device(Device::Cpu))?;
             return Err(TrainError::NonFiniteLoss {
                 step: self.step + 1,
                 loss,
-                levels: levels.iter().map(|l| l.total).collect(),
+                levels,
             });
         }
         let lr = self.lr_at(self.step);
-        self.adam.zero_grad();
-        total.backward();
-        self.adam.step(lr);
-        self.step += 1;
-        let (usage_all, restarted) = self.codebook_bookkeeping(&outs, &mut levels, warmup);
-        if warmup && !self.in_warmup() {
-            self.kmeans_init(images01);
+        match &grads {
+            None => self.adam.step(lr),
+            Some(g) => self.adam.step_with(lr, g),
         }
-        Ok(StepStats {
+        self.step += 1;
+        let (usage, restarted) = self.codebook_bookkeeping(&outs, warmup)?;
+        if warmup && !self.in_warmup() {
+            self.init_codebook(images01)?;
+        }
+        self.pending = Some(PendingStats {
             step: self.step,
             lr,
             loss,
-            levels,
-            usage_all_levels: usage_all,
+            values,
+            usage,
             restarted,
             warmup,
+        });
+        Ok(())
+    }
+
+    /// The statistics of the last step (one device-to-host copy).
+    ///
+    /// Errors: [`TrainError::NoStep`] before the first step, libtorch errors.
+    pub fn last_stats(&self) -> Result<StepStats, TrainError> {
+        let p = self.pending.as_ref().ok_or(TrainError::NoStep)?;
+        let values = Vec::<f64>::try_from(p.values.to_device(Device::Cpu).reshape([-1]))?;
+        let usage = Vec::<i64>::try_from(p.usage.to_device(Device::Cpu))?;
+        let (per_level, all) = usage.split_at(usage.len() - 1);
+        let levels = values
+            .chunks(5)
+            .zip(per_level)
+            .map(|(v, &usage)| LevelStats {
+                l1: v[0],
+                perceptual: v[1],
+                codebook: v[2],
+                commit: v[3],
+                total: v[4],
+                usage,
+            })
+            .collect();
+        Ok(StepStats {
+            step: p.step,
+            lr: p.lr,
+            loss: p.loss,
+            levels,
+            usage_all_levels: all[0],
+            restarted: p.restarted,
+            warmup: p.warmup,
         })
+    }
+
+    /// The batch on the model's device in f32 `[0, 1]`: a CUDA upload goes through pinned memory
+    /// without blocking the host; a u8 batch is converted on the device (a quarter of the bytes).
+    fn upload(&self, images: &Tensor) -> Tensor {
+        let on_device = match self.device {
+            Device::Cuda(_) if images.device() == Device::Cpu => images
+                .pin_memory(self.device)
+                .to_device_(self.device, images.kind(), true, false),
+            _ => images.to_device(self.device),
+        };
+        match on_device.kind() {
+            Kind::Uint8 => on_device.to_kind(Kind::Float) / 255.0,
+            Kind::Float => on_device,
+            _ => on_device.to_kind(Kind::Float),
+        }
     }
 
     /// Mean per-level L1 (normalized units) and LPIPS-VGG (0 when the loss has none) of
     /// `images01` `[B, 3, S, S]`, without gradients: the validation score.
     pub fn score(&self, images01: &Tensor) -> Vec<(f64, f64)> {
         tch::no_grad(|| {
-            let x01 = images01.to_device(self.device).to_kind(Kind::Float);
+            let x01 = self.upload(images01);
             let xn = self.model.normalize(&x01);
             self.model
                 .forward_with(&xn, !self.in_warmup())
                 .iter()
                 .map(|o| {
-                    let l1 = (&o.recon - &xn).abs().mean(Kind::Double).double_value(&[]);
+                    let recon = o.recon.to_kind(Kind::Float);
+                    let l1 = (&recon - &xn).abs().mean(Kind::Double).double_value(&[]);
                     let p = self.lpips.as_ref().map_or(0.0, |lp| {
-                        lp.forward(&self.unnormalize(&o.recon), &x01)
+                        lp.forward(&self.unnormalize(&recon), &x01)
                             .mean(Kind::Double)
                             .double_value(&[])
                     });
@@ -339,13 +559,10 @@ impl Trainer {
         })
     }
 
+    /// Normalized units back to `[0, 1]` pixels, unclamped (for LPIPS).
     fn unnormalize(&self, y: &Tensor) -> Tensor {
-        let t = |v: [f32; 3]| {
-            Tensor::from_slice(&v)
-                .view([1, 3, 1, 1])
-                .to_device(self.device)
-        };
-        y * t(self.model_cfg.std) + t(self.model_cfg.mean)
+        let (mean, std) = &self.mean_std;
+        y * std + mean
     }
 
     /// Usage statistics, EMA update and dead-code restart after a step (no codebook update
@@ -353,19 +570,21 @@ impl Trainer {
     fn codebook_bookkeeping(
         &mut self,
         outs: &[crate::model::LevelOutput],
-        levels: &mut [LevelStats],
         warmup: bool,
-    ) -> (i64, usize) {
+    ) -> Result<(Tensor, usize), TrainError> {
         let n = self.model_cfg.codebook_size as i64;
         let d = self.model_cfg.codebook_dim as i64;
         let mut all = Tensor::ones([n], (Kind::Bool, self.device));
+        let mut usage = Vec::with_capacity(outs.len() + 1);
         let mut lat = Vec::new();
         let mut tok = Vec::new();
-        for (l, (o, s)) in outs.iter().zip(levels.iter_mut()).enumerate() {
+        for (l, o) in outs.iter().enumerate() {
             let t = o.tokens.reshape([-1]);
-            let counts = t.bincount(None::<Tensor>, n);
+            // index_add, not bincount: CUDA's bincount reads its input's maximum back to the host.
+            let counts =
+                Tensor::zeros([n], (Kind::Int64, self.device)).index_add(0, &t, &t.ones_like());
             let used = counts.gt(0);
-            s.usage = used.sum(Kind::Int64).int64_value(&[]);
+            usage.push(used.sum(Kind::Int64));
             all = all.logical_and(&used);
             if !warmup {
                 let mut row = self.window.get(l as i64);
@@ -374,21 +593,29 @@ impl Trainer {
             lat.push(o.latent.detach().permute([0, 2, 3, 1]).reshape([-1, d]));
             tok.push(t);
         }
-        let usage_all = all.sum(Kind::Int64).int64_value(&[]);
+        usage.push(all.sum(Kind::Int64));
+        let usage = Tensor::stack(&usage, 0);
         if warmup {
-            return (usage_all, 0);
+            return Ok((usage, 0));
         }
         self.window_steps += 1;
         let sizes: Vec<i64> = lat.iter().map(|t| t.size()[0]).collect();
         let (lat, tok) = (Tensor::cat(&lat, 0), Tensor::cat(&tok, 0));
         let mut codebook = self.model.codebook().shallow_clone();
+        let group = self.group.clone();
+        let group = group.as_deref();
         self.cb
-            .after_step(&mut codebook, &lat, &tok, &sizes, self.step);
+            .after_step(&mut codebook, &lat, &tok, &sizes, self.step, group)?;
         let opts = &self.cfg.codebook;
         let restarted = if opts.restart_dead && self.step.is_multiple_of(opts.restart_every) {
-            let dead = self
-                .cb
-                .restart_dead(&mut codebook, &lat, &sizes, self.step, &mut self.rng);
+            let dead = self.cb.restart_dead(
+                &mut codebook,
+                &lat,
+                &sizes,
+                self.step,
+                &mut self.rng,
+                group,
+            )?;
             if opts.restart_resets_optimizer && dead.size()[0] > 0 {
                 self.adam.reset_rows(CODEBOOK, &dead);
             }
@@ -396,7 +623,7 @@ impl Trainer {
         } else {
             0
         };
-        (usage_all, restarted)
+        Ok((usage, restarted))
     }
 
     /// Every tensor a checkpoint holds: `model.*`, Adam moments, codebook state.
@@ -572,18 +799,37 @@ pub fn run(
     device: Device,
     opts: &RunOptions,
 ) -> Result<Option<StepStats>, TrainError> {
+    run_with_group(cfg, device, opts, None)
+}
+
+/// [`run`] as one rank of data-parallel training when `group` is given
+/// ([`Trainer::with_group`]): every rank steps, only rank 0 writes the log, checkpoints,
+/// validation records and exported weights. The run folder must be the same for every rank
+/// (one machine, or a shared folder), so that all of them resume from the same checkpoint.
+pub fn run_with_group(
+    cfg: &TrainConfig,
+    device: Device,
+    opts: &RunOptions,
+    group: Option<Arc<dyn Collective>>,
+) -> Result<Option<StepStats>, TrainError> {
+    let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
     let paths = RunPaths::new(&cfg.out_dir);
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| TrainError::io(&cfg.out_dir, e))?;
-    let mut trainer = Trainer::new(cfg, device)?;
+    let mut trainer = Trainer::with_group(cfg, device, group.clone())?;
     let dataset = Dataset::open(&cfg.data_dir, &cfg.data)?;
     let resumed = opts.resume && paths.checkpoint.is_file();
     if resumed {
         trainer.load_checkpoint(&paths.checkpoint)?;
         reconcile_horizon(&mut trainer, cfg.schedule.steps, opts.change_horizon)?;
     }
-    warn_about_repetition(cfg, dataset.train().len(), trainer.horizon());
+    if lead {
+        warn_about_repetition(cfg, dataset.train().len(), trainer.horizon());
+    }
     let s = &cfg.schedule;
     let d = &cfg.data;
+    // With a group every rank loads the whole global batch and the trainer keeps its slice:
+    // decoding the other ranks' images is wasted work, accepted for now so that the loader is
+    // unchanged and the images of a step depend only on the step (resume stays exact).
     let mut loader = Loader::new(
         dataset.train().to_vec(),
         s.batch,
@@ -605,55 +851,85 @@ pub fn run(
         )?
         .next()
         .ok_or_else(|| TrainError::bad_config("data_dir", "no batch"))??;
-        trainer.kmeans_init(&first.images);
+        trainer.init_codebook(&first.images)?;
     }
-    let val = if cfg.val_every > 0 {
+    let val = if lead && cfg.val_every > 0 {
         Some(validation_images(cfg, &dataset)?)
     } else {
         None
     };
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&paths.log)
-        .map_err(|e| TrainError::io(&paths.log, e))?;
+    let mut log = if lead {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&paths.log)
+            .map_err(|e| TrainError::io(&paths.log, e))?;
+        Some(file)
+    } else {
+        None
+    };
     let stop_at = opts.stop_after.unwrap_or(trainer.horizon());
-    let bar = progress_bar(opts.progress, stop_at, trainer.step());
+    let bar = progress_bar(opts.progress && lead, stop_at, trainer.step());
     let stop = stop_flag();
     let mut last = None;
-    let mut t0 = Instant::now();
+    let (mut logged_at, mut t0) = (trainer.step(), Instant::now());
     while trainer.step() < stop_at {
         let batch = loader.next().ok_or_else(|| TrainError::LoaderStopped {
             step: trainer.step(),
         })??;
-        let stats = trainer.train_step(&batch.images)?;
-        let ips = s.batch as f64 / t0.elapsed().as_secs_f64();
-        let end = stats.step == stop_at;
-        if stats.step % cfg.log_every == 0 || end {
+        trainer.advance(&batch.images)?;
+        let step = trainer.step();
+        let end = step == stop_at;
+        let interrupted = agreed_stop(stop.load(Ordering::SeqCst), group.as_deref(), device)?;
+        // Statistics are read back from the device only on logged steps (and the last one).
+        if step % cfg.log_every == 0 || end || interrupted {
+            let stats = trainer.last_stats()?;
+            let steps = step - logged_at;
+            let ips = (steps * s.batch as u64) as f64 / t0.elapsed().as_secs_f64();
             let window = trainer.take_window_usage()?;
-            write_log(&mut log, &paths.log, &stats, ips, window.as_ref())?;
+            if let Some(log) = &mut log {
+                write_log(log, &paths.log, &stats, ips, window.as_ref())?;
+            }
+            update_bar(&bar, &stats, ips);
+            last = Some(stats);
+            (logged_at, t0) = (step, Instant::now());
+        } else {
+            bar.set_position(step);
         }
         if let Some(v) = &val
-            && (stats.step % cfg.val_every == 0 || end)
+            && let Some(log) = &mut log
+            && (step % cfg.val_every == 0 || end)
         {
-            write_validation(&mut log, &paths.log, &trainer, v, s.batch)?;
+            write_validation(log, &paths.log, &trainer, v, s.batch)?;
         }
-        t0 = Instant::now();
-        update_bar(&bar, &stats, ips);
-        let interrupted = stop.load(Ordering::SeqCst);
-        if stats.step % cfg.checkpoint_every == 0 || end || interrupted {
+        if lead && (step % cfg.checkpoint_every == 0 || end || interrupted) {
             trainer.save_checkpoint(&paths.checkpoint)?;
         }
-        last = Some(stats);
         if interrupted {
             bar.abandon_with_message("interrupted: checkpoint written");
             return Ok(last);
         }
     }
     bar.finish();
-    let weights = trainer.export(&cfg.data_dir.display().to_string(), &opts.command)?;
-    write_weights(&paths.weights, &weights, StoreDtype::F32)?;
+    if lead {
+        let weights = trainer.export(&cfg.data_dir.display().to_string(), &opts.command)?;
+        write_weights(&paths.weights, &weights, StoreDtype::F32)?;
+    }
     Ok(last)
+}
+
+/// Whether any rank was interrupted (Ctrl-C), so that all stop at the same step.
+fn agreed_stop(
+    stop: bool,
+    group: Option<&dyn Collective>,
+    device: Device,
+) -> Result<bool, TrainError> {
+    let Some(g) = group else {
+        return Ok(stop);
+    };
+    let mut flag = Tensor::from_slice(&[i64::from(stop)]).to_device(device);
+    g.all_reduce_max(&mut flag)?;
+    Ok(flag.int64_value(&[0]) != 0)
 }
 
 /// Applies the horizon rule of [`run`] after a checkpoint was loaded.

@@ -225,3 +225,82 @@ fn shipped_configs_parse_and_validate() {
     // 4 top-level configs and the 14 of the CPU-scale suite.
     assert!(checked >= 18, "only {checked} configs found");
 }
+
+/// The loop's path (`advance`, statistics read back later) reports what `train_step` does.
+#[test]
+fn statistics_read_back_later_are_those_of_the_step() {
+    single_thread();
+    let cfg = config("[schedule]\nsteps = 10\nbatch = 4\nlr = 1e-3\nwarmup_steps = 2");
+    let mut a = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let mut b = Trainer::new(&cfg, Device::Cpu).unwrap();
+    assert!(matches!(b.last_stats(), Err(TrainError::NoStep)));
+    for s in 0..3 {
+        let sa = a.train_step(&batch_for(s)).unwrap();
+        b.advance(&batch_for(s)).unwrap();
+        let sb = b.last_stats().unwrap();
+        assert_eq!(
+            serde_json::to_value(&sa).unwrap(),
+            serde_json::to_value(&sb).unwrap()
+        );
+        assert_eq!(sb.step, s + 1);
+        assert!(sb.levels.iter().all(|l| l.usage > 0 && l.total.is_finite()));
+    }
+}
+
+/// A u8 batch is the f32 batch divided by 255 on the device.
+#[test]
+fn a_u8_batch_trains_like_its_f32_copy() {
+    single_thread();
+    let cfg = config("[schedule]\nsteps = 10\nbatch = 4\nlr = 1e-3\nwarmup_steps = 2");
+    let bytes = (batch_for(0) * 255.0).round().to_kind(Kind::Uint8);
+    let mut a = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let mut b = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let sa = a.train_step(&(bytes.to_kind(Kind::Float) / 255.0)).unwrap();
+    let sb = b.train_step(&bytes).unwrap();
+    assert_eq!(sa.loss, sb.loss);
+}
+
+/// bf16 convolutions: the quantizer still sees f32 latents and codes, and the model trains.
+#[test]
+fn a_bf16_step_keeps_the_quantizer_in_f32_and_trains() {
+    single_thread();
+    let cfg = config(
+        "[schedule]\nsteps = 40\nbatch = 8\nlr = 3e-3\nwarmup_steps = 2\ndecay = \"constant\"\n[perf]\nprecision = \"bf16\"",
+    );
+    let mut t = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let x = eight_images();
+    let first = t.train_step(&x).unwrap();
+    let mut last = first.clone();
+    for _ in 1..40 {
+        last = t.train_step(&x).unwrap();
+    }
+    eprintln!("bf16: loss {} -> {}", first.loss, last.loss);
+    assert!(last.loss.is_finite() && last.loss < first.loss);
+    let outs = tch::no_grad(|| t.model().forward(&t.model().normalize(&x)));
+    for o in &outs {
+        assert_eq!(o.latent.kind(), Kind::Float);
+        assert_eq!(o.quantized.kind(), Kind::Float);
+        assert_eq!(o.tokens.kind(), Kind::Int64);
+        assert_eq!(o.recon.kind(), Kind::BFloat16);
+    }
+    assert_eq!(t.model().codebook().kind(), Kind::Float);
+}
+
+/// With LPIPS on, the perceptual term (target features once, levels in one batch) is part of
+/// every level's loss.
+#[test]
+fn the_perceptual_term_reaches_every_level() {
+    single_thread();
+    let lpips =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/lpips/vgg16.safetensors");
+    let mut cfg = config("[schedule]\nsteps = 10\nbatch = 4\nlr = 1e-3\nwarmup_steps = 2");
+    cfg.loss.perceptual = 1.0;
+    cfg.lpips_path = lpips;
+    let mut t = Trainer::new(&cfg, Device::Cpu).unwrap();
+    let s = t.train_step(&batch_for(0)).unwrap();
+    for l in &s.levels {
+        assert!(l.perceptual > 0.0 && l.perceptual.is_finite(), "{l:?}");
+        let sum = l.l1 + l.perceptual + l.codebook + l.commit;
+        assert!((l.total - sum).abs() <= 1e-5 * sum, "{l:?}");
+    }
+}

@@ -5,6 +5,7 @@
 //!
 //! - [`ModelConfig`]: the serializable model description with the presets `paper`, `small`, `tiny`;
 //! - [`graph::ModelGraph`]: the architecture as data, the programs every backend runs;
+//! - [`flops::ModelFlops`]: the FLOPs of those programs per image, forward and backward;
 //! - [`schema::tensors`]: the weight-name schema (the graph's parameters), every tensor name and shape;
 //! - [`fingerprint`]: the model fingerprint that `.hvq` files use to name their codebook;
 //! - the weight-file metadata keys ([`meta`]);
@@ -22,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod flops;
 pub mod graph;
 mod input;
 pub mod op_params;
