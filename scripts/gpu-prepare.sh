@@ -5,8 +5,8 @@
 # split), LPIPS-VGG16 and -Alex with int8 convolutions (`hvq-train half --int8`: a quarter of f32,
 # LPIPS-VGG distances within 0.5 % or 1e-4), and the run configs. Then, from the device tool, two calls:
 #   run(command="bash scripts/gpu-run.sh wgpu", carry=[".device/gl", ".device/wgpu.tar.xz", ".device/photos"], timeout_s=600)
-#   run(command="bash scripts/gpu-run.sh 315", carry=[".device/configs", ".device/data",
-#       ".device/hvq-train.xz", ".device/lpips"], timeout_s=600)
+#   run(command="bash scripts/gpu-run.sh 200", carry=[".device/configs", ".device/data",
+#       ".device/hvq-train.xz", ".device/hvq-train-before.xz", ".device/lpips"], timeout_s=600)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -15,6 +15,14 @@ cargo build --release -p hvq-train
 mkdir -p .device/lpips .device/configs
 rm -f .device/hvq-train .device/lpips/*-f16.safetensors # the layout before 2026-12-02
 strip -o /tmp/hvq-train target/release/hvq-train && xz -T2 -c /tmp/hvq-train > .device/hvq-train.xz
+# The trainer before issue 10's step changes (commit bc1de38), for gpu-run.sh's before/after bench.
+if [ ! -f .device/hvq-train-before.xz ]; then
+  before=/tmp/hvq-before-bc1de38
+  [ -d "$before" ] || git worktree add --detach "$before" bc1de38
+  (cd "$before" && CARGO_TARGET_DIR="$ROOT/target/before" cargo build --release -p hvq-train)
+  strip -o /tmp/hvq-train-before target/before/release/hvq-train
+  xz -T2 -c /tmp/hvq-train-before > .device/hvq-train-before.xz
+fi
 [ -d .device/data/imagenet-256 ] || target/release/hvq-train shrink-data \
   --src ../shared/data/imagenet-sample --dst .device/data/imagenet-256 --short-side 256 --quality 80
 for net in vgg16 alexnet; do
@@ -56,7 +64,7 @@ du -sh .device; du -sh .device/*
 
 # What each device call would send: the tracked tree plus its carry, against the 64 MiB limit.
 tree=$(git ls-files -z | xargs -0 du -cb 2> /dev/null | tail -1 | cut -f1)
-for call in ".device/gl .device/wgpu.tar.xz .device/photos" ".device/configs .device/data .device/hvq-train.xz .device/lpips"; do
+for call in ".device/gl .device/wgpu.tar.xz .device/photos" ".device/configs .device/data .device/hvq-train.xz .device/hvq-train-before.xz .device/lpips"; do
   # shellcheck disable=SC2086 # $call holds several paths
   size=$(( tree + $(du -cb $call | tail -1 | cut -f1) ))
   echo "travel size with carry [$call]: $(( size >> 20 )) MiB (limit 64)"

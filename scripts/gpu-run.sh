@@ -7,7 +7,8 @@
 #
 # What it measures, in order (each step is time-boxed so the call ends in time):
 #   1. the card, driver and torch version;
-#   2. `hvq-train bench` of both presets (the training-speed issue's "before" figure);
+#   2. `hvq-train bench` of both presets, before (the trainer of bc1de38) and after issue 10's step
+#      changes, f32 and bf16;
 #   3. training of the next default model from scratch with the shared-codebook switches
 #      (train/configs/default-model-shared.toml) for TRAIN_SECONDS, with validation records;
 #   4. its export (f16) and its sharing and quality on 256x256 centre crops of all 1000 photos
@@ -80,16 +81,31 @@ wgpu_on_vulkan() {
 }
 [ -f "$DEV/wgpu.tar.xz" ] && wgpu_on_vulkan
 # `gpu-run.sh wgpu`: only step 5. What travels to the GPU machine (the tracked tree, about 22 MiB,
-# plus `carry`) is limited to 64 MiB: steps 1-4 need 61 MiB in all (carry [".device/configs",
-# ".device/data", ".device/hvq-train.xz", ".device/lpips"]), step 5 45 MiB (carry [".device/gl",
+# plus `carry`) is limited to 64 MiB: steps 1-4 need 63 MiB in all (carry [".device/configs",
+# ".device/data", ".device/hvq-train.xz", ".device/hvq-train-before.xz", ".device/lpips"]), step 5 45 MiB (carry [".device/gl",
 # ".device/wgpu.tar.xz", ".device/photos"]), so they are two calls; gpu-prepare.sh prints both sizes.
 if [ "$MODE" = wgpu ]; then ls -la "$OUT"; exit 0; fi
 
-# 1. Step time of both presets and libtorch encode/decode of random small weights.
+# 1. Training-step speed before and after issue 10's step changes, same card, same run: the
+#    trainer of commit bc1de38 ($DEV/hvq-train-before.xz, its bench: batch 16, f32) against this
+#    one at batch 32 in f32 and in bf16, with achieved TFLOP/s and the fraction of peak (JSON).
 if [ "$DEVICE" = cuda ]; then
-  timeout 100 "$BIN" bench --device cuda --presets small --presets paper --batch 16 --reps 5 \
-    > "$OUT/bench.md" 2> "$OUT/bench.jsonl"
-  cat "$OUT/bench.md"
+  if [ -f "$DEV/hvq-train-before.xz" ]; then
+    xz -dc "$DEV/hvq-train-before.xz" > /tmp/hvq-train-before && chmod +x /tmp/hvq-train-before
+    timeout 70 /tmp/hvq-train-before bench --device cuda --presets small --presets paper --batch 16 --reps 5 \
+      > "$OUT/bench-before.md" 2> "$OUT/bench-before.jsonl"
+    echo "bench before: exit $?"; cat "$OUT/bench-before.md"
+  fi
+  for precision in f32 bf16; do
+    timeout 70 "$BIN" bench --device cuda --presets small,paper --batch 32 --size 256 --reps 5 \
+      --precision "$precision" --json "$OUT/bench-after-$precision.json" > "$OUT/bench-after-$precision.md" 2>&1
+    echo "bench after ($precision): exit $?"; cat "$OUT/bench-after-$precision.md"
+  done
+else
+  # The dry run checks the invocation at toy size.
+  timeout 300 "$BIN" bench --device cpu --presets tiny --batch 2 --size 32 --reps 1 --precision bf16 \
+    --json "$OUT/bench-after-bf16.json" > "$OUT/bench-after-bf16.md" 2>&1
+  echo "bench (dry run): exit $?"; cat "$OUT/bench-after-bf16.md"
 fi
 
 # 1b. The input pipeline per core on this machine's CPUs (a few seconds), beside the step time.
