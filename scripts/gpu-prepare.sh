@@ -5,7 +5,7 @@
 # split), LPIPS-VGG16 and -Alex with int8 convolutions (`hvq-train half --int8`: a quarter of f32,
 # LPIPS-VGG distances within 0.5 % or 1e-4), and the run configs. Then, from the device tool, two calls:
 #   run(command="bash scripts/gpu-run.sh wgpu", carry=[".device/gl", ".device/wgpu.tar.xz", ".device/photos"], timeout_s=600)
-#   run(command="bash scripts/gpu-run.sh 200", carry=[".device/configs", ".device/data",
+#   run(command="bash scripts/gpu-run.sh 190", carry=[".device/configs", ".device/data",
 #       ".device/hvq-train.xz", ".device/hvq-train-before.xz", ".device/lpips"], timeout_s=600)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

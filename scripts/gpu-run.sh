@@ -8,7 +8,7 @@
 # What it measures, in order (each step is time-boxed so the call ends in time):
 #   1. the card, driver and torch version;
 #   2. `hvq-train bench` of both presets, before (the trainer of bc1de38) and after issue 10's step
-#      changes, f32 and bf16;
+#      changes, f32 and bf16; 10 tiny steps through NCCL at world size 1;
 #   3. training of the next default model from scratch with the shared-codebook switches
 #      (train/configs/default-model-shared.toml) for TRAIN_SECONDS, with validation records;
 #   4. its export (f16) and its sharing and quality on 256x256 centre crops of all 1000 photos
@@ -18,7 +18,7 @@
 #      Step 5 runs first and takes about 3 minutes. It needs its own call (`gpu-run.sh wgpu`, see
 #      the size note at step 5): what travels is limited to 64 MiB.
 set -uo pipefail
-BUDGET="${1:-200}"
+BUDGET="${1:-190}"
 MODE="${1:-}"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 DEV=.device
@@ -92,12 +92,12 @@ if [ "$MODE" = wgpu ]; then ls -la "$OUT"; exit 0; fi
 if [ "$DEVICE" = cuda ]; then
   if [ -f "$DEV/hvq-train-before.xz" ]; then
     xz -dc "$DEV/hvq-train-before.xz" > /tmp/hvq-train-before && chmod +x /tmp/hvq-train-before
-    timeout 70 /tmp/hvq-train-before bench --device cuda --presets small --presets paper --batch 16 --reps 5 \
+    timeout 60 /tmp/hvq-train-before bench --device cuda --presets small --presets paper --batch 16 --reps 5 \
       > "$OUT/bench-before.md" 2> "$OUT/bench-before.jsonl"
     echo "bench before: exit $?"; cat "$OUT/bench-before.md"
   fi
   for precision in f32 bf16; do
-    timeout 70 "$BIN" bench --device cuda --presets small,paper --batch 32 --size 256 --reps 5 \
+    timeout 60 "$BIN" bench --device cuda --presets small,paper --batch 32 --size 256 --reps 5 \
       --precision "$precision" --json "$OUT/bench-after-$precision.json" > "$OUT/bench-after-$precision.md" 2>&1
     echo "bench after ($precision): exit $?"; cat "$OUT/bench-after-$precision.md"
   done
@@ -107,6 +107,16 @@ else
     --json "$OUT/bench-after-bf16.json" > "$OUT/bench-after-bf16.md" 2>&1
   echo "bench (dry run): exit $?"; cat "$OUT/bench-after-bf16.md"
 fi
+
+# 1c. The NCCL path at world size 1 (issue 10): 10 steps of the tiny preset whose gradients go
+#     through ncclAllReduce (HVQ_NCCL=1). In the dry run the trainer refuses it on the CPU.
+{ echo 'preset = "tiny"'
+  sed -n 's/^data_dir *= *\(".*"\)/data_dir = \1/p' "$CFG"
+  echo "out_dir = \"$OUT/nccl-run\""
+  printf '[data]\nimage_size = 64\nworkers = 4\n[schedule]\nsteps = 10\nbatch = 8\nwarmup_steps = 2\n[loss]\nperceptual = 0.0\n'
+} > "$OUT/nccl.toml"
+HVQ_NCCL=1 timeout 45 "$BIN" train --config "$OUT/nccl.toml" --device "$DEVICE" > "$OUT/nccl-world1.log" 2>&1
+echo "NCCL world size 1: exit $?"; tail -c 600 "$OUT/nccl-world1.log"
 
 # 1b. The input pipeline per core on this machine's CPUs (a few seconds), beside the step time.
 DATA="$(sed -n 's/^data_dir *= *"\(.*\)"/\1/p' "$CFG")"

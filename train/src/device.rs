@@ -35,8 +35,9 @@ impl std::str::FromStr for DeviceRequest {
     }
 }
 
-/// Folders where `libtorch_cuda.so` may live: `LD_LIBRARY_PATH` entries and `$LIBTORCH/lib`.
-fn candidate_dirs() -> Vec<PathBuf> {
+/// Folders where libtorch's libraries (`libtorch_cuda.so`) may live: `LD_LIBRARY_PATH` entries
+/// and `$LIBTORCH/lib`.
+pub(crate) fn library_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var("LD_LIBRARY_PATH")
         .unwrap_or_default()
         .split(':')
@@ -53,7 +54,7 @@ fn candidate_dirs() -> Vec<PathBuf> {
 /// backend. Must run before the first tch call that touches a device.
 pub fn load_cuda_library() -> Result<PathBuf, String> {
     let mut tried = Vec::new();
-    for dir in candidate_dirs() {
+    for dir in library_dirs() {
         let path = dir.join("libtorch_cuda.so");
         if !path.exists() {
             continue;

@@ -406,11 +406,16 @@ impl Collective for LocalGroup {
     }
 }
 
-/// The collective group of a run: `None` for a single process, NCCL otherwise.
+/// The collective group of a run: `None` for a single process (unless `nccl_for_one`, which
+/// sends a single process's gradients through NCCL too: the check of the NCCL path on one GPU),
+/// NCCL otherwise.
 ///
 /// Errors: as [`Nccl::new`].
-pub fn connect(world: &World) -> Result<Option<Arc<dyn Collective>>, TrainError> {
-    if !world.is_distributed() {
+pub fn connect(
+    world: &World,
+    nccl_for_one: bool,
+) -> Result<Option<Arc<dyn Collective>>, TrainError> {
+    if !world.is_distributed() && !nccl_for_one {
         return Ok(None);
     }
     Ok(Some(Arc::new(Nccl::new(world, RENDEZVOUS_TIMEOUT)?)))
@@ -496,19 +501,13 @@ unsafe fn symbol<F: Copy>(
     Ok(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
 }
 
-/// Folders that may hold `libnccl.so.2`: `LD_LIBRARY_PATH`, then the pip wheel's
-/// `nvidia/nccl/lib` beside the torch package (`$LIBTORCH/../nvidia/nccl/lib`), the other
-/// `$LIBTORCH/../nvidia/*/lib`, then `$LIBTORCH/lib`.
+/// Folders that may hold `libnccl.so.2`: those of `libtorch_cuda.so` (`LD_LIBRARY_PATH`,
+/// `$LIBTORCH/lib`), then the pip wheel's `nvidia/nccl/lib` beside the torch package
+/// (`$LIBTORCH/../nvidia/nccl/lib`) and the other `$LIBTORCH/../nvidia/*/lib`.
 fn nccl_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var("LD_LIBRARY_PATH")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .collect();
+    let mut dirs = crate::device::library_dirs();
     if let Ok(lt) = std::env::var("LIBTORCH") {
-        let lt = PathBuf::from(lt);
-        let nvidia = lt.join("../nvidia");
+        let nvidia = PathBuf::from(lt).join("../nvidia");
         dirs.push(nvidia.join("nccl/lib"));
         // CUDA 13 wheels gather their libraries under nvidia/cu13/lib.
         if let Ok(entries) = std::fs::read_dir(&nvidia) {
@@ -520,7 +519,6 @@ fn nccl_dirs() -> Vec<PathBuf> {
             more.sort();
             dirs.extend(more);
         }
-        dirs.push(lt.join("lib"));
     }
     dirs
 }

@@ -432,7 +432,12 @@ fn train(
     cfg.check_lpips()?;
     // Under torchrun (WORLD_SIZE > 1): one process per GPU, this one's being LOCAL_RANK.
     let world = hvq_train::distributed::World::from_env()?;
+    // HVQ_NCCL=1: a single process goes through NCCL as well (the world-size-1 check on a GPU).
+    let nccl_for_one = std::env::var_os("HVQ_NCCL").is_some_and(|v| v == "1");
     let device = match select_device(device.unwrap_or(cfg.device))? {
+        tch::Device::Cpu if nccl_for_one => {
+            anyhow::bail!("HVQ_NCCL=1 needs CUDA (NCCL), not the CPU")
+        }
         tch::Device::Cuda(_) if world.is_distributed() => tch::Device::Cuda(world.local_rank),
         tch::Device::Cpu if world.is_distributed() => {
             anyhow::bail!(
@@ -449,7 +454,7 @@ fn train(
         world.world_size,
         cfg.out_dir.display()
     );
-    let group = hvq_train::distributed::connect(&world)?;
+    let group = hvq_train::distributed::connect(&world, nccl_for_one)?;
     let opts = RunOptions {
         resume,
         progress: true,

@@ -302,3 +302,18 @@ fn a_global_batch_not_divisible_by_the_ranks_is_refused() {
 fn single_thread() {
     tch::set_num_threads(1);
 }
+
+/// Where no NCCL library can be found (this machine), asking for it is a typed error, not a
+/// crash; a single process without it needs no group at all.
+#[test]
+fn a_missing_nccl_is_a_clear_error() {
+    use hvq_train::distributed::{World, connect};
+    assert!(connect(&World::SINGLE, false).unwrap().is_none());
+    if std::env::var_os("HVQ_EXPECT_NCCL").is_some() {
+        return; // a GPU machine with NCCL: the GPU script checks that path instead
+    }
+    match connect(&World::SINGLE, true) {
+        Err(e) => assert!(e.to_string().contains("libnccl"), "{e}"),
+        Ok(_) => panic!("NCCL loaded on a machine without it"),
+    }
+}
