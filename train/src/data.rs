@@ -309,17 +309,30 @@ fn rgb_to_chw(img: &RgbImage) -> Vec<f32> {
     out
 }
 
+/// Interleaved RGB to planar `[3, H, W]` bytes.
+fn rgb_to_chw_u8(img: &RgbImage) -> Vec<u8> {
+    let plane = img.width() as usize * img.height() as usize;
+    let mut out = vec![0u8; 3 * plane];
+    for (p, px) in img.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + p] = px.0[c];
+        }
+    }
+    out
+}
+
 /// One training batch.
 #[derive(Debug)]
 pub struct Batch {
     /// The batch index (the training step it is meant for).
     pub step: u64,
-    /// Images `[B, 3, S, S]`, f32 in [0, 1], on the CPU.
+    /// Images `[B, 3, S, S]`, u8 in `0..=255`, on the CPU: a quarter of f32's bytes to copy
+    /// and upload; [`crate::train::Trainer::advance`] converts them to `[0, 1]` on the device.
     pub images: Tensor,
 }
 
-/// What a worker hands over: batch `step` as planar f32, or why it could not be made.
-type WorkerResult = Result<Vec<f32>, TrainError>;
+/// What a worker hands over: batch `step` as planar u8, or why it could not be made.
+type WorkerResult = Result<Vec<u8>, TrainError>;
 
 /// Everything a worker needs to build any batch; shared read-only by all workers.
 #[derive(Debug)]
@@ -510,7 +523,7 @@ fn make_batch(
             .1;
         let img = first_decodable(plan, perm, (j % n) as usize, step)?;
         let mut rng = ChaCha8Rng::from_seed(seed_bytes(&[plan.seed, step, i, 0x005a_3b1e]));
-        out.extend(rgb_to_chw(&random_resized_crop(&img, s, &mut rng)));
+        out.extend(rgb_to_chw_u8(&random_resized_crop(&img, s, &mut rng)));
     }
     Ok(out)
 }

@@ -317,8 +317,7 @@ impl Trainer {
     /// Errors: the group's.
     pub fn init_codebook(&mut self, images01: &Tensor) -> Result<(), TrainError> {
         if self.group.as_ref().is_none_or(|g| g.rank() == 0) {
-            let (latents, sizes) =
-                tch::no_grad(|| self.flat_latents(&images01.to_device(self.device)));
+            let (latents, sizes) = tch::no_grad(|| self.flat_latents(&self.upload(images01)));
             let latents = if self.cfg.codebook.level_quotas {
                 let rows = balanced_rows(&sizes, &mut self.rng);
                 latents.index_select(0, &Tensor::from_slice(&rows).to_device(self.device))

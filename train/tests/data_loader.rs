@@ -60,10 +60,9 @@ fn batches(
         .map(|b| {
             let b = b.unwrap();
             assert_eq!(b.images.size(), [3, 3, 16, 16]);
-            (
-                b.step,
-                Vec::<f32>::try_from(b.images.flatten(0, -1)).unwrap(),
-            )
+            assert_eq!(b.images.kind(), tch::Kind::Uint8);
+            let f = b.images.flatten(0, -1).to_kind(tch::Kind::Float) / 255.0;
+            (b.step, Vec::<f32>::try_from(f).unwrap())
         })
         .collect()
 }
