@@ -63,7 +63,7 @@ wgpu_on_vulkan() {
   [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
   for t in conformance kernels model cross_check; do
     timeout 60 "$bins/$t" --nocapture > "$OUT/wgpu-test-$t.txt" 2>&1; echo "wgpu test $t: exit $?"
-    grep -E "adapter|agree|cross-check|worst|test result" "$OUT/wgpu-test-$t.txt" | head -5
+    grep -E "adapter|driver|features|limits|agree|cross-check|worst|test result" "$OUT/wgpu-test-$t.txt" | head -9
   done
   local presets=small,paper sizes=256x256,768x512
   [ "$DEVICE" = cpu ] && { presets=small; sizes=32x32; }

@@ -33,11 +33,7 @@ fn main() {
             return;
         }
     };
-    let info = ctx.adapter_info();
-    println!(
-        "adapter: {} ({:?}, {:?})",
-        info.name, info.backend, info.device_type
-    );
+    println!("{}", ctx.adapter_report());
     let runs: usize = std::env::var("HVQ_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())

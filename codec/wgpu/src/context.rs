@@ -22,6 +22,9 @@ pub struct GpuContext {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    /// What the adapter offers (the device is opened with WebGPU's portable defaults).
+    adapter_features: wgpu::Features,
+    adapter_limits: wgpu::Limits,
     pipelines: Arc<Mutex<PipelineCache>>,
 }
 
@@ -92,6 +95,8 @@ impl GpuContext {
             device,
             queue,
             info: adapter.get_info(),
+            adapter_features: adapter.features(),
+            adapter_limits: available,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -108,6 +113,61 @@ impl GpuContext {
     /// The adapter's description (name, backend, device type), for logs and reports.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
+    }
+
+    /// The adapter's own features and limits, of which the device uses WebGPU's portable
+    /// subset: what a kernel could gain on this hardware (`shader-f16`, subgroups, larger
+    /// workgroups and workgroup memory).
+    pub fn adapter_capabilities(&self) -> (wgpu::Features, &wgpu::Limits) {
+        (self.adapter_features, &self.adapter_limits)
+    }
+
+    /// A few lines for logs and benchmark records: the adapter, its driver, the features that
+    /// matter to the kernels (whether they are used or not) and the limits that shape them.
+    pub fn adapter_report(&self) -> String {
+        let i = &self.info;
+        let l = &self.adapter_limits;
+        let wanted = [
+            ("shader-f16", wgpu::Features::SHADER_F16),
+            ("subgroup", wgpu::Features::SUBGROUP),
+            ("timestamp-query", wgpu::Features::TIMESTAMP_QUERY),
+        ];
+        let features: Vec<String> = wanted
+            .iter()
+            .map(|(name, f)| {
+                format!(
+                    "{name} {}",
+                    if self.adapter_features.contains(*f) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                )
+            })
+            .collect();
+        format!(
+            "adapter: {} ({:?}, {:?}), vendor {:#06x} device {:#06x}\n\
+             driver: {} {}\n\
+             features: {}\n\
+             limits: workgroup invocations {}, workgroup size {}×{}×{}, workgroup memory {} B, \
+             storage buffers per stage {}, storage binding {} B, buffer {} B",
+            i.name,
+            i.backend,
+            i.device_type,
+            i.vendor,
+            i.device,
+            i.driver,
+            i.driver_info,
+            features.join(", "),
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_size_x,
+            l.max_compute_workgroup_size_y,
+            l.max_compute_workgroup_size_z,
+            l.max_compute_workgroup_storage_size,
+            l.max_storage_buffers_per_shader_stage,
+            l.max_storage_buffer_binding_size,
+            l.max_buffer_size,
+        )
     }
 
     /// The limits the device was created with.

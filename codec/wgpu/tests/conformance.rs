@@ -87,3 +87,22 @@ fn wgpu_reproduces_libtorch_conformance_vectors() {
         100.0 * same as f64 / total as f64
     ));
 }
+
+/// The adapter, its driver, features and limits, printed for the record (the GPU script keeps
+/// this test's output); the report states what the device was offered, not what it uses.
+#[test]
+fn the_adapter_report_names_the_adapter_its_features_and_limits() {
+    let Some(ctx) = common::context() else { return };
+    let report = ctx.adapter_report();
+    eprintln!("{report}");
+    assert!(report.contains(&ctx.adapter_info().name));
+    let (_, limits) = ctx.adapter_capabilities();
+    // The device runs WebGPU's portable limits; the adapter offers at least those.
+    assert!(
+        limits.max_compute_invocations_per_workgroup
+            >= ctx.limits().max_compute_invocations_per_workgroup
+    );
+    for part in ["shader-f16 ", "subgroup ", "workgroup memory"] {
+        assert!(report.contains(part), "{part} missing from {report}");
+    }
+}
