@@ -20,6 +20,7 @@ use tch::{Device, Kind, Tensor};
 use crate::TrainError;
 use crate::config::{PerfOptions, Precision, TrainConfig};
 use crate::eval::load_model;
+use crate::lpips::Net;
 use crate::train::Trainer;
 
 /// Median wall time of `reps` runs of `f` after one warm-up run, in milliseconds.
@@ -44,36 +45,10 @@ fn sync(device: Device) {
     }
 }
 
-/// The convolutions of LPIPS-VGG up to its last tap (VGG16 `conv1_1` … `conv5_3`, all 3×3,
-/// stride 1, pad 1) as `(input channels, output channels, 2×2 max-pools before it)`: the
-/// layers of `lpips::Net::Vgg`'s stages and channels.
-const VGG_CONVS: [(u64, u64, u32); 13] = [
-    (3, 64, 0),
-    (64, 64, 0),
-    (64, 128, 1),
-    (128, 128, 1),
-    (128, 256, 2),
-    (256, 256, 2),
-    (256, 256, 2),
-    (256, 512, 3),
-    (512, 512, 3),
-    (512, 512, 3),
-    (512, 512, 4),
-    (512, 512, 4),
-    (512, 512, 4),
-];
-
-/// Forward FLOPs (2 per multiply-add) of LPIPS-VGG's backbone on one `width`×`height` image.
-/// The 1×1 `lin` heads, ReLU, pooling and the distance itself are left out (under 0.1 %).
+/// Forward FLOPs (2 per multiply-add) of LPIPS-VGG's backbone on one `width`×`height` image
+/// ([`Net::forward_flops`], from the same layer list LPIPS runs).
 pub fn vgg_flops(width: u64, height: u64) -> u64 {
-    VGG_CONVS
-        .iter()
-        .map(|&(cin, cout, pools)| {
-            // 2×2 max-pool, stride 2, floor: PyTorch's default.
-            let (w, h) = (width >> pools, height >> pools);
-            2 * cin * cout * 9 * w * h
-        })
-        .sum()
+    Net::Vgg.forward_flops(width, height)
 }
 
 /// How many images' worth of LPIPS-VGG a training step runs per training image.

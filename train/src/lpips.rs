@@ -112,6 +112,40 @@ impl Net {
         }
     }
 
+    /// Forward FLOPs (2 per multiply-add) of the backbone's convolutions on one
+    /// `width`×`height` image, walking [`Net::stages`] with their strides, paddings and
+    /// (floor-mode) max-pools. The 1×1 `lin` heads, ReLU, pooling and the distance itself are
+    /// left out (under 0.1 % for VGG).
+    pub fn forward_flops(self, width: u64, height: u64) -> u64 {
+        let channels = self.channels();
+        // Output side of a window of `k` at stride `s` after `p` padding (floor, as PyTorch).
+        let out = |side: u64, k: i64, s: i64, p: i64| {
+            let span = side as i64 + 2 * p - k;
+            if span < 0 { 0 } else { (span / s) as u64 + 1 }
+        };
+        let (mut w, mut h) = (width, height);
+        let mut flops = 0;
+        for stage in self.stages() {
+            if let Some((k, s)) = stage.pool {
+                (w, h) = (out(w, k, s, 0), out(h, k, s, 0));
+            }
+            for c in &stage.convs {
+                let cin = if c.index == 0 {
+                    3
+                } else {
+                    channels[c.index - 1]
+                } as u64;
+                let cout = channels[c.index] as u64;
+                (w, h) = (
+                    out(w, c.kernel, c.stride, c.pad),
+                    out(h, c.kernel, c.stride, c.pad),
+                );
+                flops += 2 * cin * cout * (c.kernel * c.kernel) as u64 * w * h;
+            }
+        }
+        flops
+    }
+
     /// The smallest input side for which every layer has a non-empty output.
     pub fn min_size(self) -> i64 {
         match self {
