@@ -107,6 +107,26 @@ impl Engine {
         }
     }
 
+    /// [`Engine::encode`] of images of one size, in one device batch on wgpu.
+    #[cfg(feature = "wgpu")]
+    pub(crate) async fn encode_batch(
+        &self,
+        images: &[FeatureMap],
+        levels: &[usize],
+    ) -> Result<Vec<Vec<TokenGrid>>> {
+        match self {
+            Engine::Cpu(m) => images
+                .iter()
+                .map(|image| m.encode(image, levels).map_err(CodecError::Cpu))
+                .collect(),
+            #[cfg(feature = "wgpu")]
+            Engine::Wgpu(m) => m
+                .encode_batch(images, levels)
+                .await
+                .map_err(CodecError::Gpu),
+        }
+    }
+
     /// The padded-size RGB map in `[0, 1]` that one grid decodes to.
     pub(crate) async fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap> {
         match self {

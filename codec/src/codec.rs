@@ -235,33 +235,15 @@ impl Codec {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Tokens> {
         let (w, h) = self.padded_size(image.width(), image.height())?;
-        let plan = Plan::new(&self.tiling, w, h, self.config.coarsest_stride());
-        let mut grids: Vec<TokenGrid> = levels
-            .iter()
-            .map(|&level| {
-                let f = self.config.level_stride(level);
-                TokenGrid {
-                    level,
-                    height: h / f,
-                    width: w / f,
-                    tokens: vec![0; (h / f) * (w / f)],
-                }
-            })
-            .collect();
+        let plan = self.plan_for(w, h);
+        let mut grids = self.empty_grids(levels, w, h);
         let total = plan.tiles();
         for (j, ys) in plan.ys.iter().enumerate() {
             for (i, xs) in plan.xs.iter().enumerate() {
                 let map = tiling::input_map(image, xs.input, ys.input);
                 let tile = self.engine.encode(&map, levels).await?;
                 drop(map);
-                for part in &tile {
-                    let f = self.config.level_stride(part.level);
-                    let grid = grids
-                        .iter_mut()
-                        .find(|g| g.level == part.level)
-                        .expect("the backend returns the levels asked for");
-                    paste_core(grid, part, (xs, ys), f);
-                }
+                self.paste_tile(&mut grids, &tile, (xs, ys));
                 progress(Progress {
                     done: j * plan.xs.len() + i + 1,
                     total,
@@ -273,6 +255,34 @@ impl Codec {
             height: image.height(),
             grids,
         })
+    }
+
+    /// Zeroed grids of `levels` for a padded `w × h` image.
+    fn empty_grids(&self, levels: &[usize], w: usize, h: usize) -> Vec<TokenGrid> {
+        levels
+            .iter()
+            .map(|&level| {
+                let f = self.config.level_stride(level);
+                TokenGrid {
+                    level,
+                    height: h / f,
+                    width: w / f,
+                    tokens: vec![0; (h / f) * (w / f)],
+                }
+            })
+            .collect()
+    }
+
+    /// Copies the core of one tile's grids into the whole image's.
+    fn paste_tile(&self, grids: &mut [TokenGrid], tile: &[TokenGrid], spans: (&Span, &Span)) {
+        for part in tile {
+            let f = self.config.level_stride(part.level);
+            let grid = grids
+                .iter_mut()
+                .find(|g| g.level == part.level)
+                .expect("the backend returns the levels asked for");
+            paste_core(grid, part, spans, f);
+        }
     }
 
     /// Checks a `width × height` image against the limits, before and after padding, and returns
@@ -299,8 +309,10 @@ impl Codec {
 
     /// Encodes many images; one result per image, so one bad image does not fail the others.
     ///
-    /// On the CPU backend (with the `parallel` feature) images run concurrently on rayon's pool;
-    /// on wgpu they are queued one after another on the device.
+    /// On the CPU backend (with the `parallel` feature) images run concurrently on rayon's pool.
+    /// On wgpu, images that run whole (not tiled) and share a padded size go through the device
+    /// together, many per dispatch ([`hvq_wgpu::GpuModel::encode_batch`]); tiled images run one
+    /// after another. Either way every image gets the tokens [`Codec::encode_async`] gives it.
     pub async fn encode_batch_async(
         &self,
         images: &[RgbImage],
@@ -318,11 +330,96 @@ impl Codec {
                 .map(|img| pollster::block_on(self.encode_levels(img, &levels, &mut |_| {})))
                 .collect();
         }
+        #[cfg(feature = "wgpu")]
+        if let Engine::Wgpu(model) = &self.engine {
+            return self.encode_batched_on_device(model, images, &levels).await;
+        }
         let mut out = Vec::with_capacity(images.len());
         for img in images {
             out.push(self.encode_levels(img, &levels, &mut |_| {}).await);
         }
         out
+    }
+
+    /// [`Codec::encode_batch_async`] on wgpu: groups the images that run whole by padded size
+    /// and runs each group in device batches.
+    #[cfg(feature = "wgpu")]
+    async fn encode_batched_on_device(
+        &self,
+        model: &hvq_wgpu::GpuModel,
+        images: &[RgbImage],
+        levels: &[usize],
+    ) -> Vec<Result<Tokens>> {
+        let mut out: Vec<Option<Result<Tokens>>> = images.iter().map(|_| None).collect();
+        // BTreeMap: groups run in a fixed order, whatever the hasher.
+        let mut groups: std::collections::BTreeMap<(usize, usize), Vec<usize>> =
+            std::collections::BTreeMap::new();
+        for (i, img) in images.iter().enumerate() {
+            let whole = self
+                .padded_size(img.width(), img.height())
+                .map(|(w, h)| (w, h, self.plan_for(w, h).tiles() == 1));
+            match whole {
+                Ok((w, h, true)) => groups.entry((w, h)).or_default().push(i),
+                Ok(_) | Err(_) => out[i] = Some(self.encode_levels(img, levels, &mut |_| {}).await),
+            }
+        }
+        for ((w, h), members) in groups {
+            // Whole runs at a time, so the input maps of a long list are never all in memory.
+            for run in members.chunks(model.batch_capacity(h, w)) {
+                let results = self.encode_run(run.iter().map(|&i| &images[i]), levels, w, h).await;
+                match results {
+                    Ok(tokens) => {
+                        for (&i, t) in run.iter().zip(tokens) {
+                            out[i] = Some(Ok(t));
+                        }
+                    }
+                    // A device error on the run: each image again alone, for its own result.
+                    Err(_) => {
+                        for &i in run {
+                            out[i] = Some(self.encode_levels(&images[i], levels, &mut |_| {}).await);
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every image got a result"))
+            .collect()
+    }
+
+    /// Encodes images of one padded size `w × h` that each run as one tile, in one engine batch.
+    #[cfg(feature = "wgpu")]
+    async fn encode_run(
+        &self,
+        images: impl Iterator<Item = &RgbImage> + Clone,
+        levels: &[usize],
+        w: usize,
+        h: usize,
+    ) -> Result<Vec<Tokens>> {
+        let plan = self.plan_for(w, h);
+        let (xs, ys) = (&plan.xs[0], &plan.ys[0]);
+        let maps: Vec<_> = images
+            .clone()
+            .map(|img| tiling::input_map(img, xs.input, ys.input))
+            .collect();
+        let tiles = self.engine.encode_batch(&maps, levels).await?;
+        drop(maps);
+        Ok(images
+            .zip(tiles)
+            .map(|(img, tile)| {
+                let mut grids = self.empty_grids(levels, w, h);
+                self.paste_tile(&mut grids, &tile, (xs, ys));
+                Tokens {
+                    width: img.width(),
+                    height: img.height(),
+                    grids,
+                }
+            })
+            .collect())
+    }
+
+    fn plan_for(&self, w: usize, h: usize) -> Plan {
+        Plan::new(&self.tiling, w, h, self.config.coarsest_stride())
     }
 
     /// Decodes one level's tokens to an image of the original `width × height`.

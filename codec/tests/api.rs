@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use common::{pattern, tiny_codec, tiny_weights};
 use hvq_codec::{
-    Backend, Codec, CodecError, LevelSelection, Limits, Priors, RgbImage, TokenGrid, Tokens,
+    Backend, Codec, CodecError, LevelSelection, Limits, Priors, RgbImage, Tiling, TokenGrid, Tokens,
     inspect, inspect_with,
 };
 use hvq_spec::{ModelConfig, Weights, meta};
@@ -632,5 +632,40 @@ fn inspect_lists_no_level_for_appended_bytes() {
         let info = hvq_codec::inspect(&bytes).unwrap();
         assert_eq!(info.levels, intact.levels, "{} bytes appended", junk.len());
         assert_eq!(info.trailing_bytes, junk.len());
+    }
+}
+
+/// On wgpu, images of one padded size run together in device batches: each still gets exactly
+/// the tokens it gets alone, tiled images and bad ones included, in the order given.
+#[test]
+fn wgpu_batches_give_each_image_its_own_tokens() {
+    let gpu = match Codec::builder(tiny_weights(1))
+        .backend(Backend::Wgpu)
+        // 64×64 runs in tiles of 32 px: the 64×48 and 70×60 photos are tiled, the rest whole.
+        .tiling(Tiling::with_tile(32))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED wgpu_batches_give_each_image_its_own_tokens: {e}");
+            return;
+        }
+    };
+    let images = vec![
+        pattern(16, 16),
+        pattern(70, 60),
+        pattern(13, 15), // pads to 16×16: batched with the first
+        image::RgbImage::new(0, 3).into(),
+        pattern(24, 16),
+        pattern(16, 16),
+        pattern(64, 48),
+    ];
+    let batch = gpu.encode_batch(&images, LevelSelection::All);
+    assert_eq!(batch.len(), images.len());
+    for (i, (img, got)) in images.iter().zip(batch).enumerate() {
+        match gpu.encode(img, LevelSelection::All) {
+            Ok(want) => assert_eq!(got.unwrap(), want, "image {i}"),
+            Err(e) => assert_eq!(got.unwrap_err().kind(), e.kind(), "image {i}"),
+        }
     }
 }

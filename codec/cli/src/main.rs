@@ -161,7 +161,9 @@ enum Command {
         /// Images per shard.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         shard_size: u32,
-        /// Images read and encoded at once. Default: the number of CPU threads.
+        /// Images read and encoded at once. Default: the number of CPU threads; on a GPU
+        /// backend at least 32, since there the workers only decode and the device encodes
+        /// the images they have ready together, up to `-j` per batch.
         #[arg(long, short = 'j', value_parser = clap::value_parser!(u32).range(1..))]
         jobs: Option<u32>,
         /// Tokenize images that are not in OUT's manifest yet into new shards after the
@@ -352,7 +354,12 @@ fn run(cli: Cli) -> Result<()> {
             background,
         } => {
             let codec = load_codec(g)?;
-            let jobs = jobs.map_or_else(rayon::current_num_threads, |j| j as usize);
+            // On a GPU the workers only decode and a device batch holds at most -j images.
+            let default_jobs = match codec.backend() {
+                hvq_codec::BackendKind::Cpu => rayon::current_num_threads(),
+                _ => rayon::current_num_threads().max(32),
+            };
+            let jobs = jobs.map_or(default_jobs, |j| j as usize);
             let opts = tokenize_dir::Options {
                 dir,
                 out: output,

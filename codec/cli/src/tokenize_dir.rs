@@ -46,6 +46,13 @@
 //! one larger than the budget runs alone. With the default budget (2 GiB) and tiles, a folder of
 //! 48-megapixel photos (about 1 GB each) is encoded two at a time whatever `-j` is, while
 //! training crops still run `-j` at a time.
+//!
+//! # On a GPU
+//!
+//! With the wgpu backend the workers only read and decode; one device thread takes every image
+//! they have ready, runs those of one size together in device batches
+//! ([`Codec::encode_batch`]), and hands the tokens back. Decoding the next images overlaps the
+//! device's work on the last ones, and a batch holds at most `-j` images.
 
 mod budget;
 mod manifest;
@@ -56,6 +63,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 
 use anyhow::{Context, Result, bail};
 use hvq_codec::{BackendKind, Codec, DecodeOptions, LevelSelection, RgbImage, Tokens};
@@ -390,6 +398,12 @@ fn tmp_dir(out: &Path, shard: usize) -> PathBuf {
 
 type Outcome = Result<Tokens, String>;
 
+/// A decoded image waiting for the device, and where its tokens go.
+struct DeviceJob {
+    image: RgbImage,
+    reply: Sender<Outcome>,
+}
+
 /// A shard being filled: one slot per file, and how many are still empty.
 struct Pending {
     slots: Vec<Option<Outcome>>,
@@ -408,9 +422,9 @@ struct Work<'a> {
     pending: Vec<Mutex<Pending>>,
     next: AtomicUsize,
     budget: Budget,
-    /// Held around encoding on a GPU backend: its memory is not the host's, and one image at a
-    /// time keeps the device's use bounded as well.
-    device: Option<Mutex<()>>,
+    /// On a GPU backend: where workers send decoded images for the device thread
+    /// ([`device_loop`]). Taken (closed) once every worker is done, which ends that thread.
+    device: Mutex<Option<Sender<DeviceJob>>>,
     stop: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
     failed: AtomicUsize,
@@ -457,16 +471,31 @@ fn encode_shards(
         pending,
         next: AtomicUsize::new(0),
         budget: Budget::new(opts.memory_budget),
-        device: (codec.backend() != BackendKind::Cpu).then(|| Mutex::new(())),
+        device: Mutex::new(None),
         stop: AtomicBool::new(false),
         error: Mutex::new(None),
         failed: AtomicUsize::new(0),
         bar,
     };
+    let device_jobs = (codec.backend() != BackendKind::Cpu).then(|| {
+        let (tx, rx) = channel();
+        *lock(&work.device) = Some(tx);
+        rx
+    });
     std::thread::scope(|s| {
-        for _ in 0..opts.jobs.min(work.queue.len()) {
-            s.spawn(|| worker(&work));
+        if let Some(rx) = device_jobs {
+            let w = &work;
+            s.spawn(move || device_loop(w, &rx));
         }
+        let workers: Vec<_> = (0..opts.jobs.min(work.queue.len()))
+            .map(|_| s.spawn(|| worker(&work)))
+            .collect();
+        for h in workers {
+            // A worker's panic is re-raised when the scope ends.
+            let _ = h.join();
+        }
+        // Every worker's sender is gone; dropping the last ends the device thread.
+        lock(&work.device).take();
     });
     work.bar.finish_and_clear();
     if let Some(e) = lock(&work.error).take() {
@@ -480,6 +509,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn worker(w: &Work) {
+    let device = lock(&w.device).clone();
     while !w.stop.load(Ordering::SeqCst) {
         let ticket = w.next.fetch_add(1, Ordering::SeqCst);
         let Some(&(t, slot)) = w.queue.get(ticket) else {
@@ -487,7 +517,7 @@ fn worker(w: &Work) {
         };
         let shard = w.todo[t];
         let file = &w.manifest.shard_files(shard)[slot];
-        let Some(outcome) = encode_one(w, ticket, file) else {
+        let Some(outcome) = encode_one(w, device.as_ref(), ticket, file) else {
             return;
         };
         if let Err(e) = &outcome {
@@ -514,9 +544,15 @@ fn worker(w: &Work) {
     }
 }
 
-/// Reads, decodes and encodes one image under the budget; `None` when the run was stopped.
-/// Every failure, a panic in the codec included, is the image's error, not the run's.
-fn encode_one(w: &Work, ticket: usize, file: &RelPath) -> Option<Outcome> {
+/// Reads, decodes and encodes one image under the budget (on the device thread when `device`
+/// is given); `None` when the run was stopped. Every failure, a panic in the codec included,
+/// is the image's error, not the run's.
+fn encode_one(
+    w: &Work,
+    device: Option<&Sender<DeviceJob>>,
+    ticket: usize,
+    file: &RelPath,
+) -> Option<Outcome> {
     let path = file.under(&w.opts.dir);
     let cost = match estimate(w.codec, &path) {
         Ok(c) => c,
@@ -533,19 +569,60 @@ fn encode_one(w: &Work, ticket: usize, file: &RelPath) -> Option<Outcome> {
         let image = RgbImage::decode_with(&bytes, w.codec.limits(), &options)
             .map_err(|e| error_chain(&e))?;
         drop(bytes);
-        let _device = w.device.as_ref().map(lock);
+        if let Some(device) = device {
+            let (reply, tokens) = channel();
+            device
+                .send(DeviceJob { image, reply })
+                .map_err(|_| "the device thread has stopped".to_string())?;
+            // The grant is held while the image waits: it is still in memory.
+            return tokens
+                .recv()
+                .unwrap_or_else(|_| Err("the device thread has stopped".into()));
+        }
         w.pool
             .install(|| w.codec.encode(&image, w.manifest.settings.levels.clone()))
             .map_err(|e| error_chain(&e))
     };
-    Some(catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
-        let msg = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        Err(format!("internal error in the codec: {msg}"))
-    }))
+    Some(catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| Err(panic_message(&*panic))))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!("internal error in the codec: {msg}")
+}
+
+/// The device thread: takes every image the workers have ready (waiting for the first), encodes
+/// them in one [`Codec::encode_batch`] call (which runs same-sized images together) and replies
+/// to each. Ends when every sender is gone.
+fn device_loop(w: &Work, jobs: &Receiver<DeviceJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        batch.extend(jobs.try_iter());
+        let (images, replies): (Vec<RgbImage>, Vec<Sender<Outcome>>) =
+            batch.into_iter().map(|j| (j.image, j.reply)).unzip();
+        log::debug!("device batch: {} images", images.len());
+        let levels = w.manifest.settings.levels.clone();
+        let run = || w.codec.encode_batch(&images, levels);
+        let outcomes: Vec<Outcome> = match catch_unwind(AssertUnwindSafe(run)) {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|e| error_chain(&e)))
+                .collect(),
+            Err(panic) => {
+                let msg = panic_message(&*panic);
+                images.iter().map(|_| Err(msg.clone())).collect()
+            }
+        };
+        drop(images);
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // A worker that is gone (the run stopped) no longer wants its tokens.
+            let _ = reply.send(outcome);
+        }
+    }
 }
 
 /// The budget an image needs, from its file size and header (no pixels are decoded). A file

@@ -33,9 +33,14 @@ impl Fixture {
     }
 
     fn command(&self, out: &str, extra: &[&str]) -> Command {
+        self.command_on("cpu", out, extra)
+    }
+
+    /// [`Fixture::command`] on `backend`.
+    fn command_on(&self, backend: &str, out: &str, extra: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hvq"));
         c.current_dir(self.dir.path())
-            .args(["--backend", "cpu", "--model", "model.safetensors"])
+            .args(["--backend", backend, "--model", "model.safetensors"])
             .args(["tokenize-dir", "data", "-o", out])
             .args(extra);
         for (flag, value) in [("--shard-size", "2"), ("--levels", "0,2"), ("-j", "2")] {
@@ -310,6 +315,48 @@ fn the_memory_budget_changes_scheduling_not_results() {
         let out = f.run("x", &["--memory-budget", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
     }
+}
+
+/// On wgpu the device thread batches the images the workers have ready: the output is the same
+/// bytes whether batches hold one image (`-j 1`) or several of mixed sizes (`-j 8`, the four
+/// 16×16 ones and the two that pad to 16×16 together), bad images included.
+#[test]
+fn wgpu_batches_change_scheduling_not_results() {
+    let f = Fixture::new();
+    five_images(&f);
+    for i in 0..4 {
+        f.image(&format!("same{i}.png"), 16, 16);
+    }
+    f.image("pads-to-16.png", 13, 15);
+    std::fs::write(f.path("data").join("broken.png"), b"not a png").unwrap();
+    let run = |out: &str, j: &str| {
+        f.command_on("wgpu", out, &["-j", j])
+            .output()
+            .expect("the hvq binary runs")
+    };
+    let one = run("one", "1");
+    if !one.status.success() && stderr(&one).contains("adapter") {
+        eprintln!("SKIPPED wgpu_batches_change_scheduling_not_results: {}", stderr(&one));
+        return;
+    }
+    assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));
+    let many = f
+        .command_on("wgpu", "many", &["-j", "8"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("the hvq binary runs");
+    // How the images were grouped depends on timing; shown, not asserted.
+    for line in stderr(&many).lines().filter(|l| l.contains("device batch")) {
+        eprintln!("{line}");
+    }
+    assert_eq!(many.status.code(), Some(0), "{}", stderr(&many));
+    assert!(stderr(&many).contains("broken.png"), "{}", stderr(&many));
+    assert_eq!(f.tree("one"), f.tree("many"));
+    let errors = (0..6)
+        .flat_map(|s| index(&f, "many", s))
+        .filter(|line| line.get("error").is_some())
+        .count();
+    assert_eq!(errors, 1);
 }
 
 /// Killed with SIGKILL at several moments, then rerun: the output is the same bytes as an

@@ -183,12 +183,19 @@ impl GpuContext {
         &self.queue
     }
 
+    /// The largest buffer that can be created and bound as storage, in bytes.
+    pub(crate) fn buffer_limit(&self) -> u64 {
+        let limits = self.device.limits();
+        // Kernels index with u32: elements (4 bytes) stay below 2^32 with this cap too.
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(u64::from(u32::MAX))
+    }
+
     /// Fails when a buffer of `bytes` bytes could not be created or bound as storage.
     pub(crate) fn check_buffer_size(&self, bytes: u64) -> Result<()> {
-        let limits = self.device.limits();
-        let limit = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
+        let limit = self.buffer_limit();
         if bytes > limit {
             return Err(GpuError::LimitExceeded {
                 what: "storage buffer bytes",

@@ -16,7 +16,8 @@ use crate::uniforms::{
 /// Invocations per workgroup of the one-element-per-invocation kernels.
 const ELEMENTWISE_WG: u32 = 256;
 
-/// A feature map living in a graph buffer (CHW f32, or u32 tokens with `channels == 1`).
+/// A feature map living in a graph buffer (CHW f32, or u32 tokens with `channels == 1`): the
+/// shape of one image; the buffer holds the graph's whole batch, image after image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tensor {
     pub(crate) id: usize,
@@ -26,6 +27,7 @@ pub(crate) struct Tensor {
 }
 
 impl Tensor {
+    /// Elements of one image.
     pub(crate) fn len(&self) -> usize {
         self.channels * self.height * self.width
     }
@@ -92,13 +94,19 @@ pub(crate) enum Resample {
 struct Step {
     pipeline: Arc<Pipeline>,
     bind_group: wgpu::BindGroup,
-    groups: (u32, u32),
+    /// Workgroups in x, y and z (z: the images of the batch, for most kernels).
+    groups: (u32, u32, u32),
 }
 
 /// Buffers and dispatches of one graph. Buffers are recycled through a free list as the
 /// builder releases tensors, so a deep model needs only a few activation-sized buffers.
+///
+/// A graph runs a batch of `batch` images of one shape: every tensor holds `batch` images one
+/// after another and every kernel runs them all in one dispatch (workgroup z is the image), so
+/// a batch costs as many dispatches as one image and fills a large GPU.
 pub(crate) struct Graph {
     ctx: GpuContext,
+    batch: usize,
     buffers: Vec<wgpu::Buffer>,
     free: Vec<usize>,
     steps: Vec<Step>,
@@ -107,7 +115,8 @@ pub(crate) struct Graph {
 }
 
 impl Graph {
-    pub(crate) fn new(ctx: &GpuContext) -> Self {
+    /// An empty graph for batches of `batch` images (at least 1).
+    pub(crate) fn new(ctx: &GpuContext, batch: usize) -> Self {
         let dummy = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("unused binding"),
             size: 16,
@@ -116,6 +125,7 @@ impl Graph {
         });
         Graph {
             ctx: ctx.clone(),
+            batch: batch.max(1),
             buffers: Vec::new(),
             free: Vec::new(),
             steps: Vec::new(),
@@ -124,9 +134,14 @@ impl Graph {
         }
     }
 
+    /// Bytes of a tensor's whole batch.
+    pub(crate) fn bytes(&self, t: Tensor) -> u64 {
+        (t.len() * self.batch) as u64 * 4
+    }
+
     /// A fresh tensor, reusing a released buffer that is large enough (smallest fit first).
     pub(crate) fn alloc(&mut self, channels: usize, height: usize, width: usize) -> Result<Tensor> {
-        let bytes = (channels * height * width).max(1) as u64 * 4;
+        let bytes = (channels * height * width * self.batch).max(1) as u64 * 4;
         self.ctx.check_buffer_size(bytes)?;
         let fit = self
             .free
@@ -171,11 +186,11 @@ impl Graph {
         overrides: Overrides,
         params: &U,
         bindings: &[&wgpu::Buffer],
-        groups: (u32, u32),
+        groups: (u32, u32, u32),
     ) -> Result<()> {
         let kernel = U::KERNEL;
         let limit = self.ctx.limits().max_compute_workgroups_per_dimension;
-        let most = groups.0.max(groups.1);
+        let most = groups.0.max(groups.1).max(groups.2);
         if most > limit {
             return Err(GpuError::LimitExceeded {
                 what: "workgroups per dispatch dimension",
@@ -218,12 +233,13 @@ impl Graph {
         Ok(())
     }
 
-    /// A 2-D grid covering `n` invocations of `per_group`: one dimension alone caps at 65535.
-    fn grid(&self, n: usize, per_group: u32) -> (u32, u32) {
+    /// A grid covering `n` invocations of `per_group` for every image: x and y span one
+    /// image's invocations (one dimension alone caps at 65535), z the images.
+    fn grid(&self, n: usize, per_group: u32) -> (u32, u32, u32) {
         let groups = n.div_ceil(per_group as usize).max(1);
         let max_x = self.ctx.limits().max_compute_workgroups_per_dimension as usize;
         let x = groups.min(max_x);
-        (x as u32, groups.div_ceil(x) as u32)
+        (x as u32, groups.div_ceil(x) as u32, self.batch as u32)
     }
 
     /// A convolution; output size follows PyTorch's formula for the padding and stride.
@@ -314,6 +330,7 @@ impl Graph {
         let groups = (
             (h_out * w_out).div_ceil(64) as u32,
             w.cout.div_ceil(64) as u32,
+            self.batch as u32,
         );
         self.push(
             overrides,
@@ -355,7 +372,7 @@ impl Graph {
             Overrides::default(),
             &params,
             &[&b[0], &b[1], &b[2]],
-            (groups as u32, 1),
+            (groups as u32, 1, self.batch as u32),
         )?;
         Ok(coef)
     }
@@ -401,17 +418,19 @@ impl Graph {
             self.buffers[b.id].clone(),
             self.buffers[out.id].clone(),
         ];
-        let grid = self.grid(a.len(), ELEMENTWISE_WG);
+        // The kernel is flat: one array of every image's elements.
+        let len = a.len() * self.batch;
+        let (x, y, _) = self.grid(len, ELEMENTWISE_WG);
         self.push(
             Overrides::default(),
             &AddParams {
-                len: a.len() as u32,
+                len: len as u32,
                 _pad0: 0,
                 _pad1: 0,
                 _pad2: 0,
             },
             &[&bufs[0], &bufs[1], &bufs[2]],
-            grid,
+            (x, y, 1),
         )?;
         Ok(out)
     }
@@ -498,7 +517,7 @@ impl Graph {
             _pad0: 0,
         };
         let bufs = [self.buffers[qkv.id].clone(), self.buffers[out.id].clone()];
-        let groups = (qkv.plane().div_ceil(64) as u32, 1);
+        let groups = (qkv.plane().div_ceil(64) as u32, 1, self.batch as u32);
         self.push(Overrides::default(), &params, &[&bufs[0], &bufs[1]], groups)?;
         Ok(out)
     }
@@ -572,22 +591,35 @@ impl Graph {
             });
             pass.set_pipeline(&step.pipeline.pipeline);
             pass.set_bind_group(0, &step.bind_group, &[]);
-            pass.dispatch_workgroups(step.groups.0, step.groups.1, 1);
+            let (x, y, z) = step.groups;
+            pass.dispatch_workgroups(x, y, z);
         }
     }
 }
 
 impl Graph {
-    /// Uploads `inputs`, runs every step, and reads `outputs` back (as raw bytes).
+    /// Uploads `inputs` (each a whole batch), runs every step, and reads `outputs` back (as raw
+    /// bytes, each a whole batch).
     pub(crate) async fn run(
         &mut self,
         inputs: &[(Tensor, &[u8])],
         outputs: &[Tensor],
     ) -> Result<Vec<Vec<u8>>> {
         for (t, bytes) in inputs {
+            if bytes.len() as u64 != self.bytes(*t) {
+                return Err(GpuError::BadInput {
+                    op: "graph input",
+                    reason: format!(
+                        "{} bytes for a tensor of {} ({} images)",
+                        bytes.len(),
+                        self.bytes(*t),
+                        self.batch
+                    ),
+                });
+            }
             self.ctx.queue().write_buffer(&self.buffers[t.id], 0, bytes);
         }
-        let total: u64 = outputs.iter().map(|t| t.len() as u64 * 4).sum();
+        let total: u64 = outputs.iter().map(|&t| self.bytes(t)).sum();
         if self.staging.as_ref().is_none_or(|s| s.size() < total) {
             self.ctx.check_buffer_size(total)?;
             self.staging = Some(self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -604,7 +636,7 @@ impl Graph {
         self.record(&mut encoder);
         let sources: Vec<(&wgpu::Buffer, u64)> = outputs
             .iter()
-            .map(|t| (&self.buffers[t.id], t.len() as u64 * 4))
+            .map(|&t| (&self.buffers[t.id], self.bytes(t)))
             .collect();
         let staging = self.staging.as_ref().expect("staging buffer created above");
         self.ctx.submit_and_read(encoder, &sources, staging).await

@@ -61,7 +61,7 @@ struct OneShot<'a> {
 impl<'a> OneShot<'a> {
     fn new(ctx: &GpuContext) -> Self {
         OneShot {
-            g: Graph::new(ctx),
+            g: Graph::new(ctx, 1),
             inputs: Vec::new(),
         }
     }

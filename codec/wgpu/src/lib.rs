@@ -37,5 +37,5 @@ mod uniforms;
 
 pub use context::GpuContext;
 pub use error::{GpuError, Result};
-pub use model::GpuModel;
+pub use model::{DEFAULT_BATCH_BYTES, GpuModel};
 pub use shaders::shader_names;

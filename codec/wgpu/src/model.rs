@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 
 use hvq_spec::graph::{self, Data, ModelGraph, Node, Op, Output, ParamId, Program, Value};
@@ -33,19 +34,28 @@ struct DeviceWeights {
 /// Which graph a cached plan runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum PlanKey {
-    /// The encoder on a padded `height × width` image, computing `wanted`.
+    /// The encoder on `batch` padded `height × width` images, computing `wanted`.
     Encode {
+        batch: usize,
         height: usize,
         width: usize,
         wanted: Vec<Value>,
     },
-    /// Decoder of `level` for a `height × width` grid.
+    /// Decoder of `level` for `batch` grids of `height × width`.
     Decode {
+        batch: usize,
         level: usize,
         height: usize,
         width: usize,
     },
 }
+
+/// Plans kept for reuse, most recently used last. Each holds its activation buffers, so a
+/// caller that feeds many image sizes (a folder of photos) must not keep one per size forever.
+const MAX_CACHED_PLANS: usize = 6;
+
+/// The default cap on one batch's widest activation (see [`GpuModel::with_batch_bytes`]).
+pub const DEFAULT_BATCH_BYTES: u64 = 512 << 20;
 
 /// A built graph with its input and output tensors.
 struct Plan {
@@ -58,8 +68,10 @@ struct Plan {
 /// A model whose weights live on a wgpu device.
 ///
 /// Mirrors the CPU model: [`GpuModel::encode_latents`], [`GpuModel::encode`] and
-/// [`GpuModel::decode`]. Graphs (buffers, bind groups) are built on the first call for an
-/// input shape and replayed on later calls of the same shape.
+/// [`GpuModel::decode`]; [`GpuModel::encode_batch`] and [`GpuModel::decode_batch`] run many
+/// images of one size in the same dispatches, which is what keeps a large GPU busy. Graphs
+/// (buffers, bind groups) are built on the first call for an input shape and batch size and
+/// replayed on later calls of the same shape (the last few shapes are kept).
 pub struct GpuModel {
     ctx: GpuContext,
     config: ModelConfig,
@@ -67,7 +79,9 @@ pub struct GpuModel {
     /// convolution before them, GroupNorms into the convolution after them.
     graph: ModelGraph,
     weights: DeviceWeights,
-    plans: Mutex<HashMap<PlanKey, Plan>>,
+    plans: Mutex<Vec<(PlanKey, Plan)>>,
+    /// Most bytes one run's widest activation may take: bounds a batch's device memory.
+    batch_bytes: u64,
 }
 
 impl std::fmt::Debug for GpuModel {
@@ -97,8 +111,27 @@ impl GpuModel {
             config,
             graph,
             weights: dev,
-            plans: Mutex::new(HashMap::new()),
+            plans: Mutex::new(Vec::new()),
+            batch_bytes: DEFAULT_BATCH_BYTES,
         })
+    }
+
+    /// Caps the device memory of one batch: [`GpuModel::encode_batch`] and
+    /// [`GpuModel::decode_batch`] split their images into runs whose widest activation (the
+    /// first ResBlock's, `channels × height × width` f32 per image) stays under `bytes`, and
+    /// under the device's buffer limit. A run always holds at least one image.
+    #[must_use]
+    pub fn with_batch_bytes(mut self, bytes: u64) -> Self {
+        self.batch_bytes = bytes;
+        self
+    }
+
+    /// How many `height × width` images one run takes (see [`GpuModel::with_batch_bytes`]).
+    pub fn batch_capacity(&self, height: usize, width: usize) -> usize {
+        let per_image = self.widest_bytes(height, width).max(1);
+        let limit = self.ctx.buffer_limit().min(self.batch_bytes);
+        // At most 65535 images: one dispatch dimension.
+        (limit / per_image).clamp(1, 65_535) as usize
     }
 
     /// The model's configuration.
@@ -117,6 +150,7 @@ impl GpuModel {
         self.check_image(image)?;
         let wanted = self.encoder_outputs((0..self.config.levels).map(Output::Latent));
         let key = PlanKey::Encode {
+            batch: 1,
             height: image.height,
             width: image.width,
             wanted,
@@ -138,25 +172,53 @@ impl GpuModel {
     /// [`GpuError::Input`] for a level the model lacks; otherwise as
     /// [`GpuModel::encode_latents`].
     pub async fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>> {
+        let mut out = self.encode_batch(std::slice::from_ref(image), levels).await?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// [`GpuModel::encode`] of every image of `images`, which must all have the same size: one
+    /// `Vec` of grids per image, in order. The images run together, as many per run as
+    /// [`GpuModel::batch_capacity`] allows; each image's tokens are exactly the ones
+    /// [`GpuModel::encode`] gives it alone (every kernel treats the images independently and
+    /// in the same arithmetic order).
+    ///
+    /// # Errors
+    /// [`GpuError::BadInput`] when the images differ in size; otherwise as
+    /// [`GpuModel::encode`], for the first image that fails.
+    pub async fn encode_batch(
+        &self,
+        images: &[FeatureMap],
+        levels: &[usize],
+    ) -> Result<Vec<Vec<TokenGrid>>> {
         self.config.check_levels(levels)?;
-        self.check_image(image)?;
-        if levels.is_empty() {
+        for image in images {
+            self.check_image(image)?;
+        }
+        let Some(first) = images.first() else {
             return Ok(Vec::new());
+        };
+        same_size("encode_batch", images.iter().map(|m| (m.height, m.width)))?;
+        if levels.is_empty() {
+            return Ok(vec![Vec::new(); images.len()]);
         }
         let wanted = self.encoder_outputs(levels.iter().map(|&l| Output::Tokens(l)));
-        let key = PlanKey::Encode {
-            height: image.height,
-            width: image.width,
-            wanted,
-        };
-        let out = self
-            .run_cached(key, bytemuck::cast_slice(&image.data))
-            .await?;
-        Ok(levels
-            .iter()
-            .zip(out)
-            .map(|(&level, (t, bytes))| to_grid(level, t, &bytes))
-            .collect())
+        let capacity = self.batch_capacity(first.height, first.width);
+        self.in_runs(images, capacity, |run| {
+            let key = PlanKey::Encode {
+                batch: run.len(),
+                height: first.height,
+                width: first.width,
+                wanted: wanted.clone(),
+            };
+            let input: Vec<f32> = run.iter().flat_map(|m| m.data.iter().copied()).collect();
+            async move {
+                let out = self.run_cached(key, bytemuck::cast_slice(&input)).await?;
+                Ok(split_images(run.len(), &out, |output, t, bytes| {
+                    to_grid(levels[output], t, bytes)
+                }))
+            }
+        })
+        .await
     }
 
     /// The image (RGB in `[0, 1]`, `stride(level)` times the grid size) that `grid`'s
@@ -166,17 +228,69 @@ impl GpuModel {
     /// [`GpuError::Input`] for a level the model lacks, a grid whose token count is not
     /// `height × width` or is empty, or a token outside the codebook; limits, device errors.
     pub async fn decode(&self, grid: &TokenGrid) -> Result<FeatureMap> {
-        self.config.check_grid(grid)?;
-        let key = PlanKey::Decode {
-            level: grid.level,
-            height: grid.height,
-            width: grid.width,
+        let mut out = self.decode_batch(std::slice::from_ref(grid)).await?;
+        out.pop().ok_or(GpuError::ReadbackCancelled)
+    }
+
+    /// [`GpuModel::decode`] of every grid of `grids`, which must share their level and size:
+    /// one image per grid, in order, each exactly what [`GpuModel::decode`] gives it alone.
+    /// Runs are sized as in [`GpuModel::encode_batch`].
+    ///
+    /// # Errors
+    /// [`GpuError::BadInput`] when the grids differ in level or size; otherwise as
+    /// [`GpuModel::decode`].
+    pub async fn decode_batch(&self, grids: &[TokenGrid]) -> Result<Vec<FeatureMap>> {
+        for grid in grids {
+            self.config.check_grid(grid)?;
+        }
+        let Some(first) = grids.first() else {
+            return Ok(Vec::new());
         };
-        let mut out = self
-            .run_cached(key, bytemuck::cast_slice(&grid.tokens))
-            .await?;
-        let (t, bytes) = out.pop().ok_or(GpuError::ReadbackCancelled)?;
-        Ok(to_map(t, &bytes))
+        same_size("decode_batch", grids.iter().map(|g| (g.height, g.width)))?;
+        if grids.iter().any(|g| g.level != first.level) {
+            return Err(GpuError::BadInput {
+                op: "decode_batch",
+                reason: "grids of different levels".into(),
+            });
+        }
+        let stride = self.config.level_stride(first.level);
+        let capacity = self.batch_capacity(first.height * stride, first.width * stride);
+        self.in_runs(grids, capacity, |run| {
+            let key = PlanKey::Decode {
+                batch: run.len(),
+                level: first.level,
+                height: first.height,
+                width: first.width,
+            };
+            let input: Vec<u32> = run.iter().flat_map(|g| g.tokens.iter().copied()).collect();
+            async move {
+                let out = self.run_cached(key, bytemuck::cast_slice(&input)).await?;
+                split_images(run.len(), &out, |_, t, bytes| to_map(t, bytes))
+                    .into_iter()
+                    .map(|mut maps| maps.pop().ok_or(GpuError::ReadbackCancelled))
+                    .collect()
+            }
+        })
+        .await
+    }
+
+    /// Runs `items` in runs of at most `capacity`, one after another, concatenating the
+    /// results of `run_one` in order.
+    async fn in_runs<'a, T, R, F, Fut>(
+        &'a self,
+        items: &'a [T],
+        capacity: usize,
+        mut run_one: F,
+    ) -> Result<Vec<R>>
+    where
+        F: FnMut(&'a [T]) -> Fut,
+        Fut: Future<Output = Result<Vec<R>>> + 'a,
+    {
+        let mut out = Vec::with_capacity(items.len());
+        for run in items.chunks(capacity.max(1)) {
+            out.extend(run_one(run).await?);
+        }
+        Ok(out)
     }
 
     /// Runs any program of this model's graph (e.g. one without the backend's fusions, from
@@ -194,7 +308,7 @@ impl GpuModel {
     ) -> Result<Vec<Data>> {
         let shapes: Vec<(Value, (usize, usize, usize))> =
             given.iter().map(|(v, d)| (*v, data_shape(d))).collect();
-        let mut plan = self.lower_checked(program, &shapes, wanted).await?;
+        let mut plan = self.lower_checked(program, 1, &shapes, wanted).await?;
         let uploads: Vec<(Tensor, &[u8])> = plan
             .inputs
             .iter()
@@ -232,16 +346,25 @@ impl GpuModel {
     /// The shared input checks, plus this device's buffer limit.
     fn check_image(&self, image: &FeatureMap) -> Result<()> {
         self.config.check_image(image)?;
-        // The widest activation is the first ResBlock's at full resolution.
         self.ctx
-            .check_buffer_size((self.config.channels * image.plane()) as u64 * 4)
+            .check_buffer_size(self.widest_bytes(image.height, image.width))
     }
 
-    /// Runs the plan for `key` (building it on first use) with `input` uploaded.
+    /// Bytes of one image's widest activation: the first ResBlock's, at full resolution.
+    fn widest_bytes(&self, height: usize, width: usize) -> u64 {
+        (self.config.channels * height * width) as u64 * 4
+    }
+
+    /// Runs the plan for `key` (building it on first use) with `input` (the whole batch)
+    /// uploaded; each output's bytes hold the whole batch.
     async fn run_cached(&self, key: PlanKey, input: &[u8]) -> Result<Vec<(Tensor, Vec<u8>)>> {
         // Taking the plan out of the cache while it runs keeps two concurrent calls of the
         // same shape from sharing buffers: the second builds its own.
-        let taken = self.lock_plans().remove(&key);
+        let taken = {
+            let mut plans = self.lock_plans();
+            let at = plans.iter().position(|(k, _)| *k == key);
+            at.map(|i| plans.remove(i).1)
+        };
         let mut plan = match taken {
             Some(plan) => plan,
             None => self.build(&key).await?,
@@ -251,11 +374,16 @@ impl GpuModel {
             .run(&[(plan.inputs[0], input)], &plan.outputs)
             .await;
         let outputs = plan.outputs.clone();
-        self.lock_plans().insert(key, plan);
+        let mut plans = self.lock_plans();
+        plans.push((key, plan));
+        if plans.len() > MAX_CACHED_PLANS {
+            plans.remove(0);
+        }
+        drop(plans);
         Ok(outputs.into_iter().zip(result?).collect())
     }
 
-    fn lock_plans(&self) -> std::sync::MutexGuard<'_, HashMap<PlanKey, Plan>> {
+    fn lock_plans(&self) -> std::sync::MutexGuard<'_, Vec<(PlanKey, Plan)>> {
         // Entries are inserted and removed whole; a panic elsewhere cannot leave one half-made.
         self.plans.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -263,22 +391,26 @@ impl GpuModel {
     async fn build(&self, key: &PlanKey) -> Result<Plan> {
         match key {
             PlanKey::Encode {
+                batch,
                 height,
                 width,
                 wanted,
             } => {
                 let e = &self.graph.encoder;
                 let image = (self.config.in_channels, *height, *width);
-                self.lower_checked(e, &[(e.input, image)], wanted).await
+                self.lower_checked(e, *batch, &[(e.input, image)], wanted)
+                    .await
             }
             PlanKey::Decode {
+                batch,
                 level,
                 height,
                 width,
             } => {
                 let d = &self.graph.decoders[*level];
                 let image = d.output(Output::Image).expect("decoders name their image");
-                self.lower_checked(d, &[(d.input, (1, *height, *width))], &[image])
+                let grid = (1, *height, *width);
+                self.lower_checked(d, *batch, &[(d.input, grid)], &[image])
                     .await
             }
         }
@@ -289,6 +421,7 @@ impl GpuModel {
     async fn lower_checked(
         &self,
         program: &Program,
+        batch: usize,
         given: &[(Value, (usize, usize, usize))],
         wanted: &[Value],
     ) -> Result<Plan> {
@@ -296,7 +429,7 @@ impl GpuModel {
             .ctx
             .device()
             .push_error_scope(wgpu::ErrorFilter::Validation);
-        let built = self.lower(program, given, wanted);
+        let built = self.lower(program, batch, given, wanted);
         if let Some(source) = scope.pop().await {
             return Err(GpuError::Device {
                 during: "building kernels",
@@ -306,15 +439,17 @@ impl GpuModel {
         built
     }
 
-    /// Lowers the nodes of `program` that `wanted` needs to kernels, one node after another,
-    /// returning each buffer to the free list after the value's last reader.
+    /// Lowers the nodes of `program` that `wanted` needs to kernels for batches of `batch`
+    /// images, one node after another, returning each buffer to the free list after the
+    /// value's last reader.
     fn lower(
         &self,
         program: &Program,
+        batch: usize,
         given: &[(Value, (usize, usize, usize))],
         wanted: &[Value],
     ) -> Result<Plan> {
-        let mut g = Graph::new(&self.ctx);
+        let mut g = Graph::new(&self.ctx, batch);
         let mut values: Vec<Option<Tensor>> = vec![None; program.nodes.len()];
         let mut inputs = Vec::with_capacity(given.len());
         for &(v, (c, h, w)) in given {
@@ -467,6 +602,35 @@ fn missing(program: &Program, v: Value) -> GpuError {
             program.node(v).op
         ),
     }
+}
+
+/// Fails unless every item has the same `(height, width)`.
+fn same_size(op: &'static str, mut sizes: impl Iterator<Item = (usize, usize)>) -> Result<()> {
+    let first = sizes.next();
+    match sizes.find(|s| Some(*s) != first) {
+        Some(_) => Err(GpuError::BadInput {
+            op,
+            reason: "items of different sizes (run each size on its own)".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Splits each output (a whole batch of `batch` images) into its images: per image, one
+/// `make(output index, tensor, that image's bytes)` per output, in output order.
+fn split_images<R>(
+    batch: usize,
+    outputs: &[(Tensor, Vec<u8>)],
+    mut make: impl FnMut(usize, Tensor, &[u8]) -> R,
+) -> Vec<Vec<R>> {
+    let mut per_image: Vec<Vec<R>> = (0..batch).map(|_| Vec::new()).collect();
+    for (output, (t, bytes)) in outputs.iter().enumerate() {
+        let each = (t.len() * 4).max(1);
+        for (image, chunk) in bytes.chunks_exact(each).take(batch).enumerate() {
+            per_image[image].push(make(output, *t, chunk));
+        }
+    }
+    per_image
 }
 
 fn data_shape(input: &Data) -> (usize, usize, usize) {

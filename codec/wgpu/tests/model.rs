@@ -169,3 +169,93 @@ fn bad_inputs_are_typed_errors() {
         Err(GpuError::Input(_) | GpuError::LimitExceeded { .. })
     ));
 }
+
+/// Every image of a batch gets exactly the tokens and pixels it gets alone, for every strategy
+/// (so every kernel, attention included, keeps the images apart), with runs split by the
+/// batch-memory cap as well as whole.
+#[test]
+fn batches_give_each_image_exactly_what_it_gets_alone() {
+    let Some(ctx) = context() else { return };
+    for strategy in [Strategy::Pooling, Strategy::Sampling] {
+        let cfg = ModelConfig {
+            strategy,
+            ..ModelConfig::tiny()
+        };
+        let weights = random_weights(&cfg, 21).unwrap();
+        let whole = GpuModel::new(&ctx, &weights).unwrap();
+        // The documented rule: one image's widest activation is channels × height × width f32.
+        let per_image = (cfg.channels * 16 * 24 * 4) as u64;
+        // Runs of two images, then one: the split must not show in the results either.
+        let split = GpuModel::new(&ctx, &weights)
+            .unwrap()
+            .with_batch_bytes(2 * per_image);
+        assert_eq!(split.batch_capacity(16, 24), 2);
+        let mut rng = Rng::new(22);
+        let images: Vec<FeatureMap> = (0..3).map(|_| rng.image(16, 24)).collect();
+        let levels: Vec<usize> = (0..cfg.levels).collect();
+        let alone: Vec<Vec<TokenGrid>> = images
+            .iter()
+            .map(|im| block_on(whole.encode(im, &levels)).unwrap())
+            .collect();
+        assert_ne!(alone[0], alone[1], "distinct images should give distinct tokens");
+        assert_eq!(block_on(whole.encode_batch(&images, &levels)).unwrap(), alone);
+        assert_eq!(block_on(split.encode_batch(&images, &levels)).unwrap(), alone);
+        // One level only, coarsest first in the request: the order asked is kept per image.
+        let coarse = block_on(whole.encode_batch(&images, &[2, 0])).unwrap();
+        for (got, want) in coarse.iter().zip(&alone) {
+            assert_eq!(got, &vec![want[2].clone(), want[0].clone()]);
+        }
+        for level in levels {
+            let grids: Vec<TokenGrid> = alone.iter().map(|g| g[level].clone()).collect();
+            let want: Vec<FeatureMap> = grids
+                .iter()
+                .map(|g| block_on(whole.decode(g)).unwrap())
+                .collect();
+            assert_eq!(block_on(whole.decode_batch(&grids)).unwrap(), want);
+            assert_eq!(block_on(split.decode_batch(&grids)).unwrap(), want);
+        }
+    }
+}
+
+#[test]
+fn batches_of_mixed_sizes_or_levels_are_refused() {
+    let Some(ctx) = context() else { return };
+    let weights = random_weights(&ModelConfig::tiny(), 3).unwrap();
+    let gpu = GpuModel::new(&ctx, &weights).unwrap();
+    let mut rng = Rng::new(5);
+    let mixed = [rng.image(16, 16), rng.image(16, 24)];
+    assert!(matches!(
+        block_on(gpu.encode_batch(&mixed, &[0])),
+        Err(GpuError::BadInput {
+            op: "encode_batch",
+            ..
+        })
+    ));
+    // A bad image anywhere in the batch is reported as for a single image.
+    let bad = [rng.image(16, 16), FeatureMap::zeros(1, 16, 16)];
+    assert!(matches!(
+        block_on(gpu.encode_batch(&bad, &[0])),
+        Err(GpuError::Input(InputError::WrongChannels { got: 1, .. }))
+    ));
+    assert_eq!(block_on(gpu.encode_batch(&[], &[0])).unwrap(), Vec::<Vec<TokenGrid>>::new());
+    let grid = |level, side: usize| TokenGrid {
+        level,
+        height: side,
+        width: side,
+        tokens: vec![1; side * side],
+    };
+    assert!(matches!(
+        block_on(gpu.decode_batch(&[grid(0, 2), grid(1, 2)])),
+        Err(GpuError::BadInput {
+            op: "decode_batch",
+            ..
+        })
+    ));
+    assert!(matches!(
+        block_on(gpu.decode_batch(&[grid(0, 2), grid(0, 3)])),
+        Err(GpuError::BadInput {
+            op: "decode_batch",
+            ..
+        })
+    ));
+}

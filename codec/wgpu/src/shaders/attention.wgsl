@@ -22,6 +22,9 @@ const KB: u32 = 16u;
 const CB: u32 = 64u;
 
 var<workgroup> tile: array<f32, 1024>; // [CB][KB]
+// Where this workgroup's image starts in qkv and in out.
+var<private> qb: u32;
+var<private> ob: u32;
 
 // Stages channels c0..c0+CB of keys kb..kb+KB of map `which` (1 = k, 2 = v), zero-filled past the ends.
 fn stage(li: u32, which: u32, c0: u32, kb: u32) {
@@ -32,21 +35,24 @@ fn stage(li: u32, which: u32, c0: u32, kb: u32) {
         let cc = e / KB;
         var v = 0.0;
         if c0 + cc < P.channels && kb + j < n {
-            v = qkv[(which * P.channels + c0 + cc) * n + kb + j];
+            v = qkv[qb + (which * P.channels + c0 + cc) * n + kb + j];
         }
         tile[cc * KB + j] = v;
     }
 }
 
+// Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let n = P.positions;
     let c = P.channels;
     let i = wg.x * QB + li;
     let valid = i < n;
+    qb = wg.z * 3u * c * n;
+    ob = wg.z * c * n;
     if valid {
         for (var ch = 0u; ch < c; ch++) {
-            out[ch * n + i] = 0.0;
+            out[ob + ch * n + i] = 0.0;
         }
     }
     var m = -3.0e38;
@@ -58,7 +64,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             workgroupBarrier();
             if valid {
                 for (var cc = 0u; cc < min(CB, c - c0); cc++) {
-                    let q = qkv[(c0 + cc) * n + i];
+                    let q = qkv[qb + (c0 + cc) * n + i];
                     for (var j = 0u; j < KB; j++) {
                         s[j] = fma(q, tile[cc * KB + j], s[j]);
                     }
@@ -89,11 +95,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             workgroupBarrier();
             if valid {
                 for (var cc = 0u; cc < min(CB, c - c0); cc++) {
-                    var acc = out[(c0 + cc) * n + i] * correction;
+                    var acc = out[ob + (c0 + cc) * n + i] * correction;
                     for (var j = 0u; j < KB; j++) {
                         acc = fma(s[j], tile[cc * KB + j], acc);
                     }
-                    out[(c0 + cc) * n + i] = acc;
+                    out[ob + (c0 + cc) * n + i] = acc;
                 }
             }
             workgroupBarrier();
@@ -101,7 +107,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     if valid {
         for (var ch = 0u; ch < c; ch++) {
-            out[ch * n + i] = out[ch * n + i] / l;
+            out[ob + ch * n + i] = out[ob + ch * n + i] / l;
         }
     }
 }

@@ -16,6 +16,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> coef: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -24,9 +25,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     let c = i / P.plane;
-    var v = fma(x[i], coef[c], coef[P.channels + c]);
+    let at = wg.z * P.channels * P.plane + i;
+    var v = fma(x[at], coef[c], coef[P.channels + c]);
     if CLAMP {
         v = clamp(v, 0.0, 1.0);
     }
-    out[i] = v;
+    out[at] = v;
 }

@@ -14,6 +14,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> codebook: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -23,6 +24,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let d = i / P.positions;
     let pos = i % P.positions;
-    let t = min(tokens[pos], P.entries - 1u);
-    out[i] = codebook[t * P.dim + d];
+    let t = min(tokens[wg.z * P.positions + pos], P.entries - 1u);
+    out[wg.z * P.dim * P.positions + i] = codebook[t * P.dim + d];
 }

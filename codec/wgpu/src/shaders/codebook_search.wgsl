@@ -32,13 +32,14 @@ fn entry(e: u32, d: u32) -> f32 {
     return 0.0;
 }
 
-fn load_p(i: vec4<u32>, d: u32) -> vec4<f32> {
+// `pb`: where this image's map starts.
+fn load_p(pb: u32, i: vec4<u32>, d: u32) -> vec4<f32> {
     let n = P.positions;
     var v = vec4<f32>(0.0);
-    if i.x < n { v.x = p[d * n + i.x]; }
-    if i.y < n { v.y = p[d * n + i.y]; }
-    if i.z < n { v.z = p[d * n + i.z]; }
-    if i.w < n { v.w = p[d * n + i.w]; }
+    if i.x < n { v.x = p[pb + d * n + i.x]; }
+    if i.y < n { v.y = p[pb + d * n + i.y]; }
+    if i.z < n { v.z = p[pb + d * n + i.z]; }
+    if i.w < n { v.w = p[pb + d * n + i.w]; }
     return v;
 }
 
@@ -55,11 +56,13 @@ fn sq(v: vec4<f32>) -> vec4<f32> {
     return v * v;
 }
 
+// Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
     let base = ((wg.y * nwg.x + wg.x) * WG + li) * 4u;
     let pos = vec4<u32>(base, base + 1u, base + 2u, base + 3u);
+    let pb = wg.z * P.dim * P.positions;
     var best = vec4<f32>(3.4e38);
     var arg = vec4<u32>(0u);
     for (var e0 = 0u; e0 < P.entries; e0 += 16u) {
@@ -78,7 +81,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
             workgroupBarrier();
             for (var dd = 0u; dd < min(DB, P.dim - c0); dd++) {
-                let x = load_p(pos, c0 + dd);
+                let x = load_p(pb, pos, c0 + dd);
                 let t0 = tile[dd * 4u];
                 let t1 = tile[dd * 4u + 1u];
                 let t2 = tile[dd * 4u + 2u];
@@ -100,8 +103,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         pick(&best, &arg, dev, e0 + 14u); pick(&best, &arg, dfv, e0 + 15u);
     }
     let n = P.positions;
-    if pos.x < n { tokens[pos.x] = arg.x; }
-    if pos.y < n { tokens[pos.y] = arg.y; }
-    if pos.z < n { tokens[pos.z] = arg.z; }
-    if pos.w < n { tokens[pos.w] = arg.w; }
+    let tb = wg.z * n;
+    if pos.x < n { tokens[tb + pos.x] = arg.x; }
+    if pos.y < n { tokens[tb + pos.y] = arg.y; }
+    if pos.z < n { tokens[tb + pos.z] = arg.z; }
+    if pos.w < n { tokens[tb + pos.w] = arg.w; }
 }

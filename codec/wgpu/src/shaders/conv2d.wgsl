@@ -14,6 +14,8 @@
 //   RESIDUAL  adds `residual[co, p]` to the result (ResBlock skip, attention residual).
 // Padding is given per side (top/left) so "same" padding and the encoder's asymmetric
 // right/bottom down-sampling pad are the same kernel: anything outside the input reads as zero.
+// Batches: workgroup z is the image; every image's input, output, residual and GroupNorm
+// coefficients are consecutive blocks of their buffers, so a batch of one is the plain case.
 
 override KS: u32 = 3u;
 override NORM: u32 = 0u;
@@ -49,7 +51,8 @@ const TK: u32 = 32u;
 var<workgroup> a_tile: array<vec4<f32>, 512>; // [TK][16] groups of 4 output channels
 var<workgroup> b_tile: array<vec4<f32>, 512>; // [TK][16] groups of 4 output pixels
 
-fn load_input(ci: u32, iy: i32, ix: i32, h: i32, wd: i32) -> f32 {
+// `xb`, `nb`: where this image's input and norm coefficients start.
+fn load_input(xb: u32, nb: u32, ci: u32, iy: i32, ix: i32, h: i32, wd: i32) -> f32 {
     if iy < 0 || ix < 0 || iy >= h || ix >= wd {
         return 0.0;
     }
@@ -59,9 +62,9 @@ fn load_input(ci: u32, iy: i32, ix: i32, h: i32, wd: i32) -> f32 {
         y = y / 2u;
         xx = xx / 2u;
     }
-    var v = x[(ci * P.h_in + y) * P.w_in + xx];
+    var v = x[xb + (ci * P.h_in + y) * P.w_in + xx];
     if NORM > 0u {
-        v = fma(v - norm[ci], norm[P.cin + ci], norm[2u * P.cin + ci]);
+        v = fma(v - norm[nb + ci], norm[nb + P.cin + ci], norm[nb + 2u * P.cin + ci]);
         if NORM == 2u {
             v = v / (1.0 + exp(-v));
         }
@@ -80,6 +83,9 @@ fn main(
     let kdim = P.cin * taps;
     let m0 = wg.y * 64u;
     let n0 = wg.x * 64u;
+    let xb = wg.z * P.cin * P.h_in * P.w_in;
+    let nb = wg.z * 3u * P.cin;
+    let ob = wg.z * P.cout * n_pix;
     var h = i32(P.h_in);
     var wd = i32(P.w_in);
     if UPSAMPLE {
@@ -138,10 +144,10 @@ fn main(
                 let tap = k % taps;
                 let iy = oy4 + vec4<i32>(i32(tap / KS));
                 let ix = ox4 + vec4<i32>(i32(tap % KS));
-                if p_ok.x { b.x = load_input(ci, iy.x, ix.x, h, wd); }
-                if p_ok.y { b.y = load_input(ci, iy.y, ix.y, h, wd); }
-                if p_ok.z { b.z = load_input(ci, iy.z, ix.z, h, wd); }
-                if p_ok.w { b.w = load_input(ci, iy.w, ix.w, h, wd); }
+                if p_ok.x { b.x = load_input(xb, nb, ci, iy.x, ix.x, h, wd); }
+                if p_ok.y { b.y = load_input(xb, nb, ci, iy.y, ix.y, h, wd); }
+                if p_ok.z { b.z = load_input(xb, nb, ci, iy.z, ix.z, h, wd); }
+                if p_ok.w { b.w = load_input(xb, nb, ci, iy.w, ix.w, h, wd); }
             }
             b_tile[kk * 16u + q_b] = b;
         }
@@ -164,18 +170,19 @@ fn main(
     }
     let p0 = n0 + 8u * lid.x;
     let co0 = m0 + 8u * lid.y;
-    store(co0, p0, c0p0, c0p1, n_pix);
-    store(co0 + 1u, p0, c1p0, c1p1, n_pix);
-    store(co0 + 2u, p0, c2p0, c2p1, n_pix);
-    store(co0 + 3u, p0, c3p0, c3p1, n_pix);
-    store(co0 + 4u, p0, c4p0, c4p1, n_pix);
-    store(co0 + 5u, p0, c5p0, c5p1, n_pix);
-    store(co0 + 6u, p0, c6p0, c6p1, n_pix);
-    store(co0 + 7u, p0, c7p0, c7p1, n_pix);
+    store(co0, p0, c0p0, c0p1, n_pix, ob);
+    store(co0 + 1u, p0, c1p0, c1p1, n_pix, ob);
+    store(co0 + 2u, p0, c2p0, c2p1, n_pix, ob);
+    store(co0 + 3u, p0, c3p0, c3p1, n_pix, ob);
+    store(co0 + 4u, p0, c4p0, c4p1, n_pix, ob);
+    store(co0 + 5u, p0, c5p0, c5p1, n_pix, ob);
+    store(co0 + 6u, p0, c6p0, c6p1, n_pix, ob);
+    store(co0 + 7u, p0, c7p0, c7p1, n_pix, ob);
 }
 
-// Writes output channel `co` at pixels p0 .. p0 + 7 (bias, optional residual).
-fn store(co: u32, p0: u32, lo: vec4<f32>, hi: vec4<f32>, n_pix: u32) {
+// Writes output channel `co` at pixels p0 .. p0 + 7 (bias, optional residual) of the image
+// whose output starts at `ob`.
+fn store(co: u32, p0: u32, lo: vec4<f32>, hi: vec4<f32>, n_pix: u32, ob: u32) {
     if co >= P.cout {
         return;
     }
@@ -190,9 +197,9 @@ fn store(co: u32, p0: u32, lo: vec4<f32>, hi: vec4<f32>, n_pix: u32) {
                 v += hi[j - 4u];
             }
             if RESIDUAL {
-                v += residual[co * n_pix + p];
+                v += residual[ob + co * n_pix + p];
             }
-            out[co * n_pix + p] = v;
+            out[ob + co * n_pix + p] = v;
         }
     }
 }

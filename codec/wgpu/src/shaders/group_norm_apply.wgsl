@@ -17,6 +17,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> norm: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -25,10 +26,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if i >= P.channels * P.plane {
         return;
     }
-    let c = i / P.plane;
-    var v = fma(x[i] - norm[c], norm[P.channels + c], norm[2u * P.channels + c]);
+    let at = wg.z * P.channels * P.plane + i;
+    let c = wg.z * 3u * P.channels + i / P.plane;
+    var v = fma(x[at] - norm[c], norm[P.channels + c], norm[2u * P.channels + c]);
     if SWISH {
         v = v / (1.0 + exp(-v));
     }
-    out[i] = v;
+    out[at] = v;
 }

@@ -36,9 +36,10 @@ fn reduce_sum(li: u32, value: f32) -> f32 {
     return total;
 }
 
+// Batches: workgroup x is the group, z the image; images are consecutive blocks of x and norm.
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let base = wg.x * P.count;
+    let base = (wg.z * P.channels / P.channels_per_group + wg.x) * P.count;
     var s = 0.0;
     for (var i = li; i < P.count; i += WG) {
         s += x[base + i];
@@ -52,8 +53,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let rstd = 1.0 / sqrt(reduce_sum(li, q) / f32(P.count) + P.eps);
     for (var j = li; j < P.channels_per_group; j += WG) {
         let c = wg.x * P.channels_per_group + j;
-        norm[c] = mean;
-        norm[P.channels + c] = affine[c] * rstd;
-        norm[2u * P.channels + c] = affine[P.channels + c];
+        let nb = wg.z * 3u * P.channels;
+        norm[nb + c] = mean;
+        norm[nb + P.channels + c] = affine[c] * rstd;
+        norm[nb + 2u * P.channels + c] = affine[P.channels + c];
     }
 }

@@ -21,6 +21,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
+// Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -32,7 +33,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let c = i / plane_out;
     let oy = (i % plane_out) / P.w_out;
     let ox = i % P.w_out;
-    let base = c * P.h_in * P.w_in;
+    let base = (wg.z * P.channels + c) * P.h_in * P.w_in;
     var v = 0.0;
     if MODE == 0u {
         let r0 = base + 2u * oy * P.w_in + 2u * ox;
@@ -43,5 +44,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     } else {
         v = x[base + (oy / 2u) * P.w_in + ox / 2u];
     }
-    out[i] = v;
+    out[wg.z * P.channels * plane_out + i] = v;
 }
