@@ -1,12 +1,12 @@
-//! The training data pipeline: an image folder, its fixed validation split, and a
-//! deterministic, prefetching batch loader.
+//! The training data pipeline: an image folder (or a folder of packed shards, see
+//! [`crate::shards`]), its fixed validation split, and a deterministic, prefetching batch loader.
 //!
 //! ```no_run
-//! use hvq_train::data::{DataConfig, Dataset, Loader};
+//! use hvq_train::data::{DataConfig, Dataset, Loader, LoaderOptions};
 //! # fn main() -> Result<(), hvq_train::TrainError> {
 //! let cfg = DataConfig::default();
 //! let ds = Dataset::open("../shared/data/imagenet-sample".as_ref(), &cfg)?;
-//! let loader = Loader::new(ds.train().to_vec(), 8, cfg.image_size, 42, 0, cfg.workers, cfg.prefetch)?;
+//! let loader = Loader::start(ds.train().to_vec(), &LoaderOptions::new(8, cfg.image_size, 42))?;
 //! for batch in loader.take(2) {
 //!     let batch = batch?;
 //!     assert_eq!(batch.images.size(), [8, 3, 256, 256]);
@@ -16,7 +16,10 @@
 //!
 //! Determinism: batch `k` of a loader (which files, which crop, which flip) is a pure function
 //! of `(seed, k)` and the file list, whatever the number of workers, so a run resumed at step
-//! `k` sees exactly the data an uninterrupted run would have seen.
+//! `k` sees exactly the data an uninterrupted run would have seen. A loader can make only one
+//! rank's slice of every batch ([`LoaderSlice`]); the slices of all ranks, in rank order, are the
+//! whole batch byte for byte. A shard folder packed from an image folder gives the same batches
+//! as the folder itself.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -73,13 +76,72 @@ impl Default for DataConfig {
     }
 }
 
-/// An image folder split into a training set and a fixed validation set.
+/// Where one image's encoded bytes are: a file, or a byte range of a packed shard.
+///
+/// Both decode the same way ([`ImageRef::decode_rgb8`]): the format is guessed from the content
+/// (the extension only as a fallback), through the `image` crate's default limits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ImageRef {
+    /// An image file.
+    File(PathBuf),
+    /// A member of a packed shard folder ([`crate::shards`]).
+    Packed(crate::shards::Member),
+}
+
+impl From<PathBuf> for ImageRef {
+    fn from(path: PathBuf) -> Self {
+        ImageRef::File(path)
+    }
+}
+
+impl ImageRef {
+    /// The file, or for a packed member `SHARD_DIR/<member name>` (a name, not a file: the
+    /// path the image had below the folder it was packed from, under the shard folder). Used in
+    /// messages and, relative to the data folder, for the validation split.
+    pub fn path(&self) -> &Path {
+        match self {
+            ImageRef::File(p) => p,
+            ImageRef::Packed(m) => m.path(),
+        }
+    }
+
+    /// Decodes the image to RGB8.
+    ///
+    /// Errors: [`TrainError::Io`] when it cannot be read, [`TrainError::ImageDecode`] when it is
+    /// not a decodable image, [`TrainError::ShardDamaged`] when a packed member's bytes do not
+    /// match the index.
+    pub fn decode_rgb8(&self) -> Result<RgbImage, TrainError> {
+        match self {
+            ImageRef::File(p) => decode_rgb8(p),
+            ImageRef::Packed(m) => decode_bytes(m.path(), m.read()?),
+        }
+    }
+
+    /// The whole image as an f32 tensor `[3, H, W]` in [0, 1] (as [`load_image_f32`]).
+    ///
+    /// Errors: as [`ImageRef::decode_rgb8`].
+    pub fn load_f32(&self) -> Result<Tensor, TrainError> {
+        Ok(to_tensor(&self.decode_rgb8()?))
+    }
+
+    /// The evaluation centre crop of [`load_center_crop`].
+    ///
+    /// Errors: as [`ImageRef::decode_rgb8`]; [`TrainError::BadConfig`] for `size == 0`.
+    pub fn load_center_crop(&self, size: u32) -> Result<Tensor, TrainError> {
+        check_crop_size(size)?;
+        Ok(to_tensor(&center_crop(&self.decode_rgb8()?, size)))
+    }
+}
+
+/// An image folder (or a packed shard folder) split into a training set and a fixed
+/// validation set.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     root: PathBuf,
-    train: Vec<PathBuf>,
-    val: Vec<PathBuf>,
+    train: Vec<ImageRef>,
+    val: Vec<ImageRef>,
     from_manifest: bool,
+    packed: bool,
 }
 
 impl Dataset {
@@ -96,50 +158,59 @@ impl Dataset {
     /// lists are the same either way. Where the cache cannot be read or written, `dir` is walked
     /// at every call.
     ///
+    /// A folder holding a shard index ([`crate::shards::INDEX_FILE`], written by
+    /// [`crate::shards::pack`]) is read as packed shards instead: its members are the images,
+    /// under their relative paths in the folder they were packed from, so the split, the order
+    /// and hence every batch are those of that folder (members whose names lack one of
+    /// `cfg.extensions` are left out, as the walk would). Nothing is walked or cached then.
+    ///
     /// Errors: [`TrainError::DataDirMissing`] when `dir` is not a folder,
     /// [`TrainError::NoImages`] when it holds no matching file, [`TrainError::TooFewImages`] when
-    /// there would be no training image left after the split, [`TrainError::Io`] on a walk error.
+    /// there would be no training image left after the split, [`TrainError::Io`] on a walk error;
+    /// for a shard folder [`TrainError::ShardIndex`] and [`TrainError::ShardDamaged`] (see
+    /// [`crate::shards::open`]).
     pub fn open(dir: &Path, cfg: &DataConfig) -> Result<Dataset, TrainError> {
         if !dir.is_dir() {
             return Err(TrainError::DataDirMissing {
                 path: dir.to_path_buf(),
             });
         }
-        let is_image = |p: &Path| has_extension(p, &cfg.extensions);
-        // Located before the walk: it notes the folder's mtime, which `store` checks again.
-        let cache = manifest::Cache::locate(dir, cfg.manifest_dir.as_deref());
-        let cached = cache
-            .as_ref()
-            .and_then(|c| c.load(dir, &cfg.extensions, &is_image));
-        let (files, from_manifest) = match cached {
-            Some(files) => (files, true),
-            None => {
-                let walk = walk_images(dir, &cfg.extensions)?;
-                if let Some(c) = &cache {
-                    c.store(dir, &cfg.extensions, &walk, std::time::SystemTime::now());
-                }
-                (walk.files, false)
-            }
+        let packed = crate::shards::is_shard_folder(dir);
+        let (images, from_manifest) = if packed {
+            let members = crate::shards::open(dir)?;
+            let images: Vec<ImageRef> = members
+                .into_iter()
+                .filter(|m| has_extension(m.path(), &cfg.extensions))
+                .map(ImageRef::Packed)
+                .collect();
+            (images, false)
+        } else {
+            let (files, from_manifest) = list_cached(dir, cfg)?;
+            (
+                files.into_iter().map(ImageRef::File).collect(),
+                from_manifest,
+            )
         };
-        if files.is_empty() {
+        if images.is_empty() {
             return Err(TrainError::NoImages {
                 path: dir.to_path_buf(),
                 extensions: cfg.extensions.clone(),
             });
         }
-        if files.len() <= cfg.val_count {
+        if images.len() <= cfg.val_count {
             return Err(TrainError::TooFewImages {
                 path: dir.to_path_buf(),
-                found: files.len(),
+                found: images.len(),
                 val_count: cfg.val_count,
             });
         }
-        let (train, val) = split_validation(dir, files, cfg.val_count);
+        let (train, val) = split_validation(dir, images, cfg.val_count);
         Ok(Dataset {
             root: dir.to_path_buf(),
             train,
             val,
             from_manifest,
+            packed,
         })
     }
 
@@ -148,24 +219,48 @@ impl Dataset {
         self.from_manifest
     }
 
+    /// Whether the images are members of packed shards rather than files.
+    pub fn is_packed(&self) -> bool {
+        self.packed
+    }
+
     /// The folder the dataset was read from.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Training files, sorted by path.
-    pub fn train(&self) -> &[PathBuf] {
+    /// Training images, sorted by path.
+    pub fn train(&self) -> &[ImageRef] {
         &self.train
     }
 
-    /// Validation files, sorted by path; disjoint from [`Dataset::train`].
-    pub fn val(&self) -> &[PathBuf] {
+    /// Validation images, sorted by path; disjoint from [`Dataset::train`].
+    pub fn val(&self) -> &[ImageRef] {
         &self.val
     }
 }
 
+/// The sorted image files of `dir`, from its cached manifest when that is still valid, else
+/// from a walk (which is then cached); and whether the manifest gave them.
+fn list_cached(dir: &Path, cfg: &DataConfig) -> Result<(Vec<PathBuf>, bool), TrainError> {
+    let is_image = |p: &Path| has_extension(p, &cfg.extensions);
+    // Located before the walk: it notes the folder's mtime, which `store` checks again.
+    let cache = manifest::Cache::locate(dir, cfg.manifest_dir.as_deref());
+    let cached = cache
+        .as_ref()
+        .and_then(|c| c.load(dir, &cfg.extensions, &is_image));
+    if let Some(files) = cached {
+        return Ok((files, true));
+    }
+    let walk = walk_images(dir, &cfg.extensions)?;
+    if let Some(c) = &cache {
+        c.store(dir, &cfg.extensions, &walk, std::time::SystemTime::now());
+    }
+    Ok((walk.files, false))
+}
+
 /// Sorted list of the files under `dir` with one of `extensions` (case-insensitive).
-fn list_images(dir: &Path, extensions: &[String]) -> Result<Vec<PathBuf>, TrainError> {
+pub(crate) fn list_images(dir: &Path, extensions: &[String]) -> Result<Vec<PathBuf>, TrainError> {
     walk_images(dir, extensions).map(|w| w.files)
 }
 
@@ -189,7 +284,7 @@ fn walk_images(dir: &Path, extensions: &[String]) -> Result<manifest::Walk, Trai
     Ok(manifest::Walk { files, dirs })
 }
 
-fn has_extension(path: &Path, extensions: &[String]) -> bool {
+pub(crate) fn has_extension(path: &Path, extensions: &[String]) -> bool {
     let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
         return false;
     };
@@ -198,22 +293,25 @@ fn has_extension(path: &Path, extensions: &[String]) -> bool {
         .any(|x| x.trim_start_matches('.').eq_ignore_ascii_case(ext))
 }
 
-/// Splits sorted `files` into (train, val) by the hash of each path relative to `root`.
+/// Splits sorted `images` into (train, val) by the hash of each path relative to `root`.
 fn split_validation(
     root: &Path,
-    files: Vec<PathBuf>,
+    images: Vec<ImageRef>,
     val_count: usize,
-) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let mut keyed: Vec<(u64, usize)> = files
+) -> (Vec<ImageRef>, Vec<ImageRef>) {
+    let mut keyed: Vec<(u64, usize)> = images
         .iter()
         .enumerate()
-        .map(|(i, f)| (path_hash(f.strip_prefix(root).unwrap_or(f)), i))
+        .map(|(i, f)| {
+            let p = f.path();
+            (path_hash(p.strip_prefix(root).unwrap_or(p)), i)
+        })
         .collect();
     // Ties broken by the (sorted) index, so the split is total and fixed.
     keyed.sort_unstable();
     let val_idx: HashSet<usize> = keyed.iter().take(val_count).map(|&(_, i)| i).collect();
     let (mut val, mut train) = (Vec::new(), Vec::new());
-    for (i, f) in files.into_iter().enumerate() {
+    for (i, f) in images.into_iter().enumerate() {
         if val_idx.contains(&i) {
             val.push(f)
         } else {
@@ -253,14 +351,45 @@ pub fn decode_rgb8(path: &Path) -> Result<RgbImage, TrainError> {
     Ok(img.into_rgb8())
 }
 
+/// Decodes encoded image `bytes` read from `path` as [`decode_rgb8`] decodes a file: the format
+/// from the content, else from the extension; the same limits.
+fn decode_bytes(path: &Path, bytes: Vec<u8>) -> Result<RgbImage, TrainError> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    if let Ok(format) = image::ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| TrainError::io(path, e))?;
+    let img = reader.decode().map_err(|source| TrainError::ImageDecode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(img.into_rgb8())
+}
+
+/// RGB8 to an f32 tensor `[3, H, W]` in [0, 1].
+fn to_tensor(img: &RgbImage) -> Tensor {
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    Tensor::from_slice(&rgb_to_chw(img)).view([3, h, w])
+}
+
+fn check_crop_size(size: u32) -> Result<(), TrainError> {
+    if size == 0 {
+        return Err(TrainError::bad_config(
+            "center crop",
+            "size must be positive",
+        ));
+    }
+    Ok(())
+}
+
 /// Loads a whole image (no crop, no resize) as an f32 tensor `[3, H, W]` with values in [0, 1].
 ///
 /// Errors: [`TrainError::Io`] when the file cannot be read, [`TrainError::ImageDecode`] when it
 /// is not a decodable image.
 pub fn load_image_f32(path: &Path) -> Result<Tensor, TrainError> {
-    let img = decode_rgb8(path)?;
-    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
-    Ok(Tensor::from_slice(&rgb_to_chw(&img)).view([3, h, w]))
+    Ok(to_tensor(&decode_rgb8(path)?))
 }
 
 /// Loads the central `size`×`size` square of an image, after resizing it (triangle filter,
@@ -269,20 +398,8 @@ pub fn load_image_f32(path: &Path) -> Result<Tensor, TrainError> {
 ///
 /// Errors: as [`load_image_f32`]; [`TrainError::BadConfig`] for `size == 0`.
 pub fn load_center_crop(path: &Path, size: u32) -> Result<Tensor, TrainError> {
-    if size == 0 {
-        return Err(TrainError::bad_config(
-            "center crop",
-            "size must be positive",
-        ));
-    }
-    let img = decode_rgb8(path)?;
-    Ok(
-        Tensor::from_slice(&rgb_to_chw(&center_crop(&img, size))).view([
-            3,
-            i64::from(size),
-            i64::from(size),
-        ]),
-    )
+    check_crop_size(size)?;
+    Ok(to_tensor(&center_crop(&decode_rgb8(path)?, size)))
 }
 
 /// Resize so the shorter side is `size` (never below 1 pixel on the longer), then crop the centre.
@@ -326,22 +443,100 @@ fn rgb_to_chw_u8(img: &RgbImage) -> Vec<u8> {
 pub struct Batch {
     /// The batch index (the training step it is meant for).
     pub step: u64,
-    /// Images `[B, 3, S, S]`, u8 in `0..=255`, on the CPU: a quarter of f32's bytes to copy
-    /// and upload; [`crate::train::Trainer::advance`] converts them to `[0, 1]` on the device.
+    /// Images `[B, 3, S, S]` (`[B/w, 3, S, S]` for a [`LoaderSlice`] of `w` ranks), u8 in
+    /// `0..=255`, on the CPU: a quarter of f32's bytes to copy and upload;
+    /// [`crate::train::Trainer::advance`] converts them to `[0, 1]` on the device.
     pub images: Tensor,
 }
 
 /// What a worker hands over: batch `step` as planar u8, or why it could not be made.
 type WorkerResult = Result<Vec<u8>, TrainError>;
 
+/// Which part of every global batch a loader makes: rank `rank` of `world` makes samples
+/// `[rank·B/world, (rank+1)·B/world)` of each global batch of `B`, the slice
+/// [`crate::distributed::shard`] would cut from the whole batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderSlice {
+    /// This rank, `0..world`.
+    pub rank: usize,
+    /// Number of ranks sharing every global batch.
+    pub world: usize,
+}
+
+impl LoaderSlice {
+    /// The whole batch (one rank of one).
+    pub const WHOLE: LoaderSlice = LoaderSlice { rank: 0, world: 1 };
+
+    /// The sample range `[first, first + len)` of a global batch of `batch` this slice makes.
+    ///
+    /// Errors: [`TrainError::BadConfig`] (`schedule.batch`) when `batch` is not divisible by
+    /// `world`, or `world` is 0 or `rank` not below it.
+    pub fn range(&self, batch: usize) -> Result<std::ops::Range<usize>, TrainError> {
+        if self.world == 0 || self.rank >= self.world {
+            return Err(TrainError::bad_config(
+                "data slice",
+                format!("rank {} of {} ranks", self.rank, self.world),
+            ));
+        }
+        if !batch.is_multiple_of(self.world) {
+            return Err(TrainError::bad_config(
+                "schedule.batch",
+                format!(
+                    "the global batch of {batch} images must be divisible by the {} processes",
+                    self.world
+                ),
+            ));
+        }
+        let local = batch / self.world;
+        Ok(self.rank * local..(self.rank + 1) * local)
+    }
+}
+
+/// How a [`Loader`] makes batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderOptions {
+    /// Images per global batch (`schedule.batch`).
+    pub batch: usize,
+    /// Side of the square crops, in pixels.
+    pub image_size: u32,
+    /// The run's seed: with the step, it fixes every batch.
+    pub seed: u64,
+    /// The first batch delivered.
+    pub start_step: u64,
+    /// Decoding threads (0 is taken as 1).
+    pub workers: usize,
+    /// Batches decoded ahead (at least one per worker).
+    pub prefetch: usize,
+    /// The part of every global batch this loader makes.
+    pub slice: LoaderSlice,
+}
+
+impl LoaderOptions {
+    /// Whole batches of `batch` crops of `image_size`² from step 0, one worker, one batch ahead.
+    pub fn new(batch: usize, image_size: u32, seed: u64) -> LoaderOptions {
+        LoaderOptions {
+            batch,
+            image_size,
+            seed,
+            start_step: 0,
+            workers: 1,
+            prefetch: 1,
+            slice: LoaderSlice::WHOLE,
+        }
+    }
+}
+
 /// Everything a worker needs to build any batch; shared read-only by all workers.
 #[derive(Debug)]
 struct BatchPlan {
-    files: Vec<PathBuf>,
+    images: Vec<ImageRef>,
+    /// The global batch size `B`.
     batch: usize,
+    /// The samples of each global batch this loader makes.
+    samples: std::ops::Range<usize>,
     image_size: u32,
     seed: u64,
-    /// Indices of files that failed to decode: each warned about once, then skipped.
+    /// Indices of images that failed to decode: each warned about once, then skipped.
     bad: Mutex<HashSet<usize>>,
 }
 
@@ -353,25 +548,32 @@ struct BatchPlan {
 /// through its own bounded channel, which the iterator reads round-robin: delivery order is
 /// always `start_step, start_step + 1, ...`, and at most `prefetch` batches wait in memory.
 ///
-/// A file that cannot be decoded is reported once on stderr, counted ([`Loader::skipped`]) and
-/// replaced by the next file of the same permutation. Items are `Err` only when no file at all
-/// can be decoded or a worker died; the iterator ends after such an error.
+/// With a [`LoaderSlice`] the loader makes only samples `[r·B/w, (r+1)·B/w)` of each batch,
+/// with the same `i`, so the ranks' slices in rank order are the whole batch byte for byte.
+///
+/// An image that cannot be decoded is reported once on stderr, counted ([`Loader::skipped`])
+/// and replaced by the next decodable image of the same permutation. Which image replaces it
+/// depends only on which images decode, not on what this loader met before (the set of bad
+/// images only saves decoding them again), so every rank, and a resumed run, picks the same
+/// replacement: slices never diverge, and a replacement can appear twice in a batch exactly
+/// when it does in a single process. (An image that fails only sometimes, such as a read error
+/// on a flaky network file system, breaks this, as it breaks resume.) Items are `Err` only
+/// when no image at all can be decoded or a worker died; the iterator ends after such an error.
 pub struct Loader {
     receivers: Vec<Receiver<WorkerResult>>,
     handles: Vec<JoinHandle<()>>,
     plan: Arc<BatchPlan>,
+    /// The first step delivered: worker `w` makes steps `start_step + w + k·workers`.
+    start_step: u64,
     next_step: u64,
     failed: bool,
 }
 
 impl Loader {
-    /// Starts `workers` decoding threads that produce batches from `start_step` on.
+    /// Starts `workers` decoding threads that produce whole batches from `start_step` on:
+    /// [`Loader::start`] of these files with [`LoaderSlice::WHOLE`].
     ///
-    /// `batch` images per batch, resized crops of `image_size`², `prefetch` batches decoded
-    /// ahead (at least one per worker). `workers == 0` is taken as 1.
-    ///
-    /// Errors: [`TrainError::BadConfig`] when `files` is empty or `batch` or `image_size` is 0,
-    /// [`TrainError::Io`] when a thread cannot be spawned.
+    /// Errors: as [`Loader::start`].
     pub fn new(
         files: Vec<PathBuf>,
         batch: usize,
@@ -381,36 +583,53 @@ impl Loader {
         workers: usize,
         prefetch: usize,
     ) -> Result<Loader, TrainError> {
-        if files.is_empty() {
+        let opts = LoaderOptions {
+            start_step,
+            workers,
+            prefetch,
+            ..LoaderOptions::new(batch, image_size, seed)
+        };
+        Loader::start(files.into_iter().map(ImageRef::File).collect(), &opts)
+    }
+
+    /// Starts `opts.workers` decoding threads that produce batches (or this rank's slice of
+    /// them, `opts.slice`) of `images` from `opts.start_step` on.
+    ///
+    /// Errors: [`TrainError::BadConfig`] when `images` is empty, `batch` or `image_size` is 0,
+    /// or `batch` is not divisible by the slice's ranks ([`LoaderSlice::range`]);
+    /// [`TrainError::Io`] when a thread cannot be spawned.
+    pub fn start(images: Vec<ImageRef>, opts: &LoaderOptions) -> Result<Loader, TrainError> {
+        if images.is_empty() {
             return Err(TrainError::bad_config(
                 "data",
                 "the loader was given no image files",
             ));
         }
-        if batch == 0 {
+        if opts.batch == 0 {
             return Err(TrainError::bad_config("batch_size", "must be at least 1"));
         }
-        if image_size == 0 {
+        if opts.image_size == 0 {
             return Err(TrainError::bad_config(
                 "data.image_size",
                 "must be at least 1",
             ));
         }
         let plan = Arc::new(BatchPlan {
-            files,
-            batch,
-            image_size,
-            seed,
+            images,
+            batch: opts.batch,
+            samples: opts.slice.range(opts.batch)?,
+            image_size: opts.image_size,
+            seed: opts.seed,
             bad: Mutex::new(HashSet::new()),
         });
-        let workers = workers.max(1);
-        let depth = prefetch.div_ceil(workers).max(1);
+        let workers = opts.workers.max(1);
+        let depth = opts.prefetch.div_ceil(workers).max(1);
         let mut receivers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for w in 0..workers {
             let (tx, rx) = bounded(depth);
             let plan = Arc::clone(&plan);
-            let first = start_step + w as u64;
+            let first = opts.start_step + w as u64;
             let handle = std::thread::Builder::new()
                 .name(format!("hvq-data-{w}"))
                 .spawn(move || worker_loop(&plan, first, workers as u64, &tx))
@@ -422,12 +641,13 @@ impl Loader {
             receivers,
             handles,
             plan,
-            next_step: start_step,
+            start_step: opts.start_step,
+            next_step: opts.start_step,
             failed: false,
         })
     }
 
-    /// Number of distinct files that failed to decode so far (each skipped and warned about once).
+    /// Number of distinct images that failed to decode so far (each skipped and warned about once).
     pub fn skipped(&self) -> usize {
         self.plan.bad.lock().map_or(0, |b| b.len())
     }
@@ -435,6 +655,11 @@ impl Loader {
     /// The step of the next batch this iterator will deliver.
     pub fn next_step(&self) -> u64 {
         self.next_step
+    }
+
+    /// Images per delivered batch: the global batch, or this rank's slice of it.
+    pub fn images_per_batch(&self) -> usize {
+        self.plan.samples.len()
     }
 }
 
@@ -446,11 +671,15 @@ impl Iterator for Loader {
             return None;
         }
         let step = self.next_step;
-        let rx = &self.receivers[(step % self.receivers.len() as u64) as usize];
+        // Counted from the first step, not from 0: a resumed loader's step need not be a
+        // multiple of the worker count (reading `step % workers` delivered the batches of a
+        // run resumed at such a step in the wrong order, each labelled with the wrong step).
+        let rx = &self.receivers[((step - self.start_step) % self.receivers.len() as u64) as usize];
         let result = match rx.recv() {
             Ok(Ok(data)) => {
                 let s = i64::from(self.plan.image_size);
-                let images = Tensor::from_slice(&data).view([self.plan.batch as i64, 3, s, s]);
+                let b = self.plan.samples.len() as i64;
+                let images = Tensor::from_slice(&data).view([b, 3, s, s]);
                 Ok(Batch { step, images })
             }
             Ok(Err(e)) => Err(e),
@@ -503,16 +732,18 @@ fn seed_bytes(words: &[u64]) -> [u8; 32] {
     out
 }
 
-/// Builds batch `step` as planar f32 `[B, 3, S, S]`.
+/// Builds this loader's samples of batch `step` as planar u8 `[b, 3, S, S]`.
 fn make_batch(
     plan: &BatchPlan,
     step: u64,
     perm_cache: &mut Option<(u64, Vec<usize>)>,
 ) -> WorkerResult {
-    let n = plan.files.len() as u64;
+    let n = plan.images.len() as u64;
     let s = plan.image_size;
-    let mut out = Vec::with_capacity(plan.batch * 3 * (s as usize).pow(2));
-    for i in 0..plan.batch as u64 {
+    let mut out = Vec::with_capacity(plan.samples.len() * 3 * (s as usize).pow(2));
+    for i in plan.samples.clone() {
+        // The sample's place in the global batch, whatever part of it this loader makes.
+        let i = i as u64;
         let j = step * plan.batch as u64 + i;
         let epoch = j / n;
         if matches!(perm_cache, Some((e, _)) if *e != epoch) {
@@ -528,7 +759,7 @@ fn make_batch(
     Ok(out)
 }
 
-/// Decodes `perm[pos]`, or the next decodable file of the permutation when it is unreadable.
+/// Decodes `perm[pos]`, or the next decodable image of the permutation when it is unreadable.
 fn first_decodable(
     plan: &BatchPlan,
     perm: &[usize],
@@ -540,7 +771,7 @@ fn first_decodable(
         if plan.bad.lock().is_ok_and(|b| b.contains(&idx)) {
             continue;
         }
-        match decode_rgb8(&plan.files[idx]) {
+        match plan.images[idx].decode_rgb8() {
             Ok(img) if img.width() > 0 && img.height() > 0 => return Ok(img),
             Ok(_) => warn_skip(plan, idx, &"image has no pixels"),
             Err(e) => warn_skip(plan, idx, &e),
@@ -557,7 +788,7 @@ fn warn_skip(plan: &BatchPlan, idx: usize, why: &dyn std::fmt::Display) {
     if first_time {
         eprintln!(
             "warning: skipping unreadable image `{}`: {why}",
-            plan.files[idx].display()
+            plan.images[idx].path().display()
         );
     }
 }
@@ -597,9 +828,10 @@ impl PipelineTiming {
     }
 }
 
-/// Runs `files` through what a loader worker does for each image (decode, random resized crop
-/// to `size`², planar f32) on the calling thread, timing each stage: the data benchmark.
-pub fn time_pipeline(files: &[PathBuf], size: u32, seed: u64) -> PipelineTiming {
+/// Runs `images` through what a loader worker does for each image (read, decode, random resized
+/// crop to `size`², planar f32) on the calling thread, timing each stage: the data benchmark.
+/// Reading the bytes (from a file or a shard) counts as decoding.
+pub fn time_pipeline(images: &[ImageRef], size: u32, seed: u64) -> PipelineTiming {
     use std::time::Instant;
     let mut t = PipelineTiming {
         images: 0,
@@ -613,9 +845,11 @@ pub fn time_pipeline(files: &[PathBuf], size: u32, seed: u64) -> PipelineTiming 
             fast_image_resize::Resizer::new().cpu_extensions()
         ),
     };
-    for (i, path) in files.iter().enumerate() {
+    for (i, image) in images.iter().enumerate() {
         let start = Instant::now();
-        let Ok(img) = decode_rgb8(path) else { continue };
+        let Ok(img) = image.decode_rgb8() else {
+            continue;
+        };
         if img.width() == 0 || img.height() == 0 {
             continue;
         }
@@ -930,6 +1164,7 @@ mod tests {
             .iter()
             .map(|n| dir.join(n))
             .collect();
+        let images: Vec<ImageRef> = files.iter().cloned().map(ImageRef::File).collect();
         RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, 7]))
             .save(&files[0])
             .unwrap();
@@ -937,7 +1172,7 @@ mod tests {
             .save(&files[1])
             .unwrap();
         std::fs::write(&files[2], b"not an image").unwrap();
-        let t = time_pipeline(&files, 16, 0);
+        let t = time_pipeline(&images, 16, 0);
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(t.images, 2);
         assert!((t.megapixels - (40.0 * 30.0 + 30.0 * 50.0) / 1e6).abs() < 1e-12);

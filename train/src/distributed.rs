@@ -5,8 +5,9 @@
 //!
 //! A run is launched like a PyTorch one, e.g.
 //! `torchrun --no-python --nproc-per-node 8 hvq-train train --config run.toml`: every process
-//! reads `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and `MASTER_PORT`, trains on its
-//! slice of every global batch ([`shard`]) and all-reduces the gradients.
+//! reads `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and `MASTER_PORT`, loads and trains
+//! on its slice of every global batch ([`shard`], [`crate::data::LoaderSlice`]) and all-reduces
+//! the gradients.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::io::{Read, Write};
@@ -161,6 +162,27 @@ pub trait Collective: Send + Sync {
     fn all_reduce_max(&self, t: &mut Tensor) -> Result<(), TrainError>;
     /// Replaces `t` by rank `root`'s `t`.
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), TrainError>;
+
+    /// Every rank's `local` concatenated along the first dimension in rank order, on every
+    /// rank: the global batch from the ranks' slices. Every rank must pass a tensor of the same
+    /// kind (f32, f64 or i64) and shape. Made of one [`Collective::broadcast`] per rank, so every
+    /// implementation has it; the bytes are copied, never combined, so the result is exact.
+    ///
+    /// Errors: the broadcasts'.
+    fn all_gather(&self, local: &Tensor) -> Result<Tensor, TrainError> {
+        let local = local.contiguous();
+        let mut parts = Vec::with_capacity(self.world_size());
+        for root in 0..self.world_size() {
+            let mut part = if root == self.rank() {
+                local.copy()
+            } else {
+                local.zeros_like()
+            };
+            self.broadcast(&mut part, root)?;
+            parts.push(part);
+        }
+        Ok(Tensor::cat(&parts, 0))
+    }
 }
 
 /// What a collective does with the ranks' tensors.

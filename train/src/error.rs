@@ -301,6 +301,42 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// A shard folder's index (`hvq-shards.json`) does not parse or describes impossible
+    /// shards: another format, a member beyond the end of its shard, a name that would leave
+    /// the folder, a name listed twice (returned by `data::Dataset::open` on a shard folder,
+    /// `shards::open` and `shards::verify`).
+    #[error("shard index `{path}`: {reason}")]
+    ShardIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong, naming the shard or member.
+        reason: String,
+    },
+    /// A shard does not hold what its index says (returned by `shards::open` for its length,
+    /// `shards::verify` for its SHA-256 and tar headers, and by reads of a packed member for its
+    /// CRC-32 or a short read; the loader skips such a member like an undecodable file).
+    #[error("shard `{shard}`{}: {what} is {got}, the index says {expected}", offset.map(|o| format!(" at byte {o}")).unwrap_or_default())]
+    ShardDamaged {
+        /// The shard file.
+        shard: PathBuf,
+        /// The byte where the member or header in question starts, if it is one member's.
+        offset: Option<u64>,
+        /// What was checked ("length", "SHA-256", "member CRC-32", ...).
+        what: &'static str,
+        /// What the index says.
+        expected: String,
+        /// What the shard holds.
+        got: String,
+    },
+    /// `shards::pack` cannot store a file under its relative path (not UTF-8, or too long for
+    /// a ustar header), or would write its shards into the folder it packs.
+    #[error("cannot pack `{path}`: {reason}")]
+    Unpackable {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
     /// An input is too large for the model (e.g. full attention over a big latent grid).
     #[error("{what}: {got} exceeds the limit of {limit}")]
     TooLarge {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::TrainError;
-use crate::data::{DataConfig, Dataset, load_center_crop, load_image_f32};
+use crate::data::{DataConfig, Dataset, ImageRef};
 use crate::export::load_into_varstore;
 use crate::lpips::Lpips;
 use crate::metrics;
@@ -51,7 +51,7 @@ pub struct LevelMetrics {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EvalOptions {
     /// Evaluate the central `S`×`S` square after resizing the shorter side to `S`
-    /// ([`load_center_crop`]) instead of the whole image.
+    /// ([`crate::data::load_center_crop`]) instead of the whole image.
     pub center_crop: Option<u32>,
     /// Evaluate at most this many images (the first in path order).
     pub limit: Option<usize>,
@@ -142,10 +142,10 @@ pub fn evaluate(
     let mut sums = vec![LevelMetrics::default(); cfg.levels];
     let mut usage = UsageCounter::new(cfg.levels, cfg.codebook_size);
     let mut ms_ok = true;
-    for path in &files {
+    for image in &files {
         let x = match opts.center_crop {
-            Some(side) => load_center_crop(path, side)?,
-            None => load_image_f32(path)?,
+            Some(side) => image.load_center_crop(side)?,
+            None => image.load_f32()?,
         }
         .unsqueeze(0)
         .to_device(device);
@@ -206,8 +206,8 @@ pub fn evaluate(
     })
 }
 
-/// The image files `opts` selects from `data_dir`, in path order.
-fn select_images(data_dir: &Path, opts: &EvalOptions) -> Result<Vec<PathBuf>, TrainError> {
+/// The images `opts` selects from `data_dir` (a folder or a shard folder), in path order.
+fn select_images(data_dir: &Path, opts: &EvalOptions) -> Result<Vec<ImageRef>, TrainError> {
     let split = DataConfig {
         val_count: if opts.held_out {
             DataConfig::default().val_count

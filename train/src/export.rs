@@ -131,6 +131,19 @@ pub fn write_weights(path: &Path, weights: &Weights, dtype: StoreDtype) -> Resul
 /// file. A failed write removes the temp file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     use std::io::Write;
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` streams into the (buffered) temp file, for files too large
+/// to hold in memory; returns what `write` returns.
+///
+/// Errors: [`TrainError::Io`] naming the temp file when `write` or the flush fails, `path` when
+/// the rename fails.
+pub fn write_atomic_with<T>(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<T>,
+) -> Result<T, TrainError> {
+    use std::io::Write;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -139,21 +152,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
+    let written = (|| -> std::io::Result<T> {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let out = write(&mut w)?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        Ok(out)
+    })();
+    let out = match written {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(TrainError::io(&tmp, e));
+        }
     };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TrainError::io(&tmp, e));
-    }
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
     // The rename itself is durable only once the folder is.
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Keys a `KEY=VALUE` provenance entry may not set: the loader and the codec own them.

@@ -21,6 +21,7 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod report;
+pub mod shards;
 pub mod sharing;
 pub mod train;
 pub mod vectors;

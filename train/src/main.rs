@@ -173,7 +173,7 @@ enum Command {
     /// Time the training input pipeline on one core (decode, random resized crop, f32) over the
     /// images of a folder, and print images/s per core with each stage's share; JSON with --json.
     BenchData {
-        /// Image folder (e.g. ../shared/data/imagenet-sample).
+        /// Image folder (e.g. ../shared/data/imagenet-sample) or shard folder (`pack`).
         #[arg(long)]
         data: PathBuf,
         /// Side of the training crop.
@@ -185,6 +185,25 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Pack an image folder into tar shards (WebDataset layout) with an index; the shard folder
+    /// then serves as `data_dir` with the same split and the same batches as the folder.
+    Pack {
+        /// The image folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// The shard folder to write (`shard-000000.tar`, ..., `hvq-shards.json`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per shard.
+        #[arg(long, default_value_t = hvq_train::shards::DEFAULT_IMAGES_PER_SHARD)]
+        images_per_shard: usize,
+    },
+    /// Check a shard folder thoroughly: every shard's SHA-256 and every member's tar header.
+    VerifyShards {
+        /// The shard folder.
+        #[arg(long)]
+        data: PathBuf,
     },
     /// Time training steps and libtorch encode/decode (median of several runs).
     Bench {
@@ -335,6 +354,38 @@ fn main() -> Result<()> {
                 hvq_train::report::table2(&rows)
             );
         }
+        Command::Pack {
+            data,
+            out,
+            images_per_shard,
+        } => {
+            let opts = hvq_train::shards::PackOptions {
+                images_per_shard,
+                ..Default::default()
+            };
+            let t = hvq_train::shards::pack(&data, &out, &opts)?;
+            println!(
+                "packed {} images ({} bytes) into {} shards in {}",
+                t.images,
+                t.bytes,
+                t.shards,
+                out.display()
+            );
+            if t.shared_keys > 0 {
+                eprintln!(
+                    "note: {} images share their WebDataset key (the name up to the first dot) with another; \
+                     hvq reads them apart, a WebDataset reader would merge them",
+                    t.shared_keys
+                );
+            }
+        }
+        Command::VerifyShards { data } => {
+            let r = hvq_train::shards::verify(&data)?;
+            println!(
+                "{} shards, {} members, {} bytes: SHA-256 and headers match the index",
+                r.shards, r.members, r.bytes
+            );
+        }
         Command::BenchData {
             data,
             size,
@@ -374,13 +425,16 @@ fn bench_data(data: &Path, size: u32, limit: Option<usize>, json: bool) -> Resul
     let opened = std::time::Instant::now();
     let set = hvq_train::data::Dataset::open(data, &hvq_train::data::DataConfig::default())?;
     let open_s = opened.elapsed().as_secs_f64();
-    let listed = if set.from_manifest() {
+    let listed = if set.is_packed() {
+        "shard index"
+    } else if set.from_manifest() {
         "manifest"
     } else {
         "walk"
     };
-    let mut files: Vec<PathBuf> = set.train().iter().chain(set.val()).cloned().collect();
-    files.sort();
+    let mut files: Vec<hvq_train::data::ImageRef> =
+        set.train().iter().chain(set.val()).cloned().collect();
+    files.sort_by(|a, b| a.path().cmp(b.path()));
     files.truncate(limit.unwrap_or(usize::MAX));
     let t = hvq_train::data::time_pipeline(&files, size, 0);
     if json {

@@ -139,7 +139,7 @@ fn dir_mtime(path: &Path) -> Option<SystemTime> {
 }
 
 /// `root`-relative path with `/` between components; `None` if not below `root` or not UTF-8.
-fn relative(root: &Path, path: &Path) -> Option<String> {
+pub(crate) fn relative(root: &Path, path: &Path) -> Option<String> {
     let rel = path.strip_prefix(root).ok()?;
     let parts: Option<Vec<&str>> = rel
         .components()
@@ -153,7 +153,7 @@ fn relative(root: &Path, path: &Path) -> Option<String> {
 }
 
 /// `root.join` of a stored relative path; `None` for anything that could leave `root`.
-fn absolute(root: &Path, rel: &str) -> Option<PathBuf> {
+pub(crate) fn absolute(root: &Path, rel: &str) -> Option<PathBuf> {
     let mut path = root.to_path_buf();
     for part in rel.split('/') {
         let mut comps = Path::new(part).components();
@@ -382,6 +382,15 @@ mod tests {
         }
     }
 
+    /// The paths of all of a dataset's images, training then validation.
+    fn paths(ds: &Dataset) -> Vec<PathBuf> {
+        ds.train()
+            .iter()
+            .chain(ds.val())
+            .map(|i| i.path().to_path_buf())
+            .collect()
+    }
+
     fn same_lists(a: &Dataset, b: &Dataset) -> bool {
         a.train() == b.train() && a.val() == b.val()
     }
@@ -434,7 +443,7 @@ mod tests {
         let other = fx.root().join("a").join("..");
         let via = Dataset::open(&other, &fx.cfg()).unwrap();
         assert!(via.from_manifest());
-        assert!(via.train().iter().all(|p| p.starts_with(&other)));
+        assert!(via.train().iter().all(|p| p.path().starts_with(&other)));
         assert_eq!(via.train().len(), walked.train().len());
     }
 
@@ -462,7 +471,7 @@ mod tests {
         std::fs::copy(a.manifest(), slot.file()).unwrap();
         let got = Dataset::open(b.path(), &a.cfg()).unwrap();
         assert!(!got.from_manifest());
-        let mut all: Vec<_> = got.train().iter().chain(got.val()).cloned().collect();
+        let mut all: Vec<_> = paths(&got);
         all.sort();
         assert_eq!(all, walk(b.path()));
         // Its own manifest then replaces the stray one.
@@ -480,7 +489,7 @@ mod tests {
                 .train()
                 .iter()
                 .chain(forged.val())
-                .any(|p| !p.exists())
+                .any(|p| !p.path().exists())
         );
     }
 
@@ -530,7 +539,7 @@ mod tests {
             change(fx.root());
             let after = fx.open();
             assert!(!after.from_manifest(), "{what}: stale cache used");
-            let mut got: Vec<_> = after.train().iter().chain(after.val()).cloned().collect();
+            let mut got: Vec<_> = paths(&after);
             got.sort();
             assert_eq!(got, walk(fx.root()), "{what}");
         }

@@ -17,7 +17,7 @@ use crate::TrainError;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::codebook::{CodebookState, balanced_rows, kmeans};
 use crate::config::{CodebookMode, InitOptions, InitScheme, Precision, Schedule, TrainConfig};
-use crate::data::{Dataset, Loader, load_center_crop};
+use crate::data::{Dataset, Loader, LoaderOptions, LoaderSlice};
 use crate::distributed::{Collective, shard};
 use crate::export::{Provenance, weights_from_varstore, write_weights};
 use crate::lpips::{Lpips, Net};
@@ -125,8 +125,9 @@ impl Trainer {
 
     /// As [`Trainer::new`], as one rank of data-parallel training when `group` is given.
     ///
-    /// Every rank is handed the same global batches (`schedule.batch` images) and trains on
-    /// its slice of each ([`shard`]); the ranks start from rank 0's weights, average their
+    /// Every rank is handed either the same global batches (`schedule.batch` images) or only
+    /// its slice of each (what a [`Loader`] with a [`crate::data::LoaderSlice`] makes), and
+    /// trains on its slice ([`shard`]); the ranks start from rank 0's weights, average their
     /// gradients before every update and keep identical codebook state, so after every step
     /// all ranks hold the same model, which is (up to rounding) the one a single process
     /// trains on the whole global batch.
@@ -311,13 +312,15 @@ impl Trainer {
     }
 
     /// [`Trainer::kmeans_init`], returning the group's errors. With a group, `images01` is the
-    /// global batch: rank 0 runs the k-means over all of it, as a single process would, and
-    /// hands the centres and its random generator's position to the other ranks.
+    /// global batch or this rank's slice of it (then the slices are gathered first, see
+    /// [`Collective::all_gather`]): rank 0 runs the k-means over the whole global batch, as a
+    /// single process would, and hands the centres and its random generator's position to the
+    /// other ranks.
     ///
-    /// Errors: the group's.
+    /// Errors: the group's; [`TrainError::BadConfig`] for a batch of another size.
     pub fn init_codebook(&mut self, images01: &Tensor) -> Result<(), TrainError> {
-        if self.group.as_ref().is_none_or(|g| g.rank() == 0) {
-            let (latents, sizes) = tch::no_grad(|| self.flat_latents(&self.upload(images01)));
+        if let Some(x01) = self.whole_batch(images01)? {
+            let (latents, sizes) = tch::no_grad(|| self.flat_latents(&x01));
             let latents = if self.cfg.codebook.level_quotas {
                 let rows = balanced_rows(&sizes, &mut self.rng);
                 latents.index_select(0, &Tensor::from_slice(&rows).to_device(self.device))
@@ -341,6 +344,56 @@ impl Trainer {
         self.cb = CodebookState::new(self.model.codebook(), &self.cfg.codebook);
         self.cb.mark_all_used(self.step);
         Ok(())
+    }
+
+    /// Whether `images` is this rank's slice of the global batch rather than all of it; always
+    /// `false` without a group.
+    ///
+    /// Errors: [`TrainError::BadConfig`] when it is neither `schedule.batch` images nor a
+    /// rank's share of them.
+    fn is_slice(&self, images: &Tensor) -> Result<bool, TrainError> {
+        let Some(g) = &self.group else {
+            return Ok(false);
+        };
+        let rows = images.size().first().copied().unwrap_or(0);
+        let (global, world) = (self.cfg.schedule.batch as i64, g.world_size() as i64);
+        if rows == global {
+            Ok(false)
+        } else if rows * world == global {
+            Ok(true)
+        } else {
+            Err(TrainError::bad_config(
+                "schedule.batch",
+                format!(
+                    "rank {} was given {rows} images: a step takes the global batch of {global} or the rank's slice of {}",
+                    g.rank(),
+                    global / world
+                ),
+            ))
+        }
+    }
+
+    /// This rank's images of `images`, the global batch or already this rank's slice of it.
+    fn local_part(&self, images: &Tensor) -> Result<Tensor, TrainError> {
+        match &self.group {
+            Some(g) if !self.is_slice(images)? => Ok(shard(images, g.rank(), g.world_size())),
+            _ => Ok(images.shallow_clone()),
+        }
+    }
+
+    /// The whole global batch on the device in `[0, 1]` on rank 0 (the only rank that runs the
+    /// k-means), `None` on the others. When `images01` is this rank's slice the slices are
+    /// gathered, so every rank must call this at the same point. The gathered f32 batch holds
+    /// the same bits as the whole batch uploaded: the conversion is element-wise.
+    fn whole_batch(&self, images01: &Tensor) -> Result<Option<Tensor>, TrainError> {
+        let lead = self.group.as_ref().is_none_or(|g| g.rank() == 0);
+        match &self.group {
+            Some(g) if self.is_slice(images01)? => {
+                let all = g.all_gather(&self.upload(images01))?;
+                Ok(lead.then_some(all))
+            }
+            _ => Ok(lead.then(|| self.upload(images01))),
+        }
     }
 
     /// Projected latents of all levels, flattened `[M, D]` level after level, and each level's
@@ -375,20 +428,21 @@ impl Trainer {
 
     /// One optimizer step on a batch `[B, 3, S, S]` in `[0, 1]` (f32, or u8 in `0..=255`).
     ///
-    /// With a group the batch is the global one: this rank trains on its [`shard`], and the
-    /// gradients, loss and per-level losses are averaged over the ranks in one all-reduce.
+    /// With a group the batch is the global one, of which this rank trains on its [`shard`], or
+    /// this rank's slice of it already (`schedule.batch / world_size` images, what a sliced
+    /// [`Loader`] makes); the gradients, loss and per-level losses are averaged over the ranks in
+    /// one all-reduce.
     ///
     /// During a k-means warm-up (`codebook.kmeans_step`) the decoders see unquantized latents;
     /// the step that ends it runs the k-means on this batch. The step's statistics stay on the
     /// device until [`Trainer::last_stats`] asks for them: the only value read back is the loss,
     /// once the backward pass is queued, to refuse a non-finite step before Adam applies it.
     ///
-    /// Errors: [`TrainError::NonFiniteLoss`] (nothing of the step is applied), libtorch errors.
+    /// Errors: [`TrainError::NonFiniteLoss`] (nothing of the step is applied),
+    /// [`TrainError::BadConfig`] for a batch that is neither the global one nor this rank's
+    /// slice, the group's and libtorch errors.
     pub fn advance(&mut self, images01: &Tensor) -> Result<(), TrainError> {
-        let local = match &self.group {
-            Some(g) => shard(images01, g.rank(), g.world_size()),
-            None => images01.shallow_clone(),
-        };
+        let local = self.local_part(images01)?;
         let x01 = self.upload(&local);
         let xn = self.model.normalize(&x01);
         let warmup = self.in_warmup();
@@ -826,30 +880,29 @@ pub fn run_with_group(
     }
     let s = &cfg.schedule;
     let d = &cfg.data;
-    // With a group every rank loads the whole global batch and the trainer keeps its slice:
-    // decoding the other ranks' images is wasted work, accepted for now so that the loader is
-    // unchanged and the images of a step depend only on the step (resume stays exact).
-    let mut loader = Loader::new(
-        dataset.train().to_vec(),
-        s.batch,
-        d.image_size,
-        cfg.seed,
-        trainer.step(),
-        d.workers,
-        d.prefetch,
-    )?;
+    // With a group every rank decodes only its slice of each global batch; sample i of batch
+    // k is the same image and crop as in one process, so resume stays exact. The k-means
+    // gathers the slices (`Trainer::init_codebook`).
+    let slice = group.as_ref().map_or(LoaderSlice::WHOLE, |g| LoaderSlice {
+        rank: g.rank(),
+        world: g.world_size(),
+    });
+    let load = LoaderOptions {
+        start_step: trainer.step(),
+        workers: d.workers,
+        prefetch: d.prefetch,
+        slice,
+        ..LoaderOptions::new(s.batch, d.image_size, cfg.seed)
+    };
+    let mut loader = Loader::start(dataset.train().to_vec(), &load)?;
     if !resumed && cfg.codebook.kmeans_init && cfg.codebook.kmeans_step == 0 {
-        let first = Loader::new(
-            dataset.train().to_vec(),
-            s.batch,
-            d.image_size,
-            cfg.seed,
-            0,
-            1,
-            1,
-        )?
-        .next()
-        .ok_or_else(|| TrainError::bad_config("data_dir", "no batch"))??;
+        let first_opts = LoaderOptions {
+            slice,
+            ..LoaderOptions::new(s.batch, d.image_size, cfg.seed)
+        };
+        let first = Loader::start(dataset.train().to_vec(), &first_opts)?
+            .next()
+            .ok_or_else(|| TrainError::bad_config("data_dir", "no batch"))??;
         trainer.init_codebook(&first.images)?;
     }
     let val = if lead && cfg.val_every > 0 {
@@ -986,7 +1039,7 @@ fn validation_images(cfg: &TrainConfig, ds: &Dataset) -> Result<Tensor, TrainErr
     }
     let crops = ds.val()[..take]
         .iter()
-        .map(|p| load_center_crop(p, cfg.data.image_size))
+        .map(|p| p.load_center_crop(cfg.data.image_size))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Tensor::stack(&crops, 0))
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hvq_train::TrainError;
 use hvq_train::config::TrainConfig;
 use hvq_train::distributed::{Collective, LocalGroup, World, shard};
-use hvq_train::train::Trainer;
+use hvq_train::train::{RunOptions, Trainer, run, run_with_group};
 use tch::{Device, Kind, Tensor};
 
 fn config(extra: &str) -> TrainConfig {
@@ -316,4 +316,174 @@ fn a_missing_nccl_is_a_clear_error() {
         Err(e) => assert!(e.to_string().contains("libnccl"), "{e}"),
         Ok(_) => panic!("NCCL loaded on a machine without it"),
     }
+}
+
+#[test]
+fn local_group_gathers_every_ranks_slice_in_rank_order() {
+    single_thread();
+    let out = in_threads(3, |g| {
+        let r = g.rank() as f32;
+        let local = Tensor::from_slice(&[r, r + 0.5, -0.0]).view([1, 3]);
+        let all = g.all_gather(&local).unwrap();
+        let wrong = Tensor::zeros([g.rank() as i64 + 1], (Kind::Float, Device::Cpu));
+        (all, g.all_gather(&wrong).is_err())
+    });
+    let expected =
+        Tensor::from_slice(&[0f32, 0.5, -0.0, 1.0, 1.5, -0.0, 2.0, 2.5, -0.0]).view([3, 3]);
+    for (all, wrong) in &out {
+        assert!(all.equal(&expected));
+        // Copied, not summed: the sign of a negative zero survives.
+        assert!(Vec::<f32>::try_from(all.reshape([-1])).unwrap()[2].is_sign_negative());
+        assert!(wrong, "slices of different sizes were gathered");
+    }
+}
+
+/// [`train`], each rank given only its slice of every global batch, as a sliced loader makes.
+fn ranks_on_slices(cfg: &TrainConfig, world: usize, steps: u64) -> Vec<Outcome> {
+    in_threads(world, |g| {
+        let (rank, w) = (g.rank(), g.world_size());
+        let group: Arc<dyn Collective> = Arc::new(g);
+        let mut t = Trainer::with_group(cfg, Device::Cpu, Some(group)).unwrap();
+        let stats = (0..steps)
+            .map(|s| {
+                let st = t.train_step(&shard(&batch_for(s), rank, w)).unwrap();
+                (st.loss, st.restarted)
+            })
+            .collect();
+        (params(&t), stats)
+    })
+}
+
+#[test]
+fn ranks_given_only_their_slices_train_bit_for_bit_as_ranks_given_the_whole_batch() {
+    single_thread();
+    const STEPS: u64 = 5;
+    // The second switch set runs the k-means at step 2 inside `advance`, over the gathered
+    // slices; the third restarts dead entries from the slices.
+    for extra in SWITCHES {
+        let cfg = config(extra);
+        for world in [1, 2] {
+            let whole = ranks(&cfg, world, STEPS);
+            let sliced = ranks_on_slices(&cfg, world, STEPS);
+            for (r, (a, b)) in whole.iter().zip(&sliced).enumerate() {
+                assert_eq!(a.1, b.1, "rank {r} of {world}: losses ({extra:?})");
+                for ((name, x), (_, y)) in a.0.iter().zip(&b.0) {
+                    assert!(
+                        x.equal(y),
+                        "rank {r} of {world}: {name} differs ({extra:?})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_k_means_over_gathered_slices_is_the_k_means_over_the_whole_batch() {
+    single_thread();
+    let cfg = config("[codebook]\nkmeans_init = true\nlevel_quotas = true");
+    let codebook = |t: &Trainer| {
+        let p = params(t);
+        p.into_iter()
+            .find(|(n, _)| n.contains("codebook"))
+            .unwrap()
+            .1
+    };
+    let mut one = Trainer::new(&cfg, Device::Cpu).unwrap();
+    one.init_codebook(&batch_for(0)).unwrap();
+    let reference = codebook(&one);
+    let out = in_threads(2, |g| {
+        let (rank, w) = (g.rank(), g.world_size());
+        let group: Arc<dyn Collective> = Arc::new(g);
+        let mut t = Trainer::with_group(&cfg, Device::Cpu, Some(group)).unwrap();
+        t.init_codebook(&shard(&batch_for(0), rank, w)).unwrap();
+        codebook(&t)
+    });
+    for cb in &out {
+        assert!(
+            cb.equal(&reference),
+            "the gathered k-means differs from one process's"
+        );
+    }
+}
+
+#[test]
+fn a_batch_that_is_neither_global_nor_a_slice_is_refused() {
+    single_thread();
+    let cfg = config("");
+    let errors = in_threads(2, |g| {
+        let group: Arc<dyn Collective> = Arc::new(g);
+        let mut t = Trainer::with_group(&cfg, Device::Cpu, Some(group)).unwrap();
+        t.train_step(&eight_images().narrow(0, 0, 3)).unwrap_err()
+    });
+    for e in errors {
+        assert!(
+            matches!(&e, TrainError::BadConfig { field, .. } if field == "schedule.batch"),
+            "{e}"
+        );
+    }
+}
+
+/// Writes eight 24×20 noise PNGs into `dir`.
+fn write_noise_images(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let px = Vec::<f32>::try_from(eight_images().reshape([-1])).unwrap();
+    for i in 0..8u32 {
+        let img = image::RgbImage::from_fn(24, 20, |x, y| {
+            let at = |c: u32| px[((i * 3 + c) * 256 + (y % 16) * 16 + (x % 16)) as usize];
+            image::Rgb([0, 1, 2].map(|c| (at(c) * 255.0) as u8))
+        });
+        img.save(dir.join(format!("n{i}.png"))).unwrap();
+    }
+}
+
+fn run_cfg(dir: &Path, out: &str) -> TrainConfig {
+    let text = format!(
+        "preset = \"tiny\"\ndata_dir = \"{data}\"\nout_dir = \"{out}\"\nseed = 2\nlog_every = 1\ncheckpoint_every = 100\nval_every = 0\ndevice = \"cpu\"\n\
+         [schedule]\nsteps = 3\nbatch = 4\nlr = 1e-3\nwarmup_steps = 1\n[codebook]\nkmeans_init = true\n\
+         [data]\nimage_size = 16\nval_count = 0\nworkers = 1\nprefetch = 1\nmanifest_dir = \"{cache}\"\n[loss]\nperceptual = 0.0\n",
+        data = dir.join("data").display(),
+        out = dir.join(out).display(),
+        cache = dir.join("cache").display(),
+    );
+    TrainConfig::parse(&text, Path::new("run.toml")).unwrap()
+}
+
+#[test]
+fn a_run_of_two_ranks_loading_only_their_slices_trains_like_one_process() {
+    single_thread();
+    let dir = tempfile::tempdir().unwrap();
+    write_noise_images(&dir.path().join("data"));
+    let opts = RunOptions {
+        resume: false,
+        progress: false,
+        command: "test".into(),
+        stop_after: None,
+        change_horizon: false,
+    };
+    let one = run(&run_cfg(dir.path(), "one"), Device::Cpu, &opts)
+        .unwrap()
+        .unwrap();
+    let two = in_threads(2, |g| {
+        let group: Arc<dyn Collective> = Arc::new(g);
+        run_with_group(&run_cfg(dir.path(), "two"), Device::Cpu, &opts, Some(group))
+            .unwrap()
+            .unwrap()
+    });
+    assert_eq!(two[0].loss, two[1].loss);
+    // As in the test above: half-batch means against whole-batch means, f32 rounding.
+    assert!(
+        (two[0].loss - one.loss).abs() <= 1e-5 * one.loss.abs(),
+        "{} vs {}",
+        two[0].loss,
+        one.loss
+    );
+    let weights = |run: &str| {
+        let mut v =
+            Tensor::read_safetensors(dir.path().join(run).join("weights.safetensors")).unwrap();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (diff, name) = max_difference(&weights("one"), &weights("two"), |n| !noise_only(n));
+    assert!(diff < 1e-4, "{name} differs from one process by {diff}");
 }

@@ -53,11 +53,11 @@ fn main() -> Result<()> {
     let (_vs, model) = eval::load_model(&weights, Device::Cpu)?;
     let mut counts = vec![vec![0u64; cfg.codebook_size]; cfg.levels];
     for i in 0..take {
-        let path = &files[i * files.len() / take];
-        let x = match data::load_image_f32(path) {
+        let image = &files[i * files.len() / take];
+        let x = match image.load_f32() {
             Ok(x) => x.unsqueeze(0),
             Err(e) => {
-                eprintln!("warning: skipping {}: {e}", path.display());
+                eprintln!("warning: skipping {}: {e}", image.path().display());
                 continue;
             }
         };
