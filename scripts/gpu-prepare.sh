@@ -4,7 +4,7 @@
 # a 256-px-short-side copy of ../shared/data/imagenet-sample (same file names, so the same held-out
 # split), LPIPS-VGG16 and -Alex with int8 convolutions (`hvq-train half --int8`: a quarter of f32,
 # LPIPS-VGG distances within 0.5 % or 1e-4), and the run configs. Then, from the device tool, two calls:
-#   run(command="bash scripts/gpu-run.sh wgpu", carry=[".device/gl", ".device/wgpu.tar.xz", ".device/photos"], timeout_s=600)
+#   run(command="bash scripts/gpu-run.sh wgpu", carry=[".device/gl", ".device/wgpu.tar.xz", ".device/photos", ".device/hvq-train.xz"], timeout_s=600)
 #   run(command="bash scripts/gpu-run.sh 190", carry=[".device/configs", ".device/data",
 #       ".device/hvq-train.xz", ".device/hvq-train-before.xz", ".device/lpips"], timeout_s=600)
 set -euo pipefail
@@ -30,10 +30,10 @@ for net in vgg16 alexnet; do
     --src "../shared/data/lpips/$net.safetensors" --dst ".device/lpips/$net-int8.safetensors"
 done
 cp train/configs/default-model-shared.toml .device/configs/
-# The wgpu call's `tokenize-dir` photos: the first 64 of the 256-px copy (the training data does not
+# The wgpu call's `tokenize-dir` photos: the first 256 of the 256-px copy (the training data does not
 # travel with that call).
 rm -rf .device/photos && mkdir -p .device/photos
-find .device/data/imagenet-256 -type f | sort | sed -n 1,64p | xargs -I{} cp {} .device/photos/ # sed, not head: no SIGPIPE under pipefail
+find .device/data/imagenet-256 -type f | sort | sed -n 1,256p | xargs -I{} cp {} .device/photos/ # sed, not head: no SIGPIPE under pipefail
 
 # wgpu on the card's own Vulkan driver (issue 12): the Vulkan loader as a .deb (the GPU machine has
 # the NVIDIA ICD but maybe no loader), the stripped release wgpu test binaries and bench, and hvq.
@@ -64,7 +64,7 @@ du -sh .device; du -sh .device/*
 
 # What each device call would send: the tracked tree plus its carry, against the 64 MiB limit.
 tree=$(git ls-files -z | xargs -0 du -cb 2> /dev/null | tail -1 | cut -f1)
-for call in ".device/gl .device/wgpu.tar.xz .device/photos" ".device/configs .device/data .device/hvq-train.xz .device/hvq-train-before.xz .device/lpips"; do
+for call in ".device/gl .device/wgpu.tar.xz .device/photos .device/hvq-train.xz" ".device/configs .device/data .device/hvq-train.xz .device/hvq-train-before.xz .device/lpips"; do
   # shellcheck disable=SC2086 # $call holds several paths
   size=$(( tree + $(du -cb $call | tail -1 | cut -f1) ))
   echo "travel size with carry [$call]: $(( size >> 20 )) MiB (limit 64)"

@@ -14,8 +14,10 @@
 #   4. its export (f16) and its sharing and quality on 256x256 centre crops of all 1000 photos
 #      and of the 50 held-out ones.
 #   5. wgpu on the card's Vulkan driver (issue 12): adapter, the wgpu conformance, kernel, model and
-#      cross-check tests, the wgpu bench of both presets, and `hvq tokenize-dir --backend wgpu`.
-#      Step 5 runs first and takes about 3 minutes. It needs its own call (`gpu-run.sh wgpu`, see
+#      cross-check tests, the wgpu bench of both presets at batch 1 and 32, the same cases on
+#      libtorch CUDA (`hvq-train codec-bench`, same weights and images) joined into one table
+#      (wgpu-vs-libtorch.md), and `hvq tokenize-dir --backend wgpu` on 256 photos.
+#      Step 5 runs first and takes about 5 minutes at most (every part is time-boxed). It needs its own call (`gpu-run.sh wgpu`, see
 #      the size note at step 5): what travels is limited to 64 MiB.
 set -uo pipefail
 BUDGET="${1:-190}"
@@ -62,28 +64,43 @@ wgpu_on_vulkan() {
   # The test binaries find tests/vectors at the path they were built at.
   [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
   for t in conformance kernels model cross_check; do
-    timeout 60 "$bins/$t" --nocapture > "$OUT/wgpu-test-$t.txt" 2>&1; echo "wgpu test $t: exit $?"
+    timeout 45 "$bins/$t" --nocapture > "$OUT/wgpu-test-$t.txt" 2>&1; echo "wgpu test $t: exit $?"
     grep -E "adapter|driver|features|limits|agree|cross-check|worst|test result" "$OUT/wgpu-test-$t.txt" | head -9
   done
   local presets=small,paper sizes=256x256,768x512
   [ "$DEVICE" = cpu ] && { presets=small; sizes=32x32; }
-  HVQ_BENCH_RUNS=5 HVQ_BENCH_PRESETS=$presets HVQ_BENCH_SIZES=$sizes timeout 100 "$bins/wgpu" --bench \
-    > "$OUT/wgpu-bench.txt" 2>&1
+  local batches=1,32
+  [ "$DEVICE" = cpu ] && batches=1,2
+  HVQ_BENCH_RUNS=3 HVQ_BENCH_PRESETS=$presets HVQ_BENCH_SIZES=$sizes HVQ_BENCH_BATCHES=$batches \
+    HVQ_BENCH_JSON="$OUT/wgpu-bench.json" timeout 150 "$bins/wgpu" --bench > "$OUT/wgpu-bench.txt" 2>&1
   echo "wgpu bench: exit $?"; cat "$OUT/wgpu-bench.txt"
-  # $DEV/photos: 64 of the 256-px photos, carried by this call (the training data is not).
+  # The same cases on libtorch (CUDA on the GPU machine), same weights and images.
+  if [ -x "$BIN" ]; then
+    timeout 120 "$BIN" codec-bench --device "$DEVICE" --presets "$presets" --sizes "$sizes" --batches "$batches" \
+      --runs 3 --json "$OUT/libtorch-codec-bench.json" > "$OUT/libtorch-codec-bench.txt" 2>&1
+    echo "libtorch codec bench: exit $?"; cat "$OUT/libtorch-codec-bench.txt"
+    # H200 and H100 SXM: 67 TFLOP/s dense FP32 (no tensor cores), the ceiling for WGSL f32 kernels.
+    python3 scripts/bench-join.py "$OUT/wgpu-bench.json" "$OUT/libtorch-codec-bench.json" 67 \
+      > "$OUT/wgpu-vs-libtorch.md" 2>&1; cat "$OUT/wgpu-vs-libtorch.md"
+  fi
+  # $DEV/photos: 256 of the 256-px photos, carried by this call (the training data is not). The
+  # device thread batches what the -j workers have decoded; the debug log shows the batch sizes.
   rm -rf /tmp/hvq-tokens
-  START=$(date +%s)
-  timeout 40 "$bins/hvq" tokenize-dir --backend wgpu --output /tmp/hvq-tokens "$DEV/photos" > "$OUT/wgpu-tokenize-dir.txt" 2>&1
-  echo "tokenize-dir --backend wgpu: exit $? after $(( $(date +%s) - START )) s"
-  tail -3 "$OUT/wgpu-tokenize-dir.txt"
+  START=$(date +%s.%N)
+  RUST_LOG=hvq::tokenize_dir=debug timeout 60 "$bins/hvq" --backend wgpu tokenize-dir -j 64 --output /tmp/hvq-tokens \
+    "$DEV/photos" > "$OUT/wgpu-tokenize-dir.txt" 2>&1
+  local rc=$? secs; secs=$(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
   # Images in finished shards (a shard appears only when complete).
-  echo "images tokenized: $(cat /tmp/hvq-tokens/shard-*/index.jsonl 2> /dev/null | wc -l)"
+  local n; n=$(cat /tmp/hvq-tokens/shard-*/index.jsonl 2> /dev/null | wc -l)
+  echo "tokenize-dir --backend wgpu -j 64: exit $rc, $n images in $secs s ($(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.1f", n / s }') images/s, model load included)"
+  grep -c "device batch" "$OUT/wgpu-tokenize-dir.txt" | sed 's/^/device batches: /'
+  grep -v "device batch" "$OUT/wgpu-tokenize-dir.txt" | tail -3
 }
 [ -f "$DEV/wgpu.tar.xz" ] && wgpu_on_vulkan
 # `gpu-run.sh wgpu`: only step 5. What travels to the GPU machine (the tracked tree, about 22 MiB,
 # plus `carry`) is limited to 64 MiB: steps 1-4 need 63 MiB in all (carry [".device/configs",
-# ".device/data", ".device/hvq-train.xz", ".device/hvq-train-before.xz", ".device/lpips"]), step 5 45 MiB (carry [".device/gl",
-# ".device/wgpu.tar.xz", ".device/photos"]), so they are two calls; gpu-prepare.sh prints both sizes.
+# ".device/data", ".device/hvq-train.xz", ".device/hvq-train-before.xz", ".device/lpips"]), step 5 about 53 MiB (carry [".device/gl",
+# ".device/wgpu.tar.xz", ".device/photos", ".device/hvq-train.xz"]), so they are two calls; gpu-prepare.sh prints both sizes.
 if [ "$MODE" = wgpu ]; then ls -la "$OUT"; exit 0; fi
 
 # 1. Training-step speed before and after issue 10's step changes, same card, same run: the

@@ -142,6 +142,7 @@ async function loadModel(backend) {
     });
     demo.model = model;
     $('#fingerprint').textContent = model.fingerprint.slice(0, 16) + '…';
+    $('#gpu-features').textContent = featuresText(model);
     const note = $('#gpu-note');
     if (!model.webgpu.available) {
       note.hidden = false;
@@ -476,3 +477,11 @@ if (!('gpu' in navigator)) {
   note.textContent = 'This browser has no WebGPU: hvq will run on the CPU backend (slower).';
 }
 loadModel($('#backend').value);
+
+/** Which GPU features the model's kernels use here, and which optional ones the adapter offers. */
+function featuresText(model) {
+  if (!/webgpu|wgpu|gpu/i.test(model.backendName)) return 'kernels: CPU backend (WebAssembly, SIMD128)';
+  const offered = model.webgpu.features?.length ? model.webgpu.features.join(', ') : 'none';
+  return 'kernels: portable WGSL in f32, no optional features used ' +
+    `(this adapter offers: ${offered})`;
+}

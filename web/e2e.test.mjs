@@ -179,6 +179,9 @@ describe('demo page on WebGPU (SwiftShader)', () => {
     model = await openPage(page, 'webgpu');
     assert.equal(model.backendName, 'webgpu', `backend ${model.backendName}: ${page.consoleLog.join('\n')}`);
     assert.ok(model.webgpu.available);
+    const features = await page.evaluate(() => document.querySelector('#gpu-features').textContent);
+    assert.match(features, /portable WGSL in f32.*this adapter offers: /, features);
+    report.push({ line: `page: ${features}` });
     report.push({ line: `model: ${model.levels} levels, ${model.modelBytes} B, on ${model.backendName} (${model.webgpu.adapter}),` +
       ` created in ${model.createMs.toFixed(0)} ms, fingerprint ${model.fingerprint.slice(0, 16)}…` });
   });

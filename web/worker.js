@@ -10,7 +10,10 @@ let queue = Promise.resolve();
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 
-/** What WebGPU this worker sees: `{available, reason?, adapter?}`. */
+/** Optional WebGPU features the kernels could use where offered (none is used yet: issue 12). */
+const OPTIONAL_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query'];
+
+/** What WebGPU this worker sees: `{available, reason?, adapter?, fallback?, features?}`. */
 async function probeWebGpu() {
   if (!('gpu' in navigator) || !navigator.gpu) {
     return { available: false, reason: 'this browser exposes no WebGPU (navigator.gpu is missing)' };
@@ -20,7 +23,8 @@ async function probeWebGpu() {
     if (!adapter) return { available: false, reason: 'WebGPU is present but offers no adapter' };
     const info = adapter.info ?? {};
     const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
-    return { available: true, adapter: name, fallback: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter) };
+    const features = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
+    return { available: true, adapter: name, fallback: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter), features };
   } catch (e) {
     return { available: false, reason: `requesting a WebGPU adapter failed: ${e.message}` };
   }

@@ -1,14 +1,19 @@
 //! Encode and decode times of the wgpu backend (`small` preset, random weights) at 256×256 and
-//! 768×512 (Kodak's size). Prints the median of several runs per case, in ms, after one warm-up
-//! run that builds the pipelines and the graph for the shape.
+//! 768×512 (Kodak's size), per batch size. Prints the median of several runs per case, in ms,
+//! with images/s and the model's achieved GFLOP/s (forward FLOPs from `hvq_spec::flops`), after
+//! one warm-up run that builds the pipelines and the graph for the shape.
 //!
 //! `cargo bench -p hvq-wgpu --bench wgpu` (on lavapipe when no GPU is present).
 //! `HVQ_BENCH_RUNS=n` sets the runs per case (default 5), `HVQ_BENCH_SIZES=256x256,768x512` the
 //! image sizes, `HVQ_BENCH_PRESETS=small,paper` the presets, `HVQ_BENCH_CONV=c,h,w` the
-//! convolution case, `HVQ_BENCH_CONV_ONLY=1` skips the models.
+//! convolution case, `HVQ_BENCH_CONV_ONLY=1` skips the models, `HVQ_BENCH_BATCHES=1,32` the
+//! batch sizes (default 1; one run encodes that many distinct images together), and
+//! `HVQ_BENCH_JSON=path` also writes every case as JSON.
 
 use std::time::Instant;
 
+use hvq_spec::flops::ModelFlops;
+use hvq_spec::graph::ModelGraph;
 use hvq_spec::{FeatureMap, ModelConfig, random_weights};
 use hvq_wgpu::{GpuContext, GpuModel};
 
@@ -34,11 +39,7 @@ fn main() {
         }
     };
     println!("{}", ctx.adapter_report());
-    let runs: usize = std::env::var("HVQ_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let runs: usize = env_or("HVQ_BENCH_RUNS", 5).max(1);
     conv_case(&ctx, runs);
     if std::env::var_os("HVQ_BENCH_CONV_ONLY").is_some() {
         return;
@@ -46,46 +47,138 @@ fn main() {
     let presets: Vec<String> = std::env::var("HVQ_BENCH_PRESETS")
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_else(|_| vec!["small".into()]);
+    // HVQ_BENCH_SIZES=256x256,768x512 (width x height) picks the image sizes.
+    let sizes: Vec<(usize, usize)> = std::env::var("HVQ_BENCH_SIZES")
+        .unwrap_or_else(|_| "256x256,768x512".into())
+        .split(',')
+        .filter_map(|s| {
+            s.split_once('x')
+                .and_then(|(w, h)| Some((h.parse().ok()?, w.parse().ok()?)))
+        })
+        .collect();
+    let batches: Vec<usize> = std::env::var("HVQ_BENCH_BATCHES")
+        .unwrap_or_else(|_| "1".into())
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .filter(|&b| b > 0)
+        .collect();
+    let mut records = Vec::new();
     for preset in presets {
         let cfg = ModelConfig::preset(&preset).expect("known preset");
         let weights = random_weights(&cfg, 1).expect("valid preset");
-        let model = GpuModel::new(&ctx, &weights).expect("weights fit the device");
-        // HVQ_BENCH_SIZES=256x256,768x512 (width x height) picks the image sizes.
-        let sizes: Vec<(usize, usize)> = std::env::var("HVQ_BENCH_SIZES")
-            .unwrap_or_else(|_| "256x256,768x512".into())
-            .split(',')
-            .filter_map(|s| {
-                s.split_once('x')
-                    .and_then(|(w, h)| Some((h.parse().ok()?, w.parse().ok()?)))
-            })
-            .collect();
-        for (h, w) in sizes {
-            let image = FeatureMap {
-                channels: 3,
-                height: h,
-                width: w,
-                data: vec![0.5; 3 * h * w],
-            };
-            let levels: Vec<usize> = (0..cfg.levels).collect();
-            let mut grids = Vec::new();
-            let enc = median_ms(runs, || {
-                grids = pollster::block_on(model.encode(&image, &levels)).expect("encode")
-            });
-            println!(
-                "{preset} {w}x{h} encode (all {} levels): median {enc:.1} ms over {runs} runs",
-                cfg.levels
-            );
-            for grid in &grids {
-                let dec = median_ms(runs, || {
-                    pollster::block_on(model.decode(grid)).expect("decode");
-                });
-                println!(
-                    "{preset} {w}x{h} decode level {} ({}x{} tokens): median {dec:.1} ms",
-                    grid.level, grid.width, grid.height
-                );
+        // The bench asks for whole batches: the cap is raised to what the device allows.
+        let model = GpuModel::new(&ctx, &weights)
+            .expect("weights fit the device")
+            .with_batch_bytes(u64::MAX);
+        let graph = ModelGraph::new(&cfg);
+        for &(h, w) in &sizes {
+            let flops = ModelFlops::new(&graph, w, h);
+            for &batch in &batches {
+                let case = Case {
+                    preset: &preset,
+                    h,
+                    w,
+                    batch,
+                    runs,
+                };
+                records.extend(model_case(&model, &cfg, &case, &flops));
             }
         }
     }
+    if let Some(path) = std::env::var_os("HVQ_BENCH_JSON") {
+        let json = format!("[\n{}\n]\n", records.join(",\n"));
+        std::fs::write(&path, json).expect("the JSON file can be written");
+    }
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One model case: `batch` images of `h × w`, timed over `runs` runs.
+struct Case<'a> {
+    preset: &'a str,
+    h: usize,
+    w: usize,
+    batch: usize,
+    runs: usize,
+}
+
+/// Encode (all levels) and decode (each level) of one case: one line each, and one JSON record
+/// each.
+fn model_case(model: &GpuModel, cfg: &ModelConfig, case: &Case, flops: &ModelFlops) -> Vec<String> {
+    let Case {
+        preset,
+        h,
+        w,
+        batch,
+        runs,
+    } = *case;
+    if model.batch_capacity(h, w) < batch {
+        println!(
+            "{preset} {w}x{h} batch {batch}: skipped, the device holds {} such images per run",
+            model.batch_capacity(h, w)
+        );
+        return Vec::new();
+    }
+    // Distinct images, so a batch cannot be served by one image's work.
+    let images: Vec<FeatureMap> = (0..batch)
+        .map(|b| FeatureMap {
+            channels: 3,
+            height: h,
+            width: w,
+            data: (0..3 * h * w)
+                .map(|i| ((i * 7 + b * 13) % 251) as f32 / 250.0)
+                .collect(),
+        })
+        .collect();
+    let levels: Vec<usize> = (0..cfg.levels).collect();
+    let mut grids = Vec::new();
+    let enc = median_ms(runs, || {
+        grids = pollster::block_on(model.encode_batch(&images, &levels)).expect("encode")
+    });
+    let mut out = vec![record(case, None, enc, flops.encoder.forward)];
+    for level in levels {
+        let level_grids: Vec<_> = grids.iter().map(|g| g[level].clone()).collect();
+        let dec = median_ms(runs, || {
+            pollster::block_on(model.decode_batch(&level_grids)).expect("decode");
+        });
+        out.push(record(case, Some(level), dec, flops.decoders[level].forward));
+    }
+    out
+}
+
+/// Prints one timing (the encoder when `level` is `None`, else that level's decoder) and
+/// returns it as a JSON object.
+fn record(case: &Case, level: Option<usize>, ms: f64, flops_per_image: u64) -> String {
+    let Case {
+        preset,
+        h,
+        w,
+        batch,
+        runs,
+    } = *case;
+    let op = if level.is_some() { "decode" } else { "encode" };
+    let images_per_s = batch as f64 / (ms / 1e3);
+    let gflops = flops_per_image as f64 * images_per_s / 1e9;
+    let what = match level {
+        Some(l) => format!("decode level {l}"),
+        None => "encode (all levels)".into(),
+    };
+    println!(
+        "{preset} {w}x{h} batch {batch} {what}: median {ms:.1} ms over {runs} runs, \
+         {images_per_s:.1} images/s, {gflops:.1} GFLOP/s"
+    );
+    let level = level.map_or("null".into(), |l| l.to_string());
+    format!(
+        "  {{\"preset\": \"{preset}\", \"width\": {w}, \"height\": {h}, \"batch\": {batch}, \
+         \"op\": \"{op}\", \"level\": {level}, \"median_ms\": {ms:.3}, \"runs\": {runs}, \
+         \"images_per_s\": {images_per_s:.2}, \"gflop_per_image\": {:.3}, \"gflop_per_s\": {gflops:.1}}}",
+        flops_per_image as f64 / 1e9
+    )
 }
 
 /// One 3×3 convolution, 64 → 64 channels at 128×128 (upload and read-back included): the
