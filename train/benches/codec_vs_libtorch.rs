@@ -101,13 +101,7 @@ fn run_case(case: &Case, weights: &Weights, pool: &rayon::ThreadPool) -> Vec<Row
     });
     let mut torch_tokens: Vec<Tensor> = Vec::new();
     let torch_encode = measure(case.runs, || {
-        torch_tokens = tch::no_grad(|| {
-            torch
-                .level_latents(&torch.normalize(&x))
-                .iter()
-                .map(|z| torch.nearest(&torch.project(z)))
-                .collect()
-        })
+        torch_tokens = tch::no_grad(|| torch.encode_tokens(&x))
     });
     report_agreement(&name, &grids, &torch_tokens);
 
@@ -119,9 +113,7 @@ fn run_case(case: &Case, weights: &Weights, pool: &rayon::ThreadPool) -> Vec<Row
             })
         });
         let torch_decode = measure(case.runs, || {
-            let _ = tch::no_grad(|| {
-                torch.denormalize(&torch.decode(grid.level, &torch.lookup(tokens)))
-            });
+            let _ = tch::no_grad(|| torch.decode_tokens(grid.level, tokens));
         });
         let op = format!("decode L{} ({}x{})", grid.level, grid.width, grid.height);
         rows.push(row(&name, &op, hvq_decode, torch_decode));

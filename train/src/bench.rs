@@ -39,7 +39,8 @@ pub fn median_ms(
     Ok(times[times.len() / 2])
 }
 
-fn sync(device: Device) {
+/// Waits for the device's queued work (a no-op on the CPU).
+pub(crate) fn sync(device: Device) {
     if let Device::Cuda(i) = device {
         tch::Cuda::synchronize(i as i64);
     }
@@ -417,25 +418,16 @@ pub fn time_codec(
     let mut out = Vec::new();
     for &(w, h) in sizes {
         let x = Tensor::rand([1, 3, h, w], (Kind::Float, device));
-        let tokens: Vec<Tensor> = tch::no_grad(|| {
-            let zs = model.level_latents(&model.normalize(&x));
-            zs.iter()
-                .map(|z| model.nearest(&model.project(z)))
-                .collect()
-        });
+        let tokens: Vec<Tensor> = tch::no_grad(|| model.encode_tokens(&x));
         let encode_ms = median_ms(reps, || {
-            tch::no_grad(|| {
-                for z in model.level_latents(&model.normalize(&x)) {
-                    let _ = model.nearest(&model.project(&z));
-                }
-            });
+            let _ = tch::no_grad(|| model.encode_tokens(&x));
             sync(device);
             Ok(())
         })?;
         let mut decode_ms = Vec::new();
         for (l, t) in tokens.iter().enumerate() {
             decode_ms.push(median_ms(reps, || {
-                let _ = tch::no_grad(|| model.denormalize(&model.decode(l, &model.lookup(t))));
+                let _ = tch::no_grad(|| model.decode_tokens(l, t));
                 sync(device);
                 Ok(())
             })?);

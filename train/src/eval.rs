@@ -108,12 +108,12 @@ pub fn reconstruct(model: &Hvq, x01: &Tensor) -> Vec<(Tensor, Tensor)> {
         let s = model.config().coarsest_stride() as i64;
         let (ph, pw) = ((h + s - 1) / s * s - h, (w + s - 1) / s * s - w);
         let xp = x01.replication_pad2d([0, pw, 0, ph]);
-        let zs = model.level_latents(&model.normalize(&xp));
-        zs.iter()
+        model
+            .encode_tokens(&xp)
+            .into_iter()
             .enumerate()
-            .map(|(l, z)| {
-                let tokens = model.nearest(&model.project(z));
-                let y = model.denormalize(&model.decode(l, &model.lookup(&tokens)));
+            .map(|(l, tokens)| {
+                let y = model.decode_tokens(l, &tokens);
                 (tokens, y.narrow(2, 0, h).narrow(3, 0, w))
             })
             .collect()

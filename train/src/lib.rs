@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod codebook;
+pub mod codec_bench;
 pub mod config;
 pub mod data;
 pub mod device;

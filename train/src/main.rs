@@ -205,6 +205,10 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Time libtorch encode (all levels) and decode (each level) of presets' random weights on
+    /// batches of images, as the wgpu benchmark does (same weights, images, lines and JSON
+    /// records), for the wgpu / libtorch comparison.
+    CodecBench(hvq_train::codec_bench::CodecBenchArgs),
     /// Time training steps and libtorch encode/decode (median of several runs).
     Bench {
         /// Presets whose training step to time.
@@ -392,6 +396,9 @@ fn main() -> Result<()> {
             limit,
             json,
         } => bench_data(&data, size, limit, json)?,
+        Command::CodecBench(args) => {
+            hvq_train::codec_bench::run(&args)?;
+        }
         Command::Bench {
             presets,
             batch,

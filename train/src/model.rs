@@ -174,6 +174,22 @@ impl Hvq {
         one(self.run(d, given, &[output(d, Output::Recon)]))
     }
 
+    /// The codec's encode of `[0, 1]` pixels `[B, 3, H, W]` (H and W multiples of the coarsest
+    /// stride): normalization, encoder, level derivation, projection and nearest entry; i64
+    /// tokens `[B, h_l, w_l]` per level, finest first. Call under `tch::no_grad` for inference.
+    pub fn encode_tokens(&self, x01: &Tensor) -> Vec<Tensor> {
+        self.level_latents(&self.normalize(x01))
+            .iter()
+            .map(|z| self.nearest(&self.project(z)))
+            .collect()
+    }
+
+    /// The codec's decode of level `level`'s i64 tokens `[B, h, w]`: lookup, decoder and
+    /// de-normalization, pixels `[B, 3, H, W]` clamped to `[0, 1]`.
+    pub fn decode_tokens(&self, level: usize, tokens: &Tensor) -> Tensor {
+        self.denormalize(&self.decode(level, &self.lookup(tokens)))
+    }
+
     /// Full forward pass of a normalized batch: every level's latent, tokens and reconstruction.
     pub fn forward(&self, x_norm: &Tensor) -> Vec<LevelOutput> {
         self.forward_with(x_norm, true)
