@@ -7,6 +7,8 @@
 #   run(command="bash scripts/gpu-run.sh wgpu", carry=[".device/gl", ".device/wgpu.tar.xz", ".device/photos", ".device/hvq-train.xz"], timeout_s=600)
 #   run(command="bash scripts/gpu-run.sh 190", carry=[".device/configs", ".device/data",
 #       ".device/hvq-train.xz", ".device/hvq-train-before.xz", ".device/lpips"], timeout_s=600)
+# `bash scripts/gpu-prepare.sh wgpu` prepares only what the first call carries (no trainer of
+# bc1de38, no LPIPS): enough for `HVQ_GPU_DRY_RUN=1 bash scripts/gpu-run.sh wgpu`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -15,8 +17,9 @@ cargo build --release -p hvq-train
 mkdir -p .device/lpips .device/configs
 rm -f .device/hvq-train .device/lpips/*-f16.safetensors # the layout before 2026-12-02
 strip -o /tmp/hvq-train target/release/hvq-train && xz -T2 -c /tmp/hvq-train > .device/hvq-train.xz
+ONLY="${1:-all}"
 # The trainer before issue 10's step changes (commit bc1de38), for gpu-run.sh's before/after bench.
-if [ ! -f .device/hvq-train-before.xz ]; then
+if [ "$ONLY" != wgpu ] && [ ! -f .device/hvq-train-before.xz ]; then
   before=/tmp/hvq-before-bc1de38
   [ -d "$before" ] || git worktree add --detach "$before" bc1de38
   (cd "$before" && CARGO_TARGET_DIR="$ROOT/target/before" cargo build --release -p hvq-train)
@@ -26,6 +29,7 @@ fi
 [ -d .device/data/imagenet-256 ] || target/release/hvq-train shrink-data \
   --src ../shared/data/imagenet-sample --dst .device/data/imagenet-256 --short-side 256 --quality 80
 for net in vgg16 alexnet; do
+  [ "$ONLY" = wgpu ] && break
   [ -f ".device/lpips/$net-int8.safetensors" ] || target/release/hvq-train half --int8 \
     --src "../shared/data/lpips/$net.safetensors" --dst ".device/lpips/$net-int8.safetensors"
 done
