@@ -68,7 +68,10 @@ du -sh .device; du -sh .device/*
 
 # What each device call would send: the tracked tree plus its carry, against the 64 MiB limit.
 tree=$(git ls-files -z | xargs -0 du -cb 2> /dev/null | tail -1 | cut -f1)
-for call in ".device/gl .device/wgpu.tar.xz .device/photos .device/hvq-train.xz" ".device/configs .device/data .device/hvq-train.xz .device/hvq-train-before.xz .device/lpips"; do
+calls=(".device/gl .device/wgpu.tar.xz .device/photos .device/hvq-train.xz"
+       ".device/configs .device/data .device/hvq-train.xz .device/hvq-train-before.xz .device/lpips")
+[ "$ONLY" = wgpu ] && calls=("${calls[0]}")
+for call in "${calls[@]}"; do
   # shellcheck disable=SC2086 # $call holds several paths
   size=$(( tree + $(du -cb $call | tail -1 | cut -f1) ))
   echo "travel size with carry [$call]: $(( size >> 20 )) MiB (limit 64)"

@@ -88,10 +88,10 @@ wgpu_on_vulkan() {
   # device thread batches what the -j workers have decoded; the debug log shows the batch sizes.
   rm -rf /tmp/hvq-tokens
   START=$(date +%s.%N)
-  RUST_LOG=hvq::tokenize_dir=debug timeout 60 "$bins/hvq" --backend wgpu tokenize-dir -j 64 --output /tmp/hvq-tokens \
+  RUST_LOG=hvq::tokenize_dir=debug timeout 60 "$bins/hvq" --backend wgpu tokenize-dir -j 64 --shard-size 32 --output /tmp/hvq-tokens \
     "$DEV/photos" > "$OUT/wgpu-tokenize-dir.txt" 2>&1
   local rc=$? secs; secs=$(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
-  # Images in finished shards (a shard appears only when complete).
+  # Images in finished shards of 32 (a shard appears only when complete, so a cut run still counts).
   local n; n=$(cat /tmp/hvq-tokens/shard-*/index.jsonl 2> /dev/null | wc -l)
   echo "tokenize-dir --backend wgpu -j 64: exit $rc, $n images in $secs s ($(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.1f", n / s }') images/s, model load included)"
   grep -c "device batch" "$OUT/wgpu-tokenize-dir.txt" | sed 's/^/device batches: /'
