@@ -340,15 +340,7 @@ fn path_hash(rel: &Path) -> u64 {
 /// allocation before decoding), guessing the format from the content, not the extension.
 pub fn decode_rgb8(path: &Path) -> Result<RgbImage, TrainError> {
     let reader = image::ImageReader::open(path).map_err(|e| TrainError::io(path, e))?;
-    let reader = reader
-        .with_guessed_format()
-        .map_err(|e| TrainError::io(path, e))?;
-    let img = reader.decode().map_err(|source| TrainError::ImageDecode {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // `into_rgb8` is free for the usual RGB8 JPEG; `to_rgb8` copied it.
-    Ok(img.into_rgb8())
+    decode_with(path, reader)
 }
 
 /// Decodes encoded image `bytes` read from `path` as [`decode_rgb8`] decodes a file: the format
@@ -358,6 +350,14 @@ fn decode_bytes(path: &Path, bytes: Vec<u8>) -> Result<RgbImage, TrainError> {
     if let Ok(format) = image::ImageFormat::from_path(path) {
         reader.set_format(format);
     }
+    decode_with(path, reader)
+}
+
+/// The format guessed from the content (over the one the extension gave), then decoded to RGB8.
+fn decode_with<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    reader: image::ImageReader<R>,
+) -> Result<RgbImage, TrainError> {
     let reader = reader
         .with_guessed_format()
         .map_err(|e| TrainError::io(path, e))?;
@@ -365,6 +365,7 @@ fn decode_bytes(path: &Path, bytes: Vec<u8>) -> Result<RgbImage, TrainError> {
         path: path.to_path_buf(),
         source,
     })?;
+    // `into_rgb8` is free for the usual RGB8 JPEG; `to_rgb8` copied it.
     Ok(img.into_rgb8())
 }
 
