@@ -366,7 +366,9 @@ impl Codec {
         for ((w, h), members) in groups {
             // Whole runs at a time, so the input maps of a long list are never all in memory.
             for run in members.chunks(model.batch_capacity(h, w)) {
-                let results = self.encode_run(run.iter().map(|&i| &images[i]), levels, w, h).await;
+                let results = self
+                    .encode_run(run.iter().map(|&i| &images[i]), levels, w, h)
+                    .await;
                 match results {
                     Ok(tokens) => {
                         for (&i, t) in run.iter().zip(tokens) {
@@ -376,7 +378,8 @@ impl Codec {
                     // A device error on the run: each image again alone, for its own result.
                     Err(_) => {
                         for &i in run {
-                            out[i] = Some(self.encode_levels(&images[i], levels, &mut |_| {}).await);
+                            out[i] =
+                                Some(self.encode_levels(&images[i], levels, &mut |_| {}).await);
                         }
                     }
                 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use common::{pattern, tiny_codec, tiny_weights};
 use hvq_codec::{
-    Backend, Codec, CodecError, LevelSelection, Limits, Priors, RgbImage, Tiling, TokenGrid, Tokens,
-    inspect, inspect_with,
+    Backend, Codec, CodecError, LevelSelection, Limits, Priors, RgbImage, Tiling, TokenGrid,
+    Tokens, inspect, inspect_with,
 };
 use hvq_spec::{ModelConfig, Weights, meta};
 

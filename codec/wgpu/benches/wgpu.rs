@@ -146,7 +146,12 @@ fn model_case(model: &GpuModel, cfg: &ModelConfig, case: &Case, flops: &ModelFlo
         let dec = median_ms(runs, || {
             pollster::block_on(model.decode_batch(&level_grids)).expect("decode");
         });
-        out.push(record(case, Some(level), dec, flops.decoders[level].forward));
+        out.push(record(
+            case,
+            Some(level),
+            dec,
+            flops.decoders[level].forward,
+        ));
     }
     out
 }

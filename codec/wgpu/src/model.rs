@@ -172,7 +172,9 @@ impl GpuModel {
     /// [`GpuError::Input`] for a level the model lacks; otherwise as
     /// [`GpuModel::encode_latents`].
     pub async fn encode(&self, image: &FeatureMap, levels: &[usize]) -> Result<Vec<TokenGrid>> {
-        let mut out = self.encode_batch(std::slice::from_ref(image), levels).await?;
+        let mut out = self
+            .encode_batch(std::slice::from_ref(image), levels)
+            .await?;
         Ok(out.pop().unwrap_or_default())
     }
 

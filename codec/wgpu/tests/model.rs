@@ -197,9 +197,18 @@ fn batches_give_each_image_exactly_what_it_gets_alone() {
             .iter()
             .map(|im| block_on(whole.encode(im, &levels)).unwrap())
             .collect();
-        assert_ne!(alone[0], alone[1], "distinct images should give distinct tokens");
-        assert_eq!(block_on(whole.encode_batch(&images, &levels)).unwrap(), alone);
-        assert_eq!(block_on(split.encode_batch(&images, &levels)).unwrap(), alone);
+        assert_ne!(
+            alone[0], alone[1],
+            "distinct images should give distinct tokens"
+        );
+        assert_eq!(
+            block_on(whole.encode_batch(&images, &levels)).unwrap(),
+            alone
+        );
+        assert_eq!(
+            block_on(split.encode_batch(&images, &levels)).unwrap(),
+            alone
+        );
         // One level only, coarsest first in the request: the order asked is kept per image.
         let coarse = block_on(whole.encode_batch(&images, &[2, 0])).unwrap();
         for (got, want) in coarse.iter().zip(&alone) {
@@ -237,7 +246,10 @@ fn batches_of_mixed_sizes_or_levels_are_refused() {
         block_on(gpu.encode_batch(&bad, &[0])),
         Err(GpuError::Input(InputError::WrongChannels { got: 1, .. }))
     ));
-    assert_eq!(block_on(gpu.encode_batch(&[], &[0])).unwrap(), Vec::<Vec<TokenGrid>>::new());
+    assert_eq!(
+        block_on(gpu.encode_batch(&[], &[0])).unwrap(),
+        Vec::<Vec<TokenGrid>>::new()
+    );
     let grid = |level, side: usize| TokenGrid {
         level,
         height: side,
