@@ -100,7 +100,7 @@ wgpu_on_vulkan() {
 [ -f "$DEV/wgpu.tar.xz" ] && wgpu_on_vulkan
 # `gpu-run.sh wgpu`: only step 5. What travels to the GPU machine (the tracked tree, about 22 MiB,
 # plus `carry`) is limited to 64 MiB: steps 1-4 need 63 MiB in all (carry [".device/configs",
-# ".device/data", ".device/hvq-train.xz", ".device/hvq-train-before.xz", ".device/lpips"]), step 5 about 53 MiB (carry [".device/gl",
+# ".device/data", ".device/hvq-train.xz", ".device/hvq-train-before.xz", ".device/lpips"]), step 5 51 MiB (carry [".device/gl",
 # ".device/wgpu.tar.xz", ".device/photos", ".device/hvq-train.xz"]), so they are two calls; gpu-prepare.sh prints both sizes.
 if [ "$MODE" = wgpu ]; then ls -la "$OUT"; exit 0; fi
 

@@ -10,6 +10,8 @@ bash scripts/setup.sh
 # libtorch's worker threads busy-wait; on a 2-core machine running two test binaries at once they
 # starve each other (17x slower measured). One intra-op thread per process keeps the suite fast.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# setup.sh installed Mesa lavapipe: a wgpu test that finds no adapter now fails instead of skipping.
+export HVQ_REQUIRE_WGPU=1
 status=0
 cargo test --workspace --no-fail-fast -j 2 || status=1
 # Benchmarks are not run here (timings are not tests), but they must keep compiling. Built in the

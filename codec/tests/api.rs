@@ -571,7 +571,10 @@ fn files_move_between_cpu_and_wgpu_backends() {
         Ok(c) => c,
         Err(e) => {
             // Reported, not silently passed: this machine has no wgpu adapter.
-            eprintln!("SKIPPED files_move_between_cpu_and_wgpu_backends: {e}");
+            common::skip_without_adapter(
+                "files_move_between_cpu_and_wgpu_backends",
+                &e.to_string(),
+            );
             return;
         }
     };
@@ -647,7 +650,10 @@ fn wgpu_batches_give_each_image_its_own_tokens() {
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("SKIPPED wgpu_batches_give_each_image_its_own_tokens: {e}");
+            common::skip_without_adapter(
+                "wgpu_batches_give_each_image_its_own_tokens",
+                &e.to_string(),
+            );
             return;
         }
     };

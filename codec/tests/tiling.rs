@@ -257,7 +257,10 @@ fn tiled_files_move_between_cpu_and_wgpu_backends() {
         Ok(c) => c,
         Err(e) => {
             // Reported, not silently passed: this machine has no wgpu adapter.
-            eprintln!("SKIPPED tiled_files_move_between_cpu_and_wgpu_backends: {e}");
+            common::skip_without_adapter(
+                "tiled_files_move_between_cpu_and_wgpu_backends",
+                &e.to_string(),
+            );
             return;
         }
     };

@@ -336,10 +336,7 @@ fn wgpu_batches_change_scheduling_not_results() {
     };
     let one = run("one", "1");
     if !one.status.success() && stderr(&one).contains("adapter") {
-        eprintln!(
-            "SKIPPED wgpu_batches_change_scheduling_not_results: {}",
-            stderr(&one)
-        );
+        common::skip_without_adapter("wgpu_batches_change_scheduling_not_results", &stderr(&one));
         return;
     }
     assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));

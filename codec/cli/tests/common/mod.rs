@@ -49,3 +49,14 @@ pub fn fails_with(out: &std::process::Output, expected: &str) -> String {
     assert!(!err.contains("panicked"), "hvq panicked: {err}");
     err
 }
+
+/// Reports a wgpu test that cannot run for want of an adapter. Where the test command has
+/// installed one (`scripts/test.sh` sets `HVQ_REQUIRE_WGPU=1` after installing Mesa lavapipe), a
+/// missing adapter is a failure, not a skip: the test must not pass without running.
+pub fn skip_without_adapter(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("HVQ_REQUIRE_WGPU").is_none(),
+        "{test}: no wgpu adapter although HVQ_REQUIRE_WGPU is set: {why}"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
