@@ -32,11 +32,12 @@ impl Engine {
         weights: &Arc<Weights>,
         choice: Backend,
         ctx: SharedContext,
+        f16: bool,
     ) -> Result<Self> {
         match choice {
             Backend::Cpu => Ok(Self::cpu(weights)),
-            Backend::Wgpu => Self::wgpu(weights, ctx, true).await,
-            Backend::Auto => match Self::wgpu(weights, ctx, false).await {
+            Backend::Wgpu => Self::wgpu(weights, ctx, true, f16).await,
+            Backend::Auto => match Self::wgpu(weights, ctx, false, f16).await {
                 Ok(engine) => Ok(engine),
                 Err(e) => {
                     // A machine without a GPU is normal, not an error: say why at info level and go on.
@@ -59,7 +60,12 @@ impl Engine {
     /// a GPU emulated on the same cores. In a browser any WebGPU adapter is taken, since the
     /// wasm CPU backend runs on one thread.
     #[cfg(feature = "wgpu")]
-    async fn wgpu(weights: &Weights, ctx: SharedContext, allow_software: bool) -> Result<Self> {
+    async fn wgpu(
+        weights: &Weights,
+        ctx: SharedContext,
+        allow_software: bool,
+        f16: bool,
+    ) -> Result<Self> {
         let ctx = match ctx {
             Some(ctx) => ctx,
             None => hvq_wgpu::GpuContext::new().await.map_err(CodecError::Gpu)?,
@@ -77,12 +83,24 @@ impl Engine {
             info.backend,
             info.device_type
         );
-        let model = hvq_wgpu::GpuModel::new(&ctx, weights).map_err(CodecError::Gpu)?;
+        let precision = if f16 {
+            hvq_wgpu::Precision::F16
+        } else {
+            hvq_wgpu::Precision::F32
+        };
+        let model = hvq_wgpu::GpuModel::with_precision(&ctx, weights, precision)
+            .map_err(CodecError::Gpu)?;
+        log::info!("wgpu kernels in {}", precision.name());
         Ok(Engine::Wgpu(Box::new(model)))
     }
 
     #[cfg(not(feature = "wgpu"))]
-    async fn wgpu(_weights: &Weights, _ctx: SharedContext, _allow_software: bool) -> Result<Self> {
+    async fn wgpu(
+        _weights: &Weights,
+        _ctx: SharedContext,
+        _allow_software: bool,
+        _f16: bool,
+    ) -> Result<Self> {
         Err(CodecError::WgpuNotCompiled)
     }
 

@@ -55,6 +55,19 @@ struct Global {
     /// then grows with the image (about 2 GB per megapixel).
     #[arg(long, global = true, value_name = "PIXELS", default_value_t = 512)]
     tile: u32,
+    /// Precision of the wgpu kernels' activations: `f16` halves device memory and traffic
+    /// (needs an adapter with shader-f16; a few tokens near a tie differ from f32's). The CPU
+    /// backend always runs f32.
+    #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrecisionArg {
+    /// f32 everywhere: the tokens of the CPU backend and libtorch.
+    F32,
+    /// f16 activations and weights on wgpu, f32 quantizer and accumulators.
+    F16,
 }
 
 impl Global {
@@ -390,8 +403,12 @@ fn load_codec(g: &Global) -> Result<Codec> {
         BackendArg::Wgpu => Backend::Wgpu,
         BackendArg::Cpu => Backend::Cpu,
     };
+    if g.precision == PrecisionArg::F16 && matches!(g.backend, BackendArg::Cpu) {
+        bail!("--precision f16 runs on the wgpu backend only; the CPU backend is always f32");
+    }
     let codec = builder
         .backend(backend)
+        .gpu_f16(g.precision == PrecisionArg::F16)
         .tiling(g.tiling())
         .build()
         .context("cannot start the model")?;

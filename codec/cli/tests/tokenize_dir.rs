@@ -401,3 +401,46 @@ fn a_killed_run_resumes_to_the_same_bytes() {
         assert_eq!(f.tree(&out), reference, "{out}");
     }
 }
+
+/// `--precision f16` runs the wgpu kernels in f16: the run succeeds with the same layout, and
+/// it is refused with the CPU backend, which has only f32.
+#[test]
+fn f16_runs_on_wgpu_and_is_refused_on_the_cpu() {
+    let f = Fixture::new();
+    five_images(&f);
+    let refused = f.run("cpu16", &["--precision", "f16"]);
+    fails_with(&refused, "--precision f16 runs on the wgpu backend only");
+    assert!(!f.path("cpu16").exists(), "a refused run writes nothing");
+    let full = f.command_on("wgpu", "f32", &[]).output().unwrap();
+    if !full.status.success() && stderr(&full).contains("adapter") {
+        common::skip_without_adapter("f16_runs_on_wgpu_and_is_refused_on_the_cpu", &stderr(&full));
+        return;
+    }
+    ok(&full);
+    let half = f
+        .command_on("wgpu", "f16", &["--precision", "f16"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = stderr(&half);
+    if err.contains("shader-f16") {
+        // lavapipe offers it; an adapter without it gets the typed refusal, named.
+        common::skip_without_adapter("f16 (no shader-f16 on this adapter)", &err);
+        return;
+    }
+    ok(&half);
+    assert!(err.contains("wgpu kernels in f16"), "{err}");
+    let (a, b) = (f.tree("f32"), f.tree("f16"));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    let lines = |tree: &BTreeMap<PathBuf, Vec<u8>>| -> usize {
+        tree.iter()
+            .filter(|(p, _)| p.ends_with("index.jsonl"))
+            .map(|(_, bytes)| bytes.iter().filter(|&&c| c == b'\n').count())
+            .sum()
+    };
+    assert_eq!(lines(&a), lines(&b), "the same images in the index");
+}

@@ -7,15 +7,16 @@
 //! `HVQ_BENCH_RUNS=n` sets the runs per case (default 5), `HVQ_BENCH_SIZES=256x256,768x512` the
 //! image sizes, `HVQ_BENCH_PRESETS=small,paper` the presets, `HVQ_BENCH_CONV=c,h,w` the
 //! convolution case, `HVQ_BENCH_CONV_ONLY=1` skips the models, `HVQ_BENCH_BATCHES=1,32` the
-//! batch sizes (default 1; one run encodes that many distinct images together), and
-//! `HVQ_BENCH_JSON=path` also writes every case as JSON.
+//! batch sizes (default 1; one run encodes that many distinct images together),
+//! `HVQ_BENCH_PRECISIONS=f32,f16` the kernels' precisions (default f32; f16 is skipped on an
+//! adapter without `shader-f16`), and `HVQ_BENCH_JSON=path` also writes every case as JSON.
 
 use std::time::Instant;
 
 use hvq_spec::flops::ModelFlops;
 use hvq_spec::graph::ModelGraph;
 use hvq_spec::{FeatureMap, ModelConfig, random_weights};
-use hvq_wgpu::{GpuContext, GpuModel};
+use hvq_wgpu::{GpuContext, GpuModel, Precision};
 
 fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up: pipelines, graph and buffers for this shape
@@ -62,29 +63,48 @@ fn main() {
         .filter_map(|s| s.parse().ok())
         .filter(|&b| b > 0)
         .collect();
+    let precisions: Vec<Precision> = std::env::var("HVQ_BENCH_PRECISIONS")
+        .unwrap_or_else(|_| "f32".into())
+        .split(',')
+        .map(|s| s.parse().expect("HVQ_BENCH_PRECISIONS: f32 or f16"))
+        .collect();
     let mut records = Vec::new();
     for preset in presets {
         let cfg = ModelConfig::preset(&preset).expect("known preset");
         let weights = random_weights(&cfg, 1).expect("valid preset");
-        // The bench asks for whole batches: the cap is raised to what the device allows.
-        let model = GpuModel::new(&ctx, &weights)
-            .expect("weights fit the device")
-            .with_batch_bytes(u64::MAX);
         let graph = ModelGraph::new(&cfg);
-        for &(h, w) in &sizes {
-            let flops = ModelFlops::new(&graph, w, h);
-            for &batch in &batches {
-                let case = Case {
-                    preset: &preset,
-                    h,
-                    w,
-                    batch,
-                    runs,
-                };
-                records.extend(model_case(&model, &cfg, &case, &flops));
+        for &precision in &precisions {
+            if precision == Precision::F16 && !ctx.supports_f16() {
+                println!("{preset} f16: skipped, the adapter has no shader-f16");
+                continue;
+            }
+            // The bench asks for whole batches: the cap is raised to what the device allows.
+            let model = GpuModel::with_precision(&ctx, &weights, precision)
+                .expect("weights fit the device")
+                .with_batch_bytes(u64::MAX);
+            for &(h, w) in &sizes {
+                let flops = ModelFlops::new(&graph, w, h);
+                for &batch in &batches {
+                    let case = Case {
+                        preset: &preset,
+                        h,
+                        w,
+                        batch,
+                        runs,
+                        precision,
+                    };
+                    records.extend(model_case(&model, &cfg, &case, &flops));
+                    // Written after every case, so a run cut short by a timeout keeps its cases.
+                    write_json(&records);
+                }
             }
         }
     }
+    write_json(&records);
+}
+
+/// Writes `records` to `HVQ_BENCH_JSON`, when set.
+fn write_json(records: &[String]) {
     if let Some(path) = std::env::var_os("HVQ_BENCH_JSON") {
         let json = format!("[\n{}\n]\n", records.join(",\n"));
         std::fs::write(&path, json).expect("the JSON file can be written");
@@ -105,6 +125,7 @@ struct Case<'a> {
     w: usize,
     batch: usize,
     runs: usize,
+    precision: Precision,
 }
 
 /// Encode (all levels) and decode (each level) of one case: one line each, and one JSON record
@@ -116,6 +137,7 @@ fn model_case(model: &GpuModel, cfg: &ModelConfig, case: &Case, flops: &ModelFlo
         w,
         batch,
         runs,
+        ..
     } = *case;
     if model.batch_capacity(h, w) < batch {
         println!(
@@ -165,7 +187,9 @@ fn record(case: &Case, level: Option<usize>, ms: f64, flops_per_image: u64) -> S
         w,
         batch,
         runs,
+        precision,
     } = *case;
+    let precision = precision.name();
     let op = if level.is_some() { "decode" } else { "encode" };
     let images_per_s = batch as f64 / (ms / 1e3);
     let gflops = flops_per_image as f64 * images_per_s / 1e9;
@@ -174,13 +198,13 @@ fn record(case: &Case, level: Option<usize>, ms: f64, flops_per_image: u64) -> S
         None => "encode (all levels)".into(),
     };
     println!(
-        "{preset} {w}x{h} batch {batch} {what}: median {ms:.1} ms over {runs} runs, \
+        "{preset} {precision} {w}x{h} batch {batch} {what}: median {ms:.1} ms over {runs} runs, \
          {images_per_s:.1} images/s, {gflops:.1} GFLOP/s"
     );
     let level = level.map_or("null".into(), |l| l.to_string());
     format!(
         "  {{\"preset\": \"{preset}\", \"width\": {w}, \"height\": {h}, \"batch\": {batch}, \
-         \"op\": \"{op}\", \"level\": {level}, \"median_ms\": {ms:.3}, \"runs\": {runs}, \
+         \"precision\": \"{precision}\", \"op\": \"{op}\", \"level\": {level}, \"median_ms\": {ms:.3}, \"runs\": {runs}, \
          \"images_per_s\": {images_per_s:.2}, \"gflop_per_image\": {:.3}, \"gflop_per_s\": {gflops:.1}}}",
         flops_per_image as f64 / 1e9
     )

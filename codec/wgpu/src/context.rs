@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{GpuError, Result};
-use crate::shaders::{Kernel, Overrides, Slot};
+use crate::shaders::{Kernel, Overrides, Precision, Slot};
 
 /// A compiled kernel: pipeline plus the bind group layout its bindings follow.
 pub(crate) struct Pipeline {
@@ -28,7 +28,7 @@ pub struct GpuContext {
     pipelines: Arc<Mutex<PipelineCache>>,
 }
 
-type PipelineCache = HashMap<(Kernel, Overrides), Arc<Pipeline>>;
+type PipelineCache = HashMap<(Kernel, Overrides, Precision), Arc<Pipeline>>;
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,6 +57,8 @@ impl GpuContext {
     /// The device is requested with WebGPU's portable default limits (≤ 256 invocations per
     /// workgroup, 16 KiB workgroup memory, 8 storage buffers per stage), so kernels that run
     /// here run in a browser too; only the buffer-size limits are raised to the adapter's.
+    /// The one optional feature asked for is `shader-f16`, where the adapter has it, so that
+    /// a model may choose [`Precision::F16`]; kernels in f32 never use it.
     ///
     /// # Errors
     /// [`GpuError::NoAdapter`] when no adapter exists, [`GpuError::RequestDevice`] when the
@@ -83,7 +85,7 @@ impl GpuContext {
         };
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("hvq"),
-            required_features: wgpu::Features::empty(),
+            required_features: adapter.features() & wgpu::Features::SHADER_F16,
             required_limits,
             ..Default::default()
         };
@@ -170,6 +172,11 @@ impl GpuContext {
         )
     }
 
+    /// Whether the device can run [`Precision::F16`] kernels (the adapter has `shader-f16`).
+    pub fn supports_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
     /// The limits the device was created with.
     pub fn limits(&self) -> wgpu::Limits {
         self.device.limits()
@@ -211,13 +218,14 @@ impl GpuContext {
         &self,
         kernel: Kernel,
         overrides: Overrides,
+        precision: Precision,
     ) -> Result<Arc<Pipeline>> {
-        let key = (kernel, overrides);
+        let key = (kernel, overrides, precision);
         if let Some(p) = self.lock_pipelines().get(&key) {
             return Ok(p.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let built = self.build_pipeline(kernel, overrides);
+        let built = self.build_pipeline(kernel, overrides, precision);
         if let Some(source) = scope.pop().await {
             return Err(GpuError::Shader {
                 kernel: kernel.name(),
@@ -236,12 +244,17 @@ impl GpuContext {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn build_pipeline(&self, kernel: Kernel, overrides: Overrides) -> Pipeline {
+    fn build_pipeline(
+        &self,
+        kernel: Kernel,
+        overrides: Overrides,
+        precision: Precision,
+    ) -> Pipeline {
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source(precision).into()),
             });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
             .slots()
@@ -353,26 +366,45 @@ impl GpuContext {
     }
 
     /// Compiles every kernel variant the model and [`crate::kernels`] use (24 convolutions
-    /// and the rest), each under its own error scope, so a driver that rejects a kernel is
-    /// reported by name up front rather than in the middle of an encode.
+    /// and the rest) in `precision`, each under its own error scope, so a driver that rejects
+    /// a kernel is reported by name up front rather than in the middle of an encode.
     ///
     /// # Errors
+    /// [`GpuError::Unsupported`] for [`Precision::F16`] on a device without `shader-f16`;
     /// [`GpuError::Shader`] naming the first kernel that fails.
-    pub async fn compile_kernels(&self) -> Result<()> {
+    pub async fn compile_kernels(&self, precision: Precision) -> Result<()> {
+        self.check_precision(precision)?;
         for (kernel, overrides) in Overrides::all_variants() {
-            self.pipeline(kernel, overrides).await?;
+            self.pipeline(kernel, overrides, precision).await?;
+        }
+        Ok(())
+    }
+
+    /// Fails unless the device can run kernels in `precision`.
+    pub(crate) fn check_precision(&self, precision: Precision) -> Result<()> {
+        if precision == Precision::F16 && !self.supports_f16() {
+            return Err(GpuError::Unsupported {
+                what: "f16 kernels",
+                needs: "shader-f16",
+                adapter: self.info.name.clone(),
+            });
         }
         Ok(())
     }
 
     /// The cached pipeline, or a new one compiled without an error scope (callers wrap graph
-    /// building in one; [`GpuContext::compile`] checks each kernel with its own).
-    pub(crate) fn pipeline_now(&self, kernel: Kernel, overrides: Overrides) -> Arc<Pipeline> {
-        let key = (kernel, overrides);
+    /// building in one; [`GpuContext::compile_kernels`] checks each kernel with its own).
+    pub(crate) fn pipeline_now(
+        &self,
+        kernel: Kernel,
+        overrides: Overrides,
+        precision: Precision,
+    ) -> Arc<Pipeline> {
+        let key = (kernel, overrides, precision);
         if let Some(p) = self.lock_pipelines().get(&key) {
             return p.clone();
         }
-        let built = Arc::new(self.build_pipeline(kernel, overrides));
+        let built = Arc::new(self.build_pipeline(kernel, overrides, precision));
         self.lock_pipelines().insert(key, built.clone());
         built
     }

@@ -52,6 +52,20 @@ pub enum GpuError {
     #[error(transparent)]
     Input(#[from] hvq_spec::InputError),
 
+    // --- features ---
+    /// The caller asked for something the adapter lacks an optional feature for (f16 kernels
+    /// without `shader-f16`). Returned by [`crate::GpuModel::with_precision`] and
+    /// [`crate::GpuContext::compile_kernels`]; [`crate::Precision::F32`] always works.
+    #[error("{what} need the adapter feature `{needs}`, which {adapter} does not offer")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+        /// The missing feature, as WebGPU names it.
+        needs: &'static str,
+        /// The adapter's name.
+        adapter: String,
+    },
+
     // --- limits ---
     /// A buffer or dispatch would exceed a limit of the device (checked before allocation).
     /// Returned by any call that creates buffers or runs kernels.
@@ -92,6 +106,7 @@ impl GpuError {
             GpuError::BadInput { .. } => "BadInput",
             // The input checks keep their own names ("LevelOutOfRange", …).
             GpuError::Input(e) => e.kind(),
+            GpuError::Unsupported { .. } => "Unsupported",
             GpuError::LimitExceeded { .. } => "LimitExceeded",
             GpuError::Shader { .. } => "Shader",
         }

@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 
 use crate::context::{GpuContext, Pipeline};
 use crate::error::{GpuError, Result};
-use crate::shaders::Overrides;
+use crate::shaders::{Overrides, Precision};
 use crate::uniforms::{
     AddParams, AttentionParams, ChannelAffineParams, CodebookGatherParams, CodebookSearchParams,
     Conv2dParams, GroupNormApplyParams, GroupNormStatsParams, ResampleParams, Uniform,
@@ -16,14 +16,26 @@ use crate::uniforms::{
 /// Invocations per workgroup of the one-element-per-invocation kernels.
 const ELEMENTWISE_WG: u32 = 256;
 
-/// A feature map living in a graph buffer (CHW f32, or u32 tokens with `channels == 1`): the
-/// shape of one image; the buffer holds the graph's whole batch, image after image.
+/// What a graph buffer holds, element by element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Elem {
+    /// Activations: the kernels' `act`, f32 or f16 by the graph's [`Precision`].
+    Act,
+    /// f32 whatever the precision (GroupNorm coefficients).
+    F32,
+    /// u32 token indices.
+    U32,
+}
+
+/// A feature map living in a graph buffer (CHW, or tokens with `channels == 1`): the shape of
+/// one image; the buffer holds the graph's whole batch, image after image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tensor {
     pub(crate) id: usize,
     pub(crate) channels: usize,
     pub(crate) height: usize,
     pub(crate) width: usize,
+    pub(crate) elem: Elem,
 }
 
 impl Tensor {
@@ -107,6 +119,7 @@ struct Step {
 pub(crate) struct Graph {
     ctx: GpuContext,
     batch: usize,
+    precision: Precision,
     buffers: Vec<wgpu::Buffer>,
     free: Vec<usize>,
     steps: Vec<Step>,
@@ -115,8 +128,9 @@ pub(crate) struct Graph {
 }
 
 impl Graph {
-    /// An empty graph for batches of `batch` images (at least 1).
-    pub(crate) fn new(ctx: &GpuContext, batch: usize) -> Self {
+    /// An empty graph for batches of `batch` images (at least 1) with activations in
+    /// `precision` (which the caller has checked the device supports).
+    pub(crate) fn new(ctx: &GpuContext, batch: usize, precision: Precision) -> Self {
         let dummy = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("unused binding"),
             size: 16,
@@ -126,6 +140,7 @@ impl Graph {
         Graph {
             ctx: ctx.clone(),
             batch: batch.max(1),
+            precision,
             buffers: Vec::new(),
             free: Vec::new(),
             steps: Vec::new(),
@@ -134,14 +149,42 @@ impl Graph {
         }
     }
 
-    /// Bytes of a tensor's whole batch.
-    pub(crate) fn bytes(&self, t: Tensor) -> u64 {
+    /// Bytes of one element of `elem` on the device.
+    fn elem_bytes(&self, elem: Elem) -> usize {
+        match elem {
+            Elem::Act => self.precision.bytes(),
+            Elem::F32 | Elem::U32 => 4,
+        }
+    }
+
+    /// Bytes of a tensor's whole batch as the host sends and receives it: 4 per element (f32
+    /// or u32), whatever the device stores.
+    pub(crate) fn host_bytes(&self, t: Tensor) -> u64 {
         (t.len() * self.batch) as u64 * 4
     }
 
-    /// A fresh tensor, reusing a released buffer that is large enough (smallest fit first).
+    /// Bytes of a tensor's whole batch on the device, rounded up to the 4 bytes that copies
+    /// move at a time.
+    fn device_bytes(&self, t: Tensor) -> u64 {
+        ((t.len() * self.batch * self.elem_bytes(t.elem)) as u64).next_multiple_of(4)
+    }
+
+    /// A fresh activation tensor (see [`Graph::alloc_as`]).
     pub(crate) fn alloc(&mut self, channels: usize, height: usize, width: usize) -> Result<Tensor> {
-        let bytes = (channels * height * width * self.batch).max(1) as u64 * 4;
+        self.alloc_as(Elem::Act, channels, height, width)
+    }
+
+    /// A fresh tensor of `elem`, reusing a released buffer that is large enough (smallest fit
+    /// first).
+    pub(crate) fn alloc_as(
+        &mut self,
+        elem: Elem,
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Tensor> {
+        let n = (channels * height * width * self.batch).max(1);
+        let bytes = (n * self.elem_bytes(elem)) as u64;
         self.ctx.check_buffer_size(bytes)?;
         let fit = self
             .free
@@ -170,6 +213,7 @@ impl Graph {
             channels,
             height,
             width,
+            elem,
         })
     }
 
@@ -198,7 +242,7 @@ impl Graph {
                 limit: u64::from(limit),
             });
         }
-        let pipeline = self.ctx.pipeline_now(kernel, overrides);
+        let pipeline = self.ctx.pipeline_now(kernel, overrides, self.precision);
         let params = self
             .ctx
             .device()
@@ -355,7 +399,7 @@ impl Graph {
                 reason: format!("{groups} groups do not divide {} channels", x.channels),
             });
         }
-        let coef = self.alloc(3, 1, x.channels)?;
+        let coef = self.alloc_as(Elem::F32, 3, 1, x.channels)?;
         let per_group = x.channels / groups;
         let params = GroupNormStatsParams {
             count: (per_group * x.plane()) as u32,
@@ -529,7 +573,7 @@ impl Graph {
         codebook: &wgpu::Buffer,
         entries: usize,
     ) -> Result<Tensor> {
-        let out = self.alloc(1, p.height, p.width)?;
+        let out = self.alloc_as(Elem::U32, 1, p.height, p.width)?;
         let params = CodebookSearchParams {
             dim: p.channels as u32,
             positions: p.plane() as u32,
@@ -598,28 +642,32 @@ impl Graph {
 }
 
 impl Graph {
-    /// Uploads `inputs` (each a whole batch), runs every step, and reads `outputs` back (as raw
-    /// bytes, each a whole batch).
+    /// Uploads `inputs` (each a whole batch of f32 or u32 values, as bytes), runs every step,
+    /// and reads `outputs` back (each a whole batch, f32 or u32 as bytes). f16 activations are
+    /// converted on the host on the way in and out.
     pub(crate) async fn run(
         &mut self,
         inputs: &[(Tensor, &[u8])],
         outputs: &[Tensor],
     ) -> Result<Vec<Vec<u8>>> {
         for (t, bytes) in inputs {
-            if bytes.len() as u64 != self.bytes(*t) {
+            if bytes.len() as u64 != self.host_bytes(*t) {
                 return Err(GpuError::BadInput {
                     op: "graph input",
                     reason: format!(
                         "{} bytes for a tensor of {} ({} images)",
                         bytes.len(),
-                        self.bytes(*t),
+                        self.host_bytes(*t),
                         self.batch
                     ),
                 });
             }
-            self.ctx.queue().write_buffer(&self.buffers[t.id], 0, bytes);
+            let device = self.to_device(*t, bytes);
+            self.ctx
+                .queue()
+                .write_buffer(&self.buffers[t.id], 0, &device);
         }
-        let total: u64 = outputs.iter().map(|&t| self.bytes(t)).sum();
+        let total: u64 = outputs.iter().map(|&t| self.device_bytes(t)).sum();
         if self.staging.as_ref().is_none_or(|s| s.size() < total) {
             self.ctx.check_buffer_size(total)?;
             self.staging = Some(self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -636,9 +684,54 @@ impl Graph {
         self.record(&mut encoder);
         let sources: Vec<(&wgpu::Buffer, u64)> = outputs
             .iter()
-            .map(|&t| (&self.buffers[t.id], self.bytes(t)))
+            .map(|&t| (&self.buffers[t.id], self.device_bytes(t)))
             .collect();
         let staging = self.staging.as_ref().expect("staging buffer created above");
-        self.ctx.submit_and_read(encoder, &sources, staging).await
+        let read = self.ctx.submit_and_read(encoder, &sources, staging).await?;
+        Ok(outputs
+            .iter()
+            .zip(read)
+            .map(|(&t, bytes)| self.to_host(t, bytes))
+            .collect())
+    }
+
+    /// Whether `t` is stored as f16 on the device.
+    fn is_half(&self, t: Tensor) -> bool {
+        t.elem == Elem::Act && self.precision == Precision::F16
+    }
+
+    /// The device bytes of host values (4 bytes each): f16 for half tensors (padded to 4
+    /// bytes), the same bytes otherwise.
+    fn to_device<'a>(&self, t: Tensor, host: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if !self.is_half(t) {
+            return host.into();
+        }
+        let mut half: Vec<u16> = host
+            .chunks_exact(4)
+            .map(|b| half::f16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])).to_bits())
+            .collect();
+        if half.len() % 2 == 1 {
+            half.push(0);
+        }
+        bytemuck::cast_slice(&half).to_vec().into()
+    }
+
+    /// Host bytes (4 per element) of what was read back for `t`.
+    fn to_host(&self, t: Tensor, device: Vec<u8>) -> Vec<u8> {
+        let n = t.len() * self.batch;
+        if !self.is_half(t) {
+            let mut device = device;
+            device.truncate(n * 4);
+            return device;
+        }
+        device
+            .chunks_exact(2)
+            .take(n)
+            .flat_map(|b| {
+                half::f16::from_bits(u16::from_le_bytes([b[0], b[1]]))
+                    .to_f32()
+                    .to_le_bytes()
+            })
+            .collect()
     }
 }

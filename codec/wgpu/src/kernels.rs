@@ -6,8 +6,10 @@ use hvq_spec::{FeatureMap, Tensor, TokenGrid};
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
+use crate::graph::Elem;
 use crate::graph::{self, ConvOptions, FusedNorm, Graph, Pad, Resample};
 use crate::model::{conv_weights, storage};
+use crate::shaders::Precision;
 
 pub use hvq_spec::op_params::{Affine, AttnWeights, Conv2dParams, GroupNormParams, Padding};
 
@@ -61,7 +63,7 @@ struct OneShot<'a> {
 impl<'a> OneShot<'a> {
     fn new(ctx: &GpuContext) -> Self {
         OneShot {
-            g: Graph::new(ctx, 1),
+            g: Graph::new(ctx, 1, Precision::F32),
             inputs: Vec::new(),
         }
     }
@@ -119,7 +121,7 @@ pub async fn conv2d(
     let out = built(ctx, || {
         let xt = s.map(x)?;
         let r = residual.map(|r| s.map(r)).transpose()?;
-        let w = conv_weights(ctx, &weight.data, &bias.data, &weight.shape)?;
+        let w = conv_weights(ctx, Precision::F32, &weight.data, &bias.data, &weight.shape)?;
         let pad = match params.padding {
             Padding::Same => Pad::Same,
             Padding::DownsampleRightBottom => Pad::RightBottom,
@@ -278,9 +280,10 @@ pub async fn attention(ctx: &GpuContext, x: &FeatureMap, w: AttnWeights<'_>) -> 
         .iter()
         .flat_map(|a| a.bias.data.iter().copied())
         .collect();
-    let qkv = conv_weights(ctx, &qkv_w, &qkv_b, &[3 * c, c, 1, 1])?;
+    let qkv = conv_weights(ctx, Precision::F32, &qkv_w, &qkv_b, &[3 * c, c, 1, 1])?;
     let proj = conv_weights(
         ctx,
+        Precision::F32,
         &w.proj_out.weight.data,
         &w.proj_out.bias.data,
         &w.proj_out.weight.shape,
@@ -370,7 +373,7 @@ pub async fn gather_codes(
     let cb = storage(ctx, "codebook", &codebook.data)?;
     let mut s = OneShot::new(ctx);
     let out = built(ctx, || {
-        let t = s.g.alloc(1, grid.height, grid.width)?;
+        let t = s.g.alloc_as(Elem::U32, 1, grid.height, grid.width)?;
         s.inputs.push((t, bytemuck::cast_slice(&grid.tokens)));
         s.g.codebook_gather(t, &cb, entries, dim)
     })

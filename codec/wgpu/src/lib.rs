@@ -38,4 +38,4 @@ mod uniforms;
 pub use context::GpuContext;
 pub use error::{GpuError, Result};
 pub use model::{DEFAULT_BATCH_BYTES, GpuModel};
-pub use shaders::shader_names;
+pub use shaders::{Precision, shader_names, shader_source};

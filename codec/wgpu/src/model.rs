@@ -13,7 +13,8 @@ use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::graph::{ConvOptions, ConvWeights, FusedNorm, Graph, Pad, Resample, Tensor};
+use crate::graph::{ConvOptions, ConvWeights, Elem, FusedNorm, Graph, Pad, Resample, Tensor};
+use crate::shaders::Precision;
 
 /// Weights as device buffers, by graph parameter.
 struct DeviceWeights {
@@ -82,6 +83,8 @@ pub struct GpuModel {
     plans: Mutex<Vec<(PlanKey, Plan)>>,
     /// Most bytes one run's widest activation may take: bounds a batch's device memory.
     batch_bytes: u64,
+    /// The element type of activations and convolution weights.
+    precision: Precision,
 }
 
 impl std::fmt::Debug for GpuModel {
@@ -94,18 +97,36 @@ impl std::fmt::Debug for GpuModel {
 }
 
 impl GpuModel {
-    /// Uploads every tensor of `weights` to the device of `ctx`.
+    /// Uploads every tensor of `weights` to the device of `ctx`, for kernels in f32: the
+    /// model whose tokens match the CPU backend and libtorch.
     ///
     /// # Errors
     /// [`GpuError::LimitExceeded`] when a tensor is larger than a device buffer may be.
     pub fn new(ctx: &GpuContext, weights: &Weights) -> Result<Self> {
+        Self::with_precision(ctx, weights, Precision::F32)
+    }
+
+    /// [`GpuModel::new`] with activations and convolution weights in `precision`. With
+    /// [`Precision::F16`] the quantizer still measures distances in f32, but the latents it
+    /// reads have been rounded to f16 layer after layer, so a few tokens differ from the f32
+    /// model's (those near a tie) and decoded pixels differ by f16 rounding.
+    ///
+    /// # Errors
+    /// [`GpuError::Unsupported`] for f16 on a device without `shader-f16`; as
+    /// [`GpuModel::new`].
+    pub fn with_precision(
+        ctx: &GpuContext,
+        weights: &Weights,
+        precision: Precision,
+    ) -> Result<Self> {
+        ctx.check_precision(precision)?;
         let config = weights.config().clone();
         let mut graph = ModelGraph::new(&config);
         for p in std::iter::once(&mut graph.encoder).chain(&mut graph.decoders) {
             p.fuse_residuals(&[]);
             p.fuse_norms(&[]);
         }
-        let dev = DeviceWeights::upload(ctx, weights, &graph)?;
+        let dev = DeviceWeights::upload(ctx, weights, &graph, precision)?;
         Ok(GpuModel {
             ctx: ctx.clone(),
             config,
@@ -113,12 +134,19 @@ impl GpuModel {
             weights: dev,
             plans: Mutex::new(Vec::new()),
             batch_bytes: DEFAULT_BATCH_BYTES,
+            precision,
         })
+    }
+
+    /// The element type of this model's activations and convolution weights.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Caps the device memory of one batch: [`GpuModel::encode_batch`] and
     /// [`GpuModel::decode_batch`] split their images into runs whose widest activation (the
-    /// first ResBlock's, `channels × height × width` f32 per image) stays under `bytes`, and
+    /// first ResBlock's, `channels × height × width` activations per image, 4 bytes each in f32
+    /// and 2 in f16) stays under `bytes`, and
     /// under the device's buffer limit. A run always holds at least one image.
     #[must_use]
     pub fn with_batch_bytes(mut self, bytes: u64) -> Self {
@@ -354,7 +382,7 @@ impl GpuModel {
 
     /// Bytes of one image's widest activation: the first ResBlock's, at full resolution.
     fn widest_bytes(&self, height: usize, width: usize) -> u64 {
-        (self.config.channels * height * width) as u64 * 4
+        (self.config.channels * height * width * self.precision.bytes()) as u64
     }
 
     /// Runs the plan for `key` (building it on first use) with `input` (the whole batch)
@@ -451,11 +479,15 @@ impl GpuModel {
         given: &[(Value, (usize, usize, usize))],
         wanted: &[Value],
     ) -> Result<Plan> {
-        let mut g = Graph::new(&self.ctx, batch);
+        let mut g = Graph::new(&self.ctx, batch, self.precision);
         let mut values: Vec<Option<Tensor>> = vec![None; program.nodes.len()];
         let mut inputs = Vec::with_capacity(given.len());
         for &(v, (c, h, w)) in given {
-            let t = g.alloc(c, h, w)?;
+            let elem = match program.node(v).kind {
+                graph::ValueKind::Tokens => Elem::U32,
+                graph::ValueKind::Features => Elem::Act,
+            };
+            let t = g.alloc_as(elem, c, h, w)?;
             values[v.0] = Some(t);
             inputs.push(t);
         }
@@ -663,7 +695,12 @@ fn to_grid(level: usize, t: Tensor, bytes: &[u8]) -> TokenGrid {
 impl DeviceWeights {
     /// Uploads what the programs of `graph` read: every convolution, every norm, each attention
     /// block's q/k/v concatenated into one kernel, the codebook and the normalization constants.
-    fn upload(ctx: &GpuContext, weights: &Weights, graph: &ModelGraph) -> Result<Self> {
+    fn upload(
+        ctx: &GpuContext,
+        weights: &Weights,
+        graph: &ModelGraph,
+        precision: Precision,
+    ) -> Result<Self> {
         let cfg = weights.config();
         let t = |id: ParamId| weights.tensor(&graph.param(id).name);
         let mut dev = DeviceWeights {
@@ -677,7 +714,7 @@ impl DeviceWeights {
         let add_conv = |dev: &mut Self, a: &graph::Affine| -> Result<()> {
             if let Entry::Vacant(slot) = dev.convs.entry(a.weight) {
                 let (w, b) = (t(a.weight), t(a.bias));
-                slot.insert(conv_weights(ctx, &w.data, &b.data, &w.shape)?);
+                slot.insert(conv_weights(ctx, precision, &w.data, &b.data, &w.shape)?);
             }
             Ok(())
         };
@@ -708,7 +745,7 @@ impl DeviceWeights {
                         .collect();
                     let b: Vec<f32> = parts.iter().flat_map(|p| t(p.bias).data.clone()).collect();
                     let c = t(a.q.weight).shape[1];
-                    let fused = conv_weights(ctx, &w, &b, &[3 * c, c, 1, 1])?;
+                    let fused = conv_weights(ctx, precision, &w, &b, &[3 * c, c, 1, 1])?;
                     dev.qkv.insert(a.q.weight, fused);
                 }
                 _ => {}
@@ -725,27 +762,57 @@ fn normalization(cfg: &ModelConfig) -> Vec<f32> {
     [inv.as_slice(), &shift].concat()
 }
 
+/// An f32 storage buffer holding `data`.
 pub(crate) fn storage(ctx: &GpuContext, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
-    ctx.check_buffer_size(data.len() as u64 * 4)?;
     // Empty bindings are invalid; a lone zero stands in.
     let contents: &[f32] = if data.is_empty() { &[0.0] } else { data };
+    storage_bytes(ctx, label, bytemuck::cast_slice(contents))
+}
+
+/// A storage buffer of `act` values (`precision`) holding `data`.
+pub(crate) fn storage_act(
+    ctx: &GpuContext,
+    precision: Precision,
+    label: &str,
+    data: &[f32],
+) -> Result<wgpu::Buffer> {
+    match precision {
+        Precision::F32 => storage(ctx, label, data),
+        Precision::F16 => {
+            let mut half: Vec<u16> = data
+                .iter()
+                .map(|&v| half::f16::from_f32(v).to_bits())
+                .collect();
+            // Buffers are whole 4-byte words (and never empty).
+            if half.len() % 2 == 1 || half.is_empty() {
+                half.push(0);
+            }
+            storage_bytes(ctx, label, bytemuck::cast_slice(&half))
+        }
+    }
+}
+
+fn storage_bytes(ctx: &GpuContext, label: &str, contents: &[u8]) -> Result<wgpu::Buffer> {
+    ctx.check_buffer_size(contents.len() as u64)?;
     Ok(ctx
         .device()
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            contents: bytemuck::cast_slice(contents),
+            contents,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         }))
 }
 
+/// A convolution's weights: the kernel in `precision`, the bias in f32.
 pub(crate) fn conv_weights(
     ctx: &GpuContext,
+    precision: Precision,
     w: &[f32],
     b: &[f32],
     shape: &[usize],
 ) -> Result<ConvWeights> {
     Ok(ConvWeights {
-        weight: storage(ctx, "conv weight", w)?,
+        weight: storage_act(ctx, precision, "conv weight", w)?,
         bias: storage(ctx, "conv bias", b)?,
         cout: shape[0],
         cin: shape[1],

@@ -13,6 +13,63 @@ pub(crate) enum Slot {
 
 use Slot::{Read, Uniform, Write};
 
+/// The element type of activations and convolution weights on the device.
+///
+/// Every kernel is one WGSL source written over the alias `act`; the precision picks what the
+/// alias names (a two-line prelude, not a second copy of the shader). Whatever the precision,
+/// the codebook, the quantizer's distances and argmin, GroupNorm statistics, biases and every
+/// accumulator are f32, so f16 changes a token only where rounding the latent moves it across
+/// a near-tie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// f32 everywhere: the backend that matches the CPU reference and libtorch (the default,
+    /// and what browsers without `shader-f16` run).
+    #[default]
+    F32,
+    /// f16 storage of activations and convolution weights (half the memory traffic and twice
+    /// the batch per byte of device memory), f32 arithmetic. Needs the adapter's `shader-f16`
+    /// feature ([`crate::GpuContext::supports_f16`]).
+    F16,
+}
+
+impl Precision {
+    /// Bytes of one activation.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+
+    /// `"f32"` or `"f16"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// What a kernel's source is prefixed with.
+    fn prelude(self) -> &'static str {
+        match self {
+            Precision::F32 => "alias act = f32;\n",
+            Precision::F16 => "enable f16;\nalias act = f16;\n",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(format!("unknown precision {other:?} (f32 or f16)")),
+        }
+    }
+}
+
 /// One kernel: its file stem, source, and binding slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
@@ -54,7 +111,13 @@ impl Kernel {
         }
     }
 
-    pub(crate) fn source(self) -> &'static str {
+    /// The compilable source for `precision`: the prelude that defines `act`, then the body.
+    pub(crate) fn source(self, precision: Precision) -> String {
+        format!("{}{}", precision.prelude(), self.body())
+    }
+
+    /// The kernel's file as written (it uses `act` without defining it).
+    pub(crate) fn body(self) -> &'static str {
         match self {
             Kernel::Conv2d => include_str!("shaders/conv2d.wgsl"),
             Kernel::GroupNormStats => include_str!("shaders/group_norm_stats.wgsl"),
@@ -189,4 +252,13 @@ impl Overrides {
 /// File stems of every kernel this crate loads (for the shader-validation test).
 pub fn shader_names() -> Vec<&'static str> {
     Kernel::ALL.iter().map(|k| k.name()).collect()
+}
+
+/// The source of the kernel in `<name>.wgsl` as compiled for `precision` (prelude and body),
+/// or `None` for a name the crate does not load: what the shader-validation test parses.
+pub fn shader_source(name: &str, precision: Precision) -> Option<String> {
+    Kernel::ALL
+        .iter()
+        .find(|k| k.name() == name)
+        .map(|k| k.source(precision))
 }

@@ -161,7 +161,7 @@ mod tests {
     }
 
     fn wgsl_params(kernel: Kernel) -> WgslParams {
-        let module = naga::front::wgsl::parse_str(kernel.source())
+        let module = naga::front::wgsl::parse_str(&kernel.source(crate::shaders::Precision::F32))
             .unwrap_or_else(|e| panic!("{}.wgsl does not parse: {e}", kernel.name()));
         let uniforms: Vec<_> = module
             .global_variables

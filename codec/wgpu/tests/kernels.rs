@@ -7,6 +7,7 @@ use common::{Rng, assert_close, context};
 use hvq_cpu::ops as cpu;
 use hvq_spec::op_params::{Affine, AttnWeights, GroupNormParams};
 use hvq_spec::{Tensor, TokenGrid};
+use hvq_wgpu::Precision;
 use hvq_wgpu::kernels::{self as gpu, Conv2dParams, Padding};
 
 /// Convolutions sum up to 9·C products in a different order than the CPU GEMM (tiles of 16
@@ -345,5 +346,13 @@ fn codebook_gather_matches_cpu_reference_and_rejects_bad_tokens() {
 #[test]
 fn every_kernel_variant_compiles_on_the_device() {
     let Some(ctx) = context() else { return };
-    block_on(ctx.compile_kernels()).unwrap();
+    block_on(ctx.compile_kernels(Precision::F32)).unwrap();
+    if ctx.supports_f16() {
+        block_on(ctx.compile_kernels(Precision::F16)).unwrap();
+    } else {
+        // Asking anyway is a typed refusal, not a shader error.
+        let err = block_on(ctx.compile_kernels(Precision::F16)).unwrap_err();
+        assert_eq!(err.kind(), "Unsupported", "{err}");
+        common::skip("the adapter has no shader-f16: f16 kernels not compiled");
+    }
 }

@@ -7,7 +7,7 @@ mod common;
 use common::{Rng, assert_close, context, dist};
 use hvq_cpu::CpuModel;
 use hvq_spec::{FeatureMap, InputError, ModelConfig, Strategy, TokenGrid, random_weights};
-use hvq_wgpu::{GpuError, GpuModel};
+use hvq_wgpu::{GpuError, GpuModel, Precision};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     pollster::block_on(f)
@@ -270,4 +270,103 @@ fn batches_of_mixed_sizes_or_levels_are_refused() {
             ..
         })
     ));
+}
+
+/// A smooth synthetic photo (gradients, a disc, stripes): latents of real weights on it look
+/// like those of a photo, unlike noise.
+fn smooth_image(height: usize, width: usize) -> FeatureMap {
+    let mut data = Vec::with_capacity(3 * height * width);
+    for c in 0..3 {
+        for y in 0..height {
+            for x in 0..width {
+                let (u, v) = (x as f32 / width as f32, y as f32 / height as f32);
+                let disc = ((u - 0.6).powi(2) + (v - 0.4).powi(2) < 0.06) as u8 as f32;
+                let stripes =
+                    (0.5 + 0.5 * (18.0 * u + 4.0 * v + c as f32).sin()) * (v > 0.7) as u8 as f32;
+                let value =
+                    0.2 + 0.5 * u * (1.0 - 0.3 * c as f32) + 0.3 * disc + 0.3 * stripes - 0.2 * v;
+                data.push(value.clamp(0.0, 1.0));
+            }
+        }
+    }
+    FeatureMap {
+        channels: 3,
+        height,
+        width,
+        data,
+    }
+}
+
+#[test]
+fn f16_kernels_stay_close_to_f32_with_the_default_model() {
+    let Some(ctx) = context() else { return };
+    if !ctx.supports_f16() {
+        let err = GpuModel::with_precision(
+            &ctx,
+            &random_weights(&ModelConfig::tiny(), 1).unwrap(),
+            Precision::F16,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), "Unsupported", "{err}");
+        common::skip("the adapter has no shader-f16: the f16 model is not tested");
+        return;
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/default.safetensors");
+    let bytes = std::fs::read(path).expect("the embedded default model");
+    let weights = hvq_spec::Weights::from_safetensors(&bytes, &Default::default()).unwrap();
+    let full = GpuModel::new(&ctx, &weights).unwrap();
+    let half = GpuModel::with_precision(&ctx, &weights, Precision::F16).unwrap();
+    assert_eq!(half.precision(), Precision::F16);
+    // f16 halves the bytes per activation, so a run holds twice the images.
+    assert_eq!(
+        half.batch_capacity(256, 256),
+        2 * full.batch_capacity(256, 256)
+    );
+    let image = smooth_image(48, 64);
+    let levels = [0, 1, 2];
+    let want = block_on(full.encode(&image, &levels)).unwrap();
+    let got = block_on(half.encode(&image, &levels)).unwrap();
+    let (mut same, mut total) = (0usize, 0usize);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((g.level, g.height, g.width), (w.level, w.height, w.width));
+        total += g.tokens.len();
+        same += g
+            .tokens
+            .iter()
+            .zip(&w.tokens)
+            .filter(|(a, b)| a == b)
+            .count();
+    }
+    let agreement = same as f64 / total as f64;
+    common::report(&format!(
+        "wgpu f16 vs f32, default model, 48x64: token agreement {same}/{total} = {:.2}%",
+        100.0 * agreement
+    ));
+    assert!(
+        agreement >= 0.97,
+        "f16 moved {} of {total} tokens",
+        total - same
+    );
+    for grid in &want {
+        let a = block_on(full.decode(grid)).unwrap();
+        let b = block_on(half.decode(grid)).unwrap();
+        let diffs: Vec<f32> = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| (x - y).abs())
+            .collect();
+        let max = diffs.iter().copied().fold(0.0, f32::max);
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        common::report(&format!(
+            "wgpu f16 vs f32 decode level {}: mean |diff| {mean:.2e}, max {max:.2e}",
+            grid.level
+        ));
+        // An 8-bit step is 3.9e-3: on average well under half a step apart.
+        assert!(
+            mean < 1e-3 && max < 0.02,
+            "level {}: mean {mean}, max {max}",
+            grid.level
+        );
+    }
 }

@@ -8,9 +8,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<act>;
+@group(0) @binding(2) var<storage, read> b: array<act>;
+@group(0) @binding(3) var<storage, read_write> out: array<act>;
 
 // A batch is one flat array here: the length counts every image.
 @compute @workgroup_size(256, 1, 1)
@@ -18,6 +18,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) li: u32) {
     let i = (wg.y * nwg.x + wg.x) * 256u + li;
     if i < P.len {
-        out[i] = a[i] + b[i];
+        out[i] = act(f32(a[i]) + f32(b[i]));
     }
 }

@@ -4,6 +4,8 @@
 // One invocation per query position; keys are visited in blocks of 16 whose k (then v) values
 // are staged through workgroup memory 64 channels at a time. The running output lives in `out`
 // and is rescaled whenever the running maximum grows; it is divided by the softmax sum at the end.
+// q, k, v and the output are `act` (f32 or f16); scores, the softmax and each block's update are
+// computed in f32.
 
 struct Params {
     channels: u32,
@@ -14,8 +16,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> qkv: array<act>;
+@group(0) @binding(2) var<storage, read_write> out: array<act>;
 
 const QB: u32 = 64u;
 const KB: u32 = 16u;
@@ -35,7 +37,7 @@ fn stage(li: u32, which: u32, c0: u32, kb: u32) {
         let cc = e / KB;
         var v = 0.0;
         if c0 + cc < P.channels && kb + j < n {
-            v = qkv[qb + (which * P.channels + c0 + cc) * n + kb + j];
+            v = f32(qkv[qb + (which * P.channels + c0 + cc) * n + kb + j]);
         }
         tile[cc * KB + j] = v;
     }
@@ -52,7 +54,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     ob = wg.z * c * n;
     if valid {
         for (var ch = 0u; ch < c; ch++) {
-            out[ob + ch * n + i] = 0.0;
+            out[ob + ch * n + i] = act(0.0);
         }
     }
     var m = -3.0e38;
@@ -64,7 +66,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             workgroupBarrier();
             if valid {
                 for (var cc = 0u; cc < min(CB, c - c0); cc++) {
-                    let q = qkv[qb + (c0 + cc) * n + i];
+                    let q = f32(qkv[qb + (c0 + cc) * n + i]);
                     for (var j = 0u; j < KB; j++) {
                         s[j] = fma(q, tile[cc * KB + j], s[j]);
                     }
@@ -95,11 +97,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             workgroupBarrier();
             if valid {
                 for (var cc = 0u; cc < min(CB, c - c0); cc++) {
-                    var acc = out[ob + (c0 + cc) * n + i] * correction;
+                    var acc = f32(out[ob + (c0 + cc) * n + i]) * correction;
                     for (var j = 0u; j < KB; j++) {
                         acc = fma(s[j], tile[cc * KB + j], acc);
                     }
-                    out[ob + (c0 + cc) * n + i] = acc;
+                    out[ob + (c0 + cc) * n + i] = act(acc);
                 }
             }
             workgroupBarrier();
@@ -107,7 +109,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     if valid {
         for (var ch = 0u; ch < c; ch++) {
-            out[ob + ch * n + i] = out[ob + ch * n + i] / l;
+            out[ob + ch * n + i] = act(f32(out[ob + ch * n + i]) / l);
         }
     }
 }

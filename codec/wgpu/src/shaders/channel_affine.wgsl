@@ -11,10 +11,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
 // scale[channels] then shift[channels].
 @group(0) @binding(2) var<storage, read> coef: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<act>;
 
 // Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(256, 1, 1)
@@ -26,9 +26,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let c = i / P.plane;
     let at = wg.z * P.channels * P.plane + i;
-    var v = fma(x[at], coef[c], coef[P.channels + c]);
+    var v = fma(f32(x[at]), coef[c], coef[P.channels + c]);
     if CLAMP {
         v = clamp(v, 0.0, 1.0);
     }
-    out[at] = v;
+    out[at] = act(v);
 }

@@ -12,7 +12,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
 @group(0) @binding(2) var<storage, read> codebook: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<act>;
 
 // Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(256, 1, 1)
@@ -25,5 +25,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let d = i / P.positions;
     let pos = i % P.positions;
     let t = min(tokens[wg.z * P.positions + pos], P.entries - 1u);
-    out[wg.z * P.dim * P.positions + i] = codebook[t * P.dim + d];
+    out[wg.z * P.dim * P.positions + i] = act(codebook[t * P.dim + d]);
 }

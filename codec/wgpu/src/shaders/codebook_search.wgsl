@@ -6,6 +6,7 @@
 // array, which CPU drivers such as lavapipe spill to memory. Distances are accumulated as
 // sum (p - e)^2 in dimension order (not |p|^2 - 2 p.e + |e|^2, which cancels) and compared with a
 // strict `<` in increasing index order, which is what makes ties go to the lowest index.
+// The latent is `act` (f32 or f16); the codebook, the distances and the argmin are f32 in either.
 
 struct Params {
     dim: u32,
@@ -15,7 +16,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> p: array<f32>;
+@group(0) @binding(1) var<storage, read> p: array<act>;
 @group(0) @binding(2) var<storage, read> codebook: array<f32>;
 @group(0) @binding(3) var<storage, read_write> tokens: array<u32>;
 
@@ -36,10 +37,10 @@ fn entry(e: u32, d: u32) -> f32 {
 fn load_p(pb: u32, i: vec4<u32>, d: u32) -> vec4<f32> {
     let n = P.positions;
     var v = vec4<f32>(0.0);
-    if i.x < n { v.x = p[pb + d * n + i.x]; }
-    if i.y < n { v.y = p[pb + d * n + i.y]; }
-    if i.z < n { v.z = p[pb + d * n + i.z]; }
-    if i.w < n { v.w = p[pb + d * n + i.w]; }
+    if i.x < n { v.x = f32(p[pb + d * n + i.x]); }
+    if i.y < n { v.y = f32(p[pb + d * n + i.y]); }
+    if i.z < n { v.z = f32(p[pb + d * n + i.z]); }
+    if i.w < n { v.w = f32(p[pb + d * n + i.w]); }
     return v;
 }
 

@@ -16,6 +16,9 @@
 // right/bottom down-sampling pad are the same kernel: anything outside the input reads as zero.
 // Batches: workgroup z is the image; every image's input, output, residual and GroupNorm
 // coefficients are consecutive blocks of their buffers, so a batch of one is the plain case.
+// Precision: activations, weights and the two tiles are `act` (f32, or f16 where the device has
+// shader-f16: half the bytes through memory and workgroup memory); bias, GroupNorm coefficients
+// and the accumulators stay f32, so a product of f16 inputs is summed in f32, as tensor cores do.
 
 override KS: u32 = 3u;
 override NORM: u32 = 0u;
@@ -38,18 +41,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
+@group(0) @binding(2) var<storage, read> w: array<act>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<act>;
 // Per input channel: group mean[cin], then gamma * rstd[cin], then beta[cin].
 @group(0) @binding(5) var<storage, read> norm: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<act>;
 
 const TK: u32 = 32u;
 
-var<workgroup> a_tile: array<vec4<f32>, 512>; // [TK][16] groups of 4 output channels
-var<workgroup> b_tile: array<vec4<f32>, 512>; // [TK][16] groups of 4 output pixels
+var<workgroup> a_tile: array<vec4<act>, 512>; // [TK][16] groups of 4 output channels
+var<workgroup> b_tile: array<vec4<act>, 512>; // [TK][16] groups of 4 output pixels
 
 // `xb`, `nb`: where this image's input and norm coefficients start.
 fn load_input(xb: u32, nb: u32, ci: u32, iy: i32, ix: i32, h: i32, wd: i32) -> f32 {
@@ -62,7 +65,7 @@ fn load_input(xb: u32, nb: u32, ci: u32, iy: i32, ix: i32, h: i32, wd: i32) -> f
         y = y / 2u;
         xx = xx / 2u;
     }
-    var v = x[xb + (ci * P.h_in + y) * P.w_in + xx];
+    var v = f32(x[xb + (ci * P.h_in + y) * P.w_in + xx]);
     if NORM > 0u {
         v = fma(v - norm[nb + ci], norm[nb + P.cin + ci], norm[nb + 2u * P.cin + ci]);
         if NORM == 2u {
@@ -127,12 +130,12 @@ fn main(
             let co = m0 + 4u * g;
             var a = vec4<f32>(0.0);
             if k < kdim {
-                if co < P.cout { a.x = w[co * kdim + k]; }
-                if co + 1u < P.cout { a.y = w[(co + 1u) * kdim + k]; }
-                if co + 2u < P.cout { a.z = w[(co + 2u) * kdim + k]; }
-                if co + 3u < P.cout { a.w = w[(co + 3u) * kdim + k]; }
+                if co < P.cout { a.x = f32(w[co * kdim + k]); }
+                if co + 1u < P.cout { a.y = f32(w[(co + 1u) * kdim + k]); }
+                if co + 2u < P.cout { a.z = f32(w[(co + 2u) * kdim + k]); }
+                if co + 3u < P.cout { a.w = f32(w[(co + 3u) * kdim + k]); }
             }
-            a_tile[kk_a * 16u + g] = a;
+            a_tile[kk_a * 16u + g] = vec4<act>(a);
         }
         for (var r = 0u; r < 8u; r++) {
             let kk = kk_b + 4u * r;
@@ -149,14 +152,14 @@ fn main(
                 if p_ok.z { b.z = load_input(xb, nb, ci, iy.z, ix.z, h, wd); }
                 if p_ok.w { b.w = load_input(xb, nb, ci, iy.w, ix.w, h, wd); }
             }
-            b_tile[kk * 16u + q_b] = b;
+            b_tile[kk * 16u + q_b] = vec4<act>(b);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let a0 = a_tile[kk * 16u + 2u * lid.y];
-            let a1 = a_tile[kk * 16u + 2u * lid.y + 1u];
-            let b0 = b_tile[kk * 16u + 2u * lid.x];
-            let b1 = b_tile[kk * 16u + 2u * lid.x + 1u];
+            let a0 = vec4<f32>(a_tile[kk * 16u + 2u * lid.y]);
+            let a1 = vec4<f32>(a_tile[kk * 16u + 2u * lid.y + 1u]);
+            let b0 = vec4<f32>(b_tile[kk * 16u + 2u * lid.x]);
+            let b1 = vec4<f32>(b_tile[kk * 16u + 2u * lid.x + 1u]);
             c0p0 = fma(vec4<f32>(a0.x), b0, c0p0); c0p1 = fma(vec4<f32>(a0.x), b1, c0p1);
             c1p0 = fma(vec4<f32>(a0.y), b0, c1p0); c1p1 = fma(vec4<f32>(a0.y), b1, c1p1);
             c2p0 = fma(vec4<f32>(a0.z), b0, c2p0); c2p1 = fma(vec4<f32>(a0.z), b1, c2p1);
@@ -197,9 +200,9 @@ fn store(co: u32, p0: u32, lo: vec4<f32>, hi: vec4<f32>, n_pix: u32, ob: u32) {
                 v += hi[j - 4u];
             }
             if RESIDUAL {
-                v += residual[ob + co * n_pix + p];
+                v += f32(residual[ob + co * n_pix + p]);
             }
-            out[ob + co * n_pix + p] = v;
+            out[ob + co * n_pix + p] = act(v);
         }
     }
 }

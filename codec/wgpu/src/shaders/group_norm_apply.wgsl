@@ -12,10 +12,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
 // mean[channels], scale[channels], shift[channels].
 @group(0) @binding(2) var<storage, read> norm: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<act>;
 
 // Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(256, 1, 1)
@@ -28,9 +28,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let at = wg.z * P.channels * P.plane + i;
     let c = wg.z * 3u * P.channels + i / P.plane;
-    var v = fma(x[at] - norm[c], norm[P.channels + c], norm[2u * P.channels + c]);
+    var v = fma(f32(x[at]) - norm[c], norm[P.channels + c], norm[2u * P.channels + c]);
     if SWISH {
         v = v / (1.0 + exp(-v));
     }
-    out[at] = v;
+    out[at] = act(v);
 }

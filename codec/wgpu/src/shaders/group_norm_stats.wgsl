@@ -4,6 +4,7 @@
 // Writes per-channel coefficients so consumers need no group arithmetic:
 //   norm[c] = group mean, norm[C + c] = gamma[c] / sqrt(var + eps), norm[2C + c] = beta[c],
 // and the normalized value is (x - norm[c]) * norm[C + c] + norm[2C + c].
+// The input is `act` (f32 or f16); sums and coefficients are f32 in either precision.
 
 struct Params {
     // Elements per group: channels_per_group * height * width.
@@ -14,7 +15,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
 // gamma[channels] then beta[channels].
 @group(0) @binding(2) var<storage, read> affine: array<f32>;
 @group(0) @binding(3) var<storage, read_write> norm: array<f32>;
@@ -42,12 +43,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let base = (wg.z * P.channels / P.channels_per_group + wg.x) * P.count;
     var s = 0.0;
     for (var i = li; i < P.count; i += WG) {
-        s += x[base + i];
+        s += f32(x[base + i]);
     }
     let mean = reduce_sum(li, s) / f32(P.count);
     var q = 0.0;
     for (var i = li; i < P.count; i += WG) {
-        let d = x[base + i] - mean;
+        let d = f32(x[base + i]) - mean;
         q = fma(d, d, q);
     }
     let rstd = 1.0 / sqrt(reduce_sum(li, q) / f32(P.count) + P.eps);

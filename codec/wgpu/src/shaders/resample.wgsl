@@ -18,8 +18,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
+@group(0) @binding(2) var<storage, read_write> out: array<act>;
 
 // Batches: workgroup z is the image; images are consecutive blocks of every buffer.
 @compute @workgroup_size(256, 1, 1)
@@ -38,11 +38,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if MODE == 0u {
         let r0 = base + 2u * oy * P.w_in + 2u * ox;
         let r1 = r0 + P.w_in;
-        v = ((x[r0] + x[r0 + 1u]) + (x[r1] + x[r1 + 1u])) * 0.25;
+        v = ((f32(x[r0]) + f32(x[r0 + 1u])) + (f32(x[r1]) + f32(x[r1 + 1u]))) * 0.25;
     } else if MODE == 1u {
-        v = x[base + 2u * oy * P.w_in + 2u * ox];
+        v = f32(x[base + 2u * oy * P.w_in + 2u * ox]);
     } else {
-        v = x[base + (oy / 2u) * P.w_in + ox / 2u];
+        v = f32(x[base + (oy / 2u) * P.w_in + ox / 2u]);
     }
-    out[wg.z * P.channels * plane_out + i] = v;
+    out[wg.z * P.channels * plane_out + i] = act(v);
 }
