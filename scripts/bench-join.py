@@ -25,7 +25,7 @@ def main():
         head += " wgpu % of FP32 peak |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for k in sorted(wgpu, key=lambda k: (k[0], k[1] * k[2], k[3], k[4] != "encode", k[5] or 0, k[6])):
+    for k in sorted(wgpu, key=lambda k: (k[0], k[1] * k[2], k[3], k[4] != "encode", k[5] or 0, k[6] != "f32")):
         w = wgpu[k]
         t = torch.get(k[:6])
         op = "encode" if k[4] == "encode" else f"decode {k[5]}"

@@ -16,7 +16,8 @@
 #   5. wgpu on the card's Vulkan driver (issue 12): adapter, the wgpu conformance, kernel, model and
 #      cross-check tests, the wgpu bench of both presets at batch 1 and 32, the same cases on
 #      libtorch CUDA (`hvq-train codec-bench`, same weights and images) joined into one table
-#      (wgpu-vs-libtorch.md), and `hvq tokenize-dir --backend wgpu` on 256 photos.
+#      (wgpu-vs-libtorch.md), each in f32 and f16 kernels, and `hvq tokenize-dir --backend wgpu`
+#      on 256 photos in both precisions.
 #      Step 5 runs first and takes about 5 minutes at most (every part is time-boxed). It needs its own call (`gpu-run.sh wgpu`, see
 #      the size note at step 5): what travels is limited to 64 MiB.
 set -uo pipefail
@@ -71,8 +72,11 @@ wgpu_on_vulkan() {
   [ "$DEVICE" = cpu ] && { presets=small; sizes=32x32; }
   local batches=1,32
   [ "$DEVICE" = cpu ] && batches=1,2
+  # Both kernel precisions (f16 where the driver offers shader-f16); the JSON is rewritten after
+  # every case, so a cut run keeps what it measured.
   HVQ_BENCH_RUNS=3 HVQ_BENCH_PRESETS=$presets HVQ_BENCH_SIZES=$sizes HVQ_BENCH_BATCHES=$batches \
-    HVQ_BENCH_JSON="$OUT/wgpu-bench.json" timeout 150 "$bins/wgpu" --bench > "$OUT/wgpu-bench.txt" 2>&1
+    HVQ_BENCH_PRECISIONS=f32,f16 HVQ_BENCH_JSON="$OUT/wgpu-bench.json" timeout 170 "$bins/wgpu" --bench \
+    > "$OUT/wgpu-bench.txt" 2>&1
   echo "wgpu bench: exit $?"; cat "$OUT/wgpu-bench.txt"
   # The same cases on libtorch (CUDA on the GPU machine), same weights and images.
   if [ -x "$BIN" ]; then
@@ -86,16 +90,18 @@ wgpu_on_vulkan() {
   fi
   # $DEV/photos: 256 of the 256-px photos, carried by this call (the training data is not). The
   # device thread batches what the -j workers have decoded; the debug log shows the batch sizes.
-  rm -rf /tmp/hvq-tokens
-  START=$(date +%s.%N)
-  RUST_LOG=hvq::tokenize_dir=debug timeout 60 "$bins/hvq" --backend wgpu tokenize-dir -j 64 --shard-size 32 --output /tmp/hvq-tokens \
-    "$DEV/photos" > "$OUT/wgpu-tokenize-dir.txt" 2>&1
-  local rc=$? secs; secs=$(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
-  # Images in finished shards of 32 (a shard appears only when complete, so a cut run still counts).
-  local n; n=$(cat /tmp/hvq-tokens/shard-*/index.jsonl 2> /dev/null | wc -l)
-  echo "tokenize-dir --backend wgpu -j 64: exit $rc, $n images in $secs s ($(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.1f", n / s }') images/s, model load included)"
-  grep -c "device batch" "$OUT/wgpu-tokenize-dir.txt" | sed 's/^/device batches: /'
-  grep -v "device batch" "$OUT/wgpu-tokenize-dir.txt" | tail -3
+  for precision in f32 f16; do
+    rm -rf /tmp/hvq-tokens
+    START=$(date +%s.%N)
+    RUST_LOG=hvq::tokenize_dir=debug timeout 45 "$bins/hvq" --backend wgpu --precision $precision tokenize-dir -j 64 \
+      --shard-size 32 --output /tmp/hvq-tokens "$DEV/photos" > "$OUT/wgpu-tokenize-dir-$precision.txt" 2>&1
+    local rc=$? secs; secs=$(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+    # Images in finished shards of 32 (a shard appears only when complete, so a cut run still counts).
+    local n; n=$(cat /tmp/hvq-tokens/shard-*/index.jsonl 2> /dev/null | wc -l)
+    echo "tokenize-dir --backend wgpu --precision $precision -j 64: exit $rc, $n images in $secs s ($(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.1f", n / s }') images/s, model load included)"
+    grep -c "device batch" "$OUT/wgpu-tokenize-dir-$precision.txt" | sed 's/^/device batches: /'
+    grep -v "device batch" "$OUT/wgpu-tokenize-dir-$precision.txt" | tail -3
+  done
 }
 [ -f "$DEV/wgpu.tar.xz" ] && wgpu_on_vulkan
 # `gpu-run.sh wgpu`: only step 5. What travels to the GPU machine (the tracked tree, about 22 MiB,

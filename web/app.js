@@ -124,12 +124,12 @@ function readyText() {
 
 // ---------- model loading ----------
 
-async function loadModel(backend) {
+async function loadModel(backend, precision = $('#precision').value) {
   setStatus('loading', 'Loading the model…');
   setProgress(undefined);
   $('#model-url').textContent = MODEL_URL;
   try {
-    const model = await call('init', { modelUrl: MODEL_URL, backend }, (p) => {
+    const model = await call('init', { modelUrl: MODEL_URL, backend, precision }, (p) => {
       if (p.stage === 'wasm') setStatus('loading', 'Loading the WebAssembly module…');
       if (p.stage === 'download') {
         setStatus('loading', `Downloading the model… ${fmtBytes(p.loaded)}${p.total ? ` of ${fmtBytes(p.total)}` : ''}`);
@@ -463,6 +463,7 @@ function wire() {
     setTimeout(() => URL.revokeObjectURL(a.href), 1000);
   });
   $('#backend').addEventListener('change', () => loadModel($('#backend').value));
+  $('#precision').addEventListener('change', () => loadModel($('#backend').value));
   $('#prog-range').addEventListener('input', () => showPrefix(Number($('#prog-range').value)));
   $('#prog-play').addEventListener('click', playProgressive);
 }
@@ -471,6 +472,9 @@ wire();
 // `?backend=webgpu|cpu|auto` preselects the backend (the end-to-end test pins WebGPU this way).
 const wantedBackend = new URLSearchParams(location.search).get('backend');
 if (['auto', 'webgpu', 'cpu'].includes(wantedBackend)) $('#backend').value = wantedBackend;
+// `?precision=f16|f32` preselects the WebGPU kernels' precision.
+const wantedPrecision = new URLSearchParams(location.search).get('precision');
+if (['f32', 'f16'].includes(wantedPrecision)) $('#precision').value = wantedPrecision;
 if (!('gpu' in navigator)) {
   const note = $('#gpu-note');
   note.hidden = false;
@@ -482,6 +486,11 @@ loadModel($('#backend').value);
 function featuresText(model) {
   if (!/webgpu|wgpu|gpu/i.test(model.backendName)) return 'kernels: CPU backend (WebAssembly, SIMD128)';
   const offered = model.webgpu.features?.length ? model.webgpu.features.join(', ') : 'none';
-  return 'kernels: portable WGSL in f32, no optional features used ' +
+  if (model.precision === 'f16') {
+    return 'kernels: WGSL with f16 activations (shader-f16), f32 quantizer and accumulators ' +
+      `(this adapter offers: ${offered})`;
+  }
+  const why = model.f16Asked && !model.f16Offered ? '; f16 was asked for but this adapter has no shader-f16' : '';
+  return `kernels: portable WGSL in f32, no optional features used${why} ` +
     `(this adapter offers: ${offered})`;
 }

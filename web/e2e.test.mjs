@@ -58,8 +58,8 @@ async function launch({ webgpu }) {
   return { ctx, page };
 }
 
-async function openPage(page, backend = 'auto') {
-  await page.goto(`${url}?model=${encodeURIComponent(MODEL)}&backend=${backend}`);
+async function openPage(page, backend = 'auto', extra = '') {
+  await page.goto(`${url}?model=${encodeURIComponent(MODEL)}&backend=${backend}${extra}`);
   await page.waitForFunction(() => ['ready', 'error'].includes(window.hvqDemo?.state), null, { timeout: 240_000 });
   const state = await page.evaluate(() => ({ s: window.hvqDemo.state, status: document.querySelector('#status').textContent }));
   assert.equal(state.s, 'ready', `model did not load: ${state.status}\n${page.consoleLog.join('\n')}`);
@@ -257,6 +257,20 @@ describe('demo page on WebGPU (SwiftShader)', () => {
       assert.deepEqual(res.result.tokens.find((g) => g.level === nl.level).tokens, nl.tokens.flat(), `.hvq level ${nl.level}`);
     }
     assert.equal(res.result.levels.length, native.levels.length);
+  });
+
+  test('f16 asked for: f16 kernels where the adapter has shader-f16, else f32 and the page says why', { timeout: 300_000 }, async () => {
+    const m = await openPage(page, 'webgpu', '&precision=f16');
+    const features = await page.evaluate(() => document.querySelector('#gpu-features').textContent);
+    if (m.f16Offered) {
+      assert.equal(m.precision, 'f16');
+      assert.match(features, /f16 activations \(shader-f16\)/, features);
+    } else {
+      // SwiftShader offers no shader-f16.
+      assert.equal(m.precision, 'f32');
+      assert.match(features, /portable WGSL in f32.*f16 was asked for but this adapter has no shader-f16/, features);
+    }
+    report.push({ line: `precision=f16 asked: runs ${m.precision}; page: ${features}` });
   });
 
   test('"auto" skips the software WebGPU adapter and says why', { timeout: 300_000 }, async () => {

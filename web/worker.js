@@ -10,7 +10,8 @@ let queue = Promise.resolve();
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 
-/** Optional WebGPU features the kernels could use where offered (none is used yet: issue 12). */
+/** Optional WebGPU features the adapter is asked about: the kernels use `shader-f16` when the page asks
+ * for f16 and the adapter has it; the others are only reported. */
 const OPTIONAL_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query'];
 
 /** What WebGPU this worker sees: `{available, reason?, adapter?, fallback?, features?}`. */
@@ -103,7 +104,7 @@ function needCodec() {
 }
 
 const ops = {
-  async init({ modelUrl, backend }, id) {
+  async init({ modelUrl, backend, precision }, id) {
     post({ id, progress: { stage: 'wasm' } });
     await init();
     const webgpu = await probeWebGpu();
@@ -116,10 +117,16 @@ const ops = {
     // As natively: "auto" skips a software WebGPU adapter (SwiftShader runs the WGSL on the CPU,
     // 58–91× slower than the CPU backend in wasm for the default model; docs/bench-web-256.txt).
     const chosen = backend === 'auto' && webgpu.available && webgpu.fallback ? 'cpu' : backend;
+    // f16 kernels only where they can run: on WebGPU, with the adapter's shader-f16.
+    const f16Offered = webgpu.available && (webgpu.features ?? []).includes('shader-f16');
+    const usePrecision = precision === 'f16' && chosen !== 'cpu' && f16Offered ? 'f16' : 'f32';
     const t0 = performance.now();
-    codec = await HvqCodec.create(weights, chosen);
+    codec = await HvqCodec.create(weights, chosen, usePrecision);
     return {
       backendName: codec.backendName,
+      precision: codec.precision,
+      f16Asked: precision === 'f16',
+      f16Offered,
       fingerprint: codec.fingerprint,
       levels: codec.levels,
       modelBytes: weights.length,

@@ -104,6 +104,15 @@ impl Engine {
         Err(CodecError::WgpuNotCompiled)
     }
 
+    /// Whether the kernels run with f16 activations (only ever on wgpu).
+    pub(crate) fn f16(&self) -> bool {
+        match self {
+            Engine::Cpu(_) => false,
+            #[cfg(feature = "wgpu")]
+            Engine::Wgpu(m) => m.precision() == hvq_wgpu::Precision::F16,
+        }
+    }
+
     pub(crate) fn kind(&self) -> BackendKind {
         match self {
             Engine::Cpu(_) => BackendKind::Cpu,

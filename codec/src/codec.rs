@@ -189,6 +189,12 @@ impl Codec {
         self.engine.kind()
     }
 
+    /// Whether the model runs with f16 activations ([`CodecBuilder::gpu_f16`] on a wgpu
+    /// adapter that has `shader-f16`); otherwise everything is f32.
+    pub fn runs_f16(&self) -> bool {
+        self.engine.f16()
+    }
+
     /// The size limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -34,6 +34,9 @@ const TS_TYPES: &'static str = r#"
 /** Which backend `HvqCodec.create` uses: WebGPU when there is an adapter, else the CPU (`"auto"`). */
 export type HvqBackend = "auto" | "webgpu" | "cpu";
 
+/** The WebGPU kernels' activations: `"f32"` (default; the native tokens) or `"f16"` (needs the adapter's `shader-f16`). */
+export type HvqPrecision = "f32" | "f16";
+
 /** Pixels to encode: a canvas `ImageData`, or any RGBA8 buffer with its size. */
 export type HvqImageInput = ImageData | { data: Uint8Array | Uint8ClampedArray; width: number; height: number };
 
@@ -316,10 +319,13 @@ pub struct HvqCodec {
 impl HvqCodec {
     /// Loads a safetensors weight file and instantiates the model on `backend`:
     /// `"auto"` (default: WebGPU when an adapter exists, else the CPU), `"webgpu"` (fail without one)
-    /// or `"cpu"`. Rejects with an `HvqError` naming the problem (bad weights, no adapter, …).
+    /// or `"cpu"`, with WebGPU kernels in `precision` (`"f32"`, the default, or `"f16"`, which
+    /// needs the adapter's `shader-f16` and is refused with the CPU backend). Rejects with an
+    /// `HvqError` naming the problem (bad weights, no adapter, no `shader-f16`, …).
     pub async fn create(
         #[wasm_bindgen(js_name = weightBytes)] weight_bytes: Vec<u8>,
         #[wasm_bindgen(unchecked_param_type = "HvqBackend")] backend: Option<String>,
+        #[wasm_bindgen(unchecked_param_type = "HvqPrecision")] precision: Option<String>,
     ) -> Result<HvqCodec, JsValue> {
         let backend = match backend.as_deref().unwrap_or("auto") {
             "webgpu" => Backend::Wgpu,
@@ -327,9 +333,24 @@ impl HvqCodec {
                 .parse::<Backend>()
                 .map_err(|e| js_error(&e, "UnknownBackend"))?,
         };
+        let f16 = match precision.as_deref().unwrap_or("f32") {
+            "f32" => false,
+            "f16" if backend == Backend::Cpu => {
+                return Err(argument_error(
+                    "precision \"f16\" runs on WebGPU only; the CPU backend is always f32".into(),
+                ));
+            }
+            "f16" => true,
+            other => {
+                return Err(argument_error(format!(
+                    "unknown precision {other:?} (expected \"f32\" or \"f16\")"
+                )));
+            }
+        };
         let codec = Codec::from_weight_bytes(&weight_bytes)
             .map_err(codec_error)?
             .backend(backend)
+            .gpu_f16(f16)
             .build_async()
             .await
             .map_err(codec_error)?;
@@ -345,6 +366,12 @@ impl HvqCodec {
             BackendKind::Wgpu => "webgpu".into(),
             other => other.to_string(),
         }
+    }
+
+    /// What the kernels' activations are: `"f16"` or `"f32"` (always on the CPU backend).
+    #[wasm_bindgen(getter)]
+    pub fn precision(&self) -> String {
+        if self.codec.runs_f16() { "f16" } else { "f32" }.into()
     }
 
     /// The model fingerprint (hex) that `.hvq` files made by this model carry.
