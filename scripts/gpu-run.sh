@@ -16,7 +16,8 @@
 #   5. wgpu on the card's Vulkan driver (issue 12): adapter, the wgpu conformance, kernel, model and
 #      cross-check tests, the wgpu bench of both presets at batch 1 and 32, the same cases on
 #      libtorch CUDA (`hvq-train codec-bench`, same weights and images) joined into one table
-#      (wgpu-vs-libtorch.md), each in f32 and f16 kernels, and `hvq tokenize-dir --backend wgpu`
+#      (wgpu-vs-libtorch.md), each in f32 and f16 kernels, the device time, GFLOP/s and share of
+#      every kernel per case (timestamp queries, wgpu-kernels.md), and `hvq tokenize-dir --backend wgpu`
 #      on 256 photos in both precisions.
 #      Step 5 runs first and takes about 5 minutes at most (every part is time-boxed). It needs its own call (`gpu-run.sh wgpu`, see
 #      the size note at step 5): what travels is limited to 64 MiB.
@@ -75,9 +76,12 @@ wgpu_on_vulkan() {
   # Both kernel precisions (f16 where the driver offers shader-f16); the JSON is rewritten after
   # every case, so a cut run keeps what it measured.
   HVQ_BENCH_RUNS=3 HVQ_BENCH_PRESETS=$presets HVQ_BENCH_SIZES=$sizes HVQ_BENCH_BATCHES=$batches \
-    HVQ_BENCH_PRECISIONS=f32,f16 HVQ_BENCH_JSON="$OUT/wgpu-bench.json" timeout 170 "$bins/wgpu" --bench \
+    HVQ_BENCH_PRECISIONS=f32,f16 HVQ_BENCH_JSON="$OUT/wgpu-bench.json" \
+    HVQ_BENCH_PROFILE="$OUT/wgpu-kernels.md" HVQ_BENCH_PEAK_TFLOPS=67 timeout 170 "$bins/wgpu" --bench \
     > "$OUT/wgpu-bench.txt" 2>&1
-  echo "wgpu bench: exit $?"; cat "$OUT/wgpu-bench.txt"
+  echo "wgpu bench: exit $?"; grep -v "^|" "$OUT/wgpu-bench.txt"
+  # Per kernel (timestamp queries): the first case's tables; all of them are in wgpu-kernels.md.
+  head -40 "$OUT/wgpu-kernels.md" 2> /dev/null
   # The same cases on libtorch (CUDA on the GPU machine), same weights and images.
   if [ -x "$BIN" ]; then
     # Fused attention: libtorch at its best (the codec's own attention is not fused either way).

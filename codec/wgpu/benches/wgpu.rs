@@ -9,7 +9,10 @@
 //! convolution case, `HVQ_BENCH_CONV_ONLY=1` skips the models, `HVQ_BENCH_BATCHES=1,32` the
 //! batch sizes (default 1; one run encodes that many distinct images together),
 //! `HVQ_BENCH_PRECISIONS=f32,f16` the kernels' precisions (default f32; f16 is skipped on an
-//! adapter without `shader-f16`), and `HVQ_BENCH_JSON=path` also writes every case as JSON.
+//! adapter without `shader-f16`), `HVQ_BENCH_JSON=path` also writes every case as JSON, and
+//! `HVQ_BENCH_PROFILE=path.md` writes, per case and op, the device time of every kernel (from
+//! timestamp queries, where the adapter has them) with its GFLOP/s, GB/s and, given
+//! `HVQ_BENCH_PEAK_TFLOPS`, its fraction of the card's FP32 peak.
 
 use std::time::Instant;
 
@@ -163,6 +166,9 @@ fn model_case(model: &GpuModel, cfg: &ModelConfig, case: &Case, flops: &ModelFlo
         grids = pollster::block_on(model.encode_batch(&images, &levels)).expect("encode")
     });
     let mut out = vec![record(case, None, enc, flops.encoder.forward)];
+    profile(case, "encode (all levels)", || {
+        pollster::block_on(model.profile_encode(&images, &levels))
+    });
     for level in levels {
         let level_grids: Vec<_> = grids.iter().map(|g| g[level].clone()).collect();
         let dec = median_ms(runs, || {
@@ -174,8 +180,53 @@ fn model_case(model: &GpuModel, cfg: &ModelConfig, case: &Case, flops: &ModelFlo
             dec,
             flops.decoders[level].forward,
         ));
+        profile(case, &format!("decode level {level}"), || {
+            pollster::block_on(model.profile_decode(&level_grids))
+        });
     }
     out
+}
+
+/// With `HVQ_BENCH_PROFILE` set: appends the per-kernel table of one profiled run (`run`, on
+/// the warm plan the timings used) to that file and prints it.
+fn profile(
+    case: &Case,
+    what: &str,
+    run: impl FnOnce() -> Result<hvq_wgpu::Profile, hvq_wgpu::GpuError>,
+) {
+    let Some(path) = std::env::var_os("HVQ_BENCH_PROFILE") else {
+        return;
+    };
+    let peak = std::env::var("HVQ_BENCH_PEAK_TFLOPS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let Case {
+        preset,
+        h,
+        w,
+        batch,
+        precision,
+        ..
+    } = *case;
+    let section = match run() {
+        Ok(p) => format!(
+            "### {preset} {} {w}x{h} batch {batch}, {what}: {:.3} ms of device time in {} dispatches\n\n{}\n",
+            precision.name(),
+            p.total_ns() / 1e6,
+            p.dispatches.len(),
+            p.table(peak)
+        ),
+        Err(e) => format!("### {preset} {w}x{h} batch {batch}, {what}: no profile ({e})\n\n"),
+    };
+    print!("{section}");
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("the profile file can be written");
+    f.write_all(section.as_bytes())
+        .expect("the profile file can be written");
 }
 
 /// Prints one timing (the encoder when `level` is `None`, else that level's decoder) and

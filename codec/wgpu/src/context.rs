@@ -57,8 +57,9 @@ impl GpuContext {
     /// The device is requested with WebGPU's portable default limits (≤ 256 invocations per
     /// workgroup, 16 KiB workgroup memory, 8 storage buffers per stage), so kernels that run
     /// here run in a browser too; only the buffer-size limits are raised to the adapter's.
-    /// The one optional feature asked for is `shader-f16`, where the adapter has it, so that
-    /// a model may choose [`Precision::F16`]; kernels in f32 never use it.
+    /// Two optional features are asked for where the adapter has them: `shader-f16`, so that
+    /// a model may choose [`Precision::F16`] (f32 kernels never use it), and `timestamp-query`,
+    /// for [`crate::GpuModel::profile_encode`]'s per-kernel device times.
     ///
     /// # Errors
     /// [`GpuError::NoAdapter`] when no adapter exists, [`GpuError::RequestDevice`] when the
@@ -85,7 +86,8 @@ impl GpuContext {
         };
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("hvq"),
-            required_features: adapter.features() & wgpu::Features::SHADER_F16,
+            required_features: adapter.features()
+                & (wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY),
             required_limits,
             ..Default::default()
         };
@@ -175,6 +177,13 @@ impl GpuContext {
     /// Whether the device can run [`Precision::F16`] kernels (the adapter has `shader-f16`).
     pub fn supports_f16(&self) -> bool {
         self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether the device can time kernels ([`crate::GpuModel::profile_encode`]).
+    pub fn supports_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// The limits the device was created with.

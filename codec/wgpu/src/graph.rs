@@ -7,6 +7,7 @@ use wgpu::util::DeviceExt;
 
 use crate::context::{GpuContext, Pipeline};
 use crate::error::{GpuError, Result};
+use crate::profile::Timing;
 use crate::shaders::{Overrides, Precision};
 use crate::uniforms::{
     AddParams, AttentionParams, ChannelAffineParams, CodebookGatherParams, CodebookSearchParams,
@@ -103,11 +104,21 @@ pub(crate) enum Resample {
     UpsampleNearest2 = 2,
 }
 
+/// What one dispatch does, for profiles: FLOPs as `hvq_spec::flops` counts them (matrix
+/// products only), the bytes it must at least read and write, and its shape in words.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cost {
+    pub(crate) flops: u64,
+    pub(crate) bytes: u64,
+    pub(crate) shape: String,
+}
+
 struct Step {
     pipeline: Arc<Pipeline>,
     bind_group: wgpu::BindGroup,
     /// Workgroups in x, y and z (z: the images of the batch, for most kernels).
     groups: (u32, u32, u32),
+    cost: Cost,
 }
 
 /// Buffers and dispatches of one graph. Buffers are recycled through a free list as the
@@ -231,6 +242,7 @@ impl Graph {
         params: &U,
         bindings: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
+        cost: Cost,
     ) -> Result<()> {
         let kernel = U::KERNEL;
         let limit = self.ctx.limits().max_compute_workgroups_per_dimension;
@@ -273,6 +285,7 @@ impl Graph {
             pipeline,
             bind_group,
             groups,
+            cost,
         });
         Ok(())
     }
@@ -376,11 +389,37 @@ impl Graph {
             w.cout.div_ceil(64) as u32,
             self.batch as u32,
         );
+        let mut bytes = self.traffic(&[x, out]) + w.weight.size() + w.bias.size();
+        bytes += o.residual.map_or(0, |r| self.traffic(&[r]));
+        bytes += o.norm.map_or(0, |n| self.traffic(&[n.coef]));
+        let cost = Cost {
+            flops: 2 * (w.cout * w.cin * w.ks * w.ks * h_out * w_out * self.batch) as u64,
+            bytes,
+            shape: format!(
+                "{k}x{k} {} -> {} at {h_out}x{w_out}{}{}{}{}",
+                w.cin,
+                w.cout,
+                if o.stride == 2 { ", stride 2" } else { "" },
+                match norm_mode {
+                    1 => ", norm",
+                    2 => ", norm+swish",
+                    _ => "",
+                },
+                if o.upsample { ", up x2" } else { "" },
+                if o.residual.is_some() {
+                    ", +residual"
+                } else {
+                    ""
+                },
+                k = w.ks,
+            ),
+        };
         self.push(
             overrides,
             &params,
             &bindings.iter().collect::<Vec<_>>(),
             groups,
+            cost,
         )?;
         Ok(out)
     }
@@ -412,11 +451,18 @@ impl Graph {
             affine.clone(),
             self.buffers[coef.id].clone(),
         ];
+        // Two passes over the input: the mean, then the squared deviations.
+        let cost = Cost {
+            flops: 0,
+            bytes: 2 * self.traffic(&[x]) + self.traffic(&[coef]),
+            shape: format!("{groups} groups of {}x{}x{}", x.channels, x.height, x.width),
+        };
         self.push(
             Overrides::default(),
             &params,
             &[&b[0], &b[1], &b[2]],
             (groups as u32, 1, self.batch as u32),
+            cost,
         )?;
         Ok(coef)
     }
@@ -444,6 +490,7 @@ impl Graph {
             &params,
             &[&b[0], &b[1], &b[2]],
             grid,
+            self.elementwise(&[x, norm.coef, out]),
         )?;
         Ok(out)
     }
@@ -475,6 +522,7 @@ impl Graph {
             },
             &[&bufs[0], &bufs[1], &bufs[2]],
             (x, y, 1),
+            self.elementwise(&[a, b, out]),
         )?;
         Ok(out)
     }
@@ -507,6 +555,7 @@ impl Graph {
             &params,
             &[&bufs[0], &bufs[1]],
             grid,
+            self.elementwise(&[x, out]),
         )?;
         Ok(out)
     }
@@ -539,6 +588,7 @@ impl Graph {
             &params,
             &[&bufs[0], &bufs[1], &bufs[2]],
             grid,
+            self.elementwise(&[x, out]),
         )?;
         Ok(out)
     }
@@ -562,7 +612,20 @@ impl Graph {
         };
         let bufs = [self.buffers[qkv.id].clone(), self.buffers[out.id].clone()];
         let groups = (qkv.plane().div_ceil(64) as u32, 1, self.batch as u32);
-        self.push(Overrides::default(), &params, &[&bufs[0], &bufs[1]], groups)?;
+        let n = qkv.plane();
+        let cost = Cost {
+            // qᵀk and attn·v.
+            flops: 2 * 2 * (n * n * c * self.batch) as u64,
+            bytes: self.traffic(&[qkv, out]),
+            shape: format!("{c} channels, {n} positions"),
+        };
+        self.push(
+            Overrides::default(),
+            &params,
+            &[&bufs[0], &bufs[1]],
+            groups,
+            cost,
+        )?;
         Ok(out)
     }
 
@@ -587,11 +650,21 @@ impl Graph {
         ];
         // 64 invocations of 4 positions each per workgroup.
         let grid = self.grid(p.plane(), 256);
+        let cost = Cost {
+            flops: 2 * (p.plane() * entries * p.channels * self.batch) as u64,
+            bytes: self.traffic(&[p, out]) + codebook.size(),
+            shape: format!(
+                "{} positions x {entries} entries x {}",
+                p.plane(),
+                p.channels
+            ),
+        };
         self.push(
             Overrides::default(),
             &params,
             &[&bufs[0], &bufs[1], &bufs[2]],
             grid,
+            cost,
         )?;
         Ok(out)
     }
@@ -622,16 +695,57 @@ impl Graph {
             &params,
             &[&bufs[0], &bufs[1], &bufs[2]],
             grid,
+            self.elementwise(&[tokens, out]),
         )?;
         Ok(out)
     }
 
-    /// Records every step into one command encoder (one compute pass per dispatch).
+    /// Bytes of the whole batch of each of `tensors` on the device.
+    fn traffic(&self, tensors: &[Tensor]) -> u64 {
+        tensors.iter().map(|&t| self.device_bytes(t)).sum()
+    }
+
+    /// The cost of a kernel that reads and writes each of `tensors` once and computes no
+    /// matrix product.
+    fn elementwise(&self, tensors: &[Tensor]) -> Cost {
+        let t = tensors.last().copied();
+        Cost {
+            flops: 0,
+            bytes: self.traffic(tensors),
+            shape: t.map_or(String::new(), |t| {
+                format!("{}x{}x{}", t.channels, t.height, t.width)
+            }),
+        }
+    }
+
+    /// Records every step into one command encoder, in one compute pass: each dispatch is its
+    /// own synchronisation scope there, so the device orders dependent dispatches itself,
+    /// without the cost of a pass per dispatch.
     pub(crate) fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("hvq graph"),
+            timestamp_writes: None,
+        });
         for step in &self.steps {
+            pass.set_pipeline(&step.pipeline.pipeline);
+            pass.set_bind_group(0, &step.bind_group, &[]);
+            let (x, y, z) = step.groups;
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+
+    /// Records every step in a compute pass of its own that writes a timestamp at its start
+    /// and end into `queries` (two per step, in order).
+    fn record_timed(&self, encoder: &mut wgpu::CommandEncoder, queries: &wgpu::QuerySet) {
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = 2 * i as u32;
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(step.pipeline.kernel.name()),
-                timestamp_writes: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: queries,
+                    beginning_of_pass_write_index: Some(at),
+                    end_of_pass_write_index: Some(at + 1),
+                }),
             });
             pass.set_pipeline(&step.pipeline.pipeline);
             pass.set_bind_group(0, &step.bind_group, &[]);
@@ -650,23 +764,7 @@ impl Graph {
         inputs: &[(Tensor, &[u8])],
         outputs: &[Tensor],
     ) -> Result<Vec<Vec<u8>>> {
-        for (t, bytes) in inputs {
-            if bytes.len() as u64 != self.host_bytes(*t) {
-                return Err(GpuError::BadInput {
-                    op: "graph input",
-                    reason: format!(
-                        "{} bytes for a tensor of {} ({} images)",
-                        bytes.len(),
-                        self.host_bytes(*t),
-                        self.batch
-                    ),
-                });
-            }
-            let device = self.to_device(*t, bytes);
-            self.ctx
-                .queue()
-                .write_buffer(&self.buffers[t.id], 0, &device);
-        }
+        self.upload(inputs)?;
         let total: u64 = outputs.iter().map(|&t| self.device_bytes(t)).sum();
         if self.staging.as_ref().is_none_or(|s| s.size() < total) {
             self.ctx.check_buffer_size(total)?;
@@ -692,6 +790,87 @@ impl Graph {
             .iter()
             .zip(read)
             .map(|(&t, bytes)| self.to_host(t, bytes))
+            .collect())
+    }
+
+    /// Writes host values (4 bytes each) into their tensors' buffers.
+    fn upload(&mut self, inputs: &[(Tensor, &[u8])]) -> Result<()> {
+        for (t, bytes) in inputs {
+            if bytes.len() as u64 != self.host_bytes(*t) {
+                return Err(GpuError::BadInput {
+                    op: "graph input",
+                    reason: format!(
+                        "{} bytes for a tensor of {} ({} images)",
+                        bytes.len(),
+                        self.host_bytes(*t),
+                        self.batch
+                    ),
+                });
+            }
+            let device = self.to_device(*t, bytes);
+            self.ctx
+                .queue()
+                .write_buffer(&self.buffers[t.id], 0, &device);
+        }
+        Ok(())
+    }
+
+    /// Uploads `inputs`, runs every step with a timestamp before and after it, and returns
+    /// each step's device time with its cost, in order.
+    ///
+    /// Each step runs in a pass of its own here (timestamps are written at pass boundaries),
+    /// so the sum can exceed a plain run's time by the passes' overhead.
+    pub(crate) async fn profile(&mut self, inputs: &[(Tensor, &[u8])]) -> Result<Vec<Timing>> {
+        self.upload(inputs)?;
+        let count = 2 * self.steps.len();
+        if count as u32 > wgpu::QUERY_SET_MAX_QUERIES {
+            return Err(GpuError::LimitExceeded {
+                what: "timestamp queries per profile",
+                got: count as u64,
+                limit: u64::from(wgpu::QUERY_SET_MAX_QUERIES),
+            });
+        }
+        let device = self.ctx.device();
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("kernel timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: count.max(2) as u32,
+        });
+        let bytes = (count.max(2) * 8) as u64;
+        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resolved timestamps"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamp readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("hvq profile"),
+        });
+        self.record_timed(&mut encoder, &queries);
+        encoder.resolve_query_set(&queries, 0..count as u32, &resolved, 0);
+        let read = self
+            .ctx
+            .submit_and_read(encoder, &[(&resolved, bytes)], &staging)
+            .await?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&read[0]);
+        let period = f64::from(self.ctx.queue().get_timestamp_period());
+        Ok(self
+            .steps
+            .iter()
+            .zip(ticks.chunks_exact(2))
+            .map(|(step, t)| Timing {
+                kernel: step.pipeline.kernel.name(),
+                shape: step.cost.shape.clone(),
+                ns: t[1].saturating_sub(t[0]) as f64 * period,
+                flops: step.cost.flops,
+                bytes: step.cost.bytes,
+            })
             .collect())
     }
 

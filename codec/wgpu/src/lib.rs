@@ -32,10 +32,12 @@ mod error;
 mod graph;
 pub mod kernels;
 mod model;
+mod profile;
 mod shaders;
 mod uniforms;
 
 pub use context::GpuContext;
 pub use error::{GpuError, Result};
 pub use model::{DEFAULT_BATCH_BYTES, GpuModel};
+pub use profile::{KernelTotal, Profile, Timing};
 pub use shaders::{Precision, shader_names, shader_source};

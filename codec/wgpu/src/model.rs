@@ -14,6 +14,7 @@ use wgpu::util::DeviceExt;
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::{ConvOptions, ConvWeights, Elem, FusedNorm, Graph, Pad, Resample, Tensor};
+use crate::profile::Profile;
 use crate::shaders::Precision;
 
 /// Weights as device buffers, by graph parameter.
@@ -251,6 +252,67 @@ impl GpuModel {
         .await
     }
 
+    /// The device time of every dispatch of one [`GpuModel::encode_batch`] run of `images`
+    /// (all the same size, as many as one run holds) computing `levels`, with each dispatch's
+    /// FLOPs and minimum traffic: where the time goes, kernel by kernel. Each dispatch runs in a
+    /// pass of its own here (timestamps are taken at pass boundaries), so the total can exceed
+    /// a plain run's device time by that overhead.
+    ///
+    /// # Errors
+    /// [`GpuError::Unsupported`] on a device without `timestamp-query`;
+    /// [`GpuError::BadInput`] for more images than one run holds or of mixed sizes; otherwise
+    /// as [`GpuModel::encode_batch`].
+    pub async fn profile_encode(&self, images: &[FeatureMap], levels: &[usize]) -> Result<Profile> {
+        self.config.check_levels(levels)?;
+        for image in images {
+            self.check_image(image)?;
+        }
+        same_size("profile_encode", images.iter().map(|m| (m.height, m.width)))?;
+        let first = one_run("profile_encode", images, |m| {
+            self.batch_capacity(m.height, m.width)
+        })?;
+        let key = PlanKey::Encode {
+            batch: images.len(),
+            height: first.height,
+            width: first.width,
+            wanted: self.encoder_outputs(levels.iter().map(|&l| Output::Tokens(l))),
+        };
+        let input: Vec<f32> = images.iter().flat_map(|m| m.data.iter().copied()).collect();
+        self.profile_cached(key, bytemuck::cast_slice(&input)).await
+    }
+
+    /// [`GpuModel::profile_encode`] for one [`GpuModel::decode_batch`] run of `grids`.
+    ///
+    /// # Errors
+    /// As [`GpuModel::profile_encode`], and as [`GpuModel::decode_batch`].
+    pub async fn profile_decode(&self, grids: &[TokenGrid]) -> Result<Profile> {
+        for grid in grids {
+            self.config.check_grid(grid)?;
+        }
+        same_size("profile_decode", grids.iter().map(|g| (g.height, g.width)))?;
+        let first = one_run("profile_decode", grids, |g| {
+            let stride = self.config.level_stride(g.level);
+            self.batch_capacity(g.height * stride, g.width * stride)
+        })?;
+        if grids.iter().any(|g| g.level != first.level) {
+            return Err(GpuError::BadInput {
+                op: "profile_decode",
+                reason: "grids of different levels".into(),
+            });
+        }
+        let key = PlanKey::Decode {
+            batch: grids.len(),
+            level: first.level,
+            height: first.height,
+            width: first.width,
+        };
+        let input: Vec<u32> = grids
+            .iter()
+            .flat_map(|g| g.tokens.iter().copied())
+            .collect();
+        self.profile_cached(key, bytemuck::cast_slice(&input)).await
+    }
+
     /// The image (RGB in `[0, 1]`, `stride(level)` times the grid size) that `grid`'s
     /// decoder rebuilds from its tokens alone.
     ///
@@ -388,29 +450,56 @@ impl GpuModel {
     /// Runs the plan for `key` (building it on first use) with `input` (the whole batch)
     /// uploaded; each output's bytes hold the whole batch.
     async fn run_cached(&self, key: PlanKey, input: &[u8]) -> Result<Vec<(Tensor, Vec<u8>)>> {
-        // Taking the plan out of the cache while it runs keeps two concurrent calls of the
-        // same shape from sharing buffers: the second builds its own.
-        let taken = {
-            let mut plans = self.lock_plans();
-            let at = plans.iter().position(|(k, _)| *k == key);
-            at.map(|i| plans.remove(i).1)
-        };
-        let mut plan = match taken {
-            Some(plan) => plan,
-            None => self.build(&key).await?,
-        };
+        let mut plan = self.take_plan(&key).await?;
         let result = plan
             .graph
             .run(&[(plan.inputs[0], input)], &plan.outputs)
             .await;
         let outputs = plan.outputs.clone();
+        self.put_plan(key, plan);
+        Ok(outputs.into_iter().zip(result?).collect())
+    }
+
+    /// The cached plan for `key`, taken out of the cache (or built). Taking it out while it
+    /// runs keeps two concurrent calls of the same shape from sharing buffers: the second
+    /// builds its own.
+    async fn take_plan(&self, key: &PlanKey) -> Result<Plan> {
+        let taken = {
+            let mut plans = self.lock_plans();
+            let at = plans.iter().position(|(k, _)| k == key);
+            at.map(|i| plans.remove(i).1)
+        };
+        match taken {
+            Some(plan) => Ok(plan),
+            None => self.build(key).await,
+        }
+    }
+
+    /// Returns a plan to the cache as the most recently used, dropping the oldest beyond
+    /// [`MAX_CACHED_PLANS`].
+    fn put_plan(&self, key: PlanKey, plan: Plan) {
         let mut plans = self.lock_plans();
         plans.push((key, plan));
         if plans.len() > MAX_CACHED_PLANS {
             plans.remove(0);
         }
-        drop(plans);
-        Ok(outputs.into_iter().zip(result?).collect())
+    }
+
+    /// Runs the plan for `key` once with timestamps around every dispatch.
+    async fn profile_cached(&self, key: PlanKey, input: &[u8]) -> Result<Profile> {
+        if !self.ctx.supports_timestamps() {
+            return Err(GpuError::Unsupported {
+                what: "kernel timings",
+                needs: "timestamp-query",
+                adapter: self.ctx.adapter_info().name.clone(),
+            });
+        }
+        let mut plan = self.take_plan(&key).await?;
+        let result = plan.graph.profile(&[(plan.inputs[0], input)]).await;
+        self.put_plan(key, plan);
+        Ok(Profile {
+            dispatches: result?,
+        })
     }
 
     fn lock_plans(&self) -> std::sync::MutexGuard<'_, Vec<(PlanKey, Plan)>> {
@@ -636,6 +725,29 @@ fn missing(program: &Program, v: Value) -> GpuError {
             program.node(v).op
         ),
     }
+}
+
+/// The first of `items`, which must be at least one and at most what one run holds
+/// (`capacity` of the first item).
+fn one_run<'a, T>(
+    op: &'static str,
+    items: &'a [T],
+    capacity: impl Fn(&T) -> usize,
+) -> Result<&'a T> {
+    let Some(first) = items.first() else {
+        return Err(GpuError::BadInput {
+            op,
+            reason: "nothing to profile".into(),
+        });
+    };
+    let most = capacity(first);
+    if items.len() > most {
+        return Err(GpuError::BadInput {
+            op,
+            reason: format!("{} items, one run holds {most}", items.len()),
+        });
+    }
+    Ok(first)
 }
 
 /// Fails unless every item has the same `(height, width)`.

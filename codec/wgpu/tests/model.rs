@@ -370,3 +370,49 @@ fn f16_kernels_stay_close_to_f32_with_the_default_model() {
         );
     }
 }
+
+#[test]
+fn profiles_time_every_dispatch_and_count_the_model_flops() {
+    use hvq_spec::flops::ModelFlops;
+    use hvq_spec::graph::ModelGraph;
+    let Some(ctx) = context() else { return };
+    let cfg = ModelConfig::tiny();
+    let weights = random_weights(&cfg, 5).unwrap();
+    let gpu = GpuModel::new(&ctx, &weights).unwrap();
+    let images = [Rng::new(1).image(32, 48), Rng::new(2).image(32, 48)];
+    let levels: Vec<usize> = (0..cfg.levels).collect();
+    if !ctx.supports_timestamps() {
+        let err = block_on(gpu.profile_encode(&images, &levels)).unwrap_err();
+        assert_eq!(err.kind(), "Unsupported", "{err}");
+        common::skip("the adapter has no timestamp-query: profiles not tested");
+        return;
+    }
+    let flops = ModelFlops::new(&ModelGraph::new(&cfg), 48, 32);
+    let enc = block_on(gpu.profile_encode(&images, &levels)).unwrap();
+    // The per-dispatch counts add up to the model's own count, for both images.
+    assert_eq!(enc.total_flops(), 2 * flops.encoder.forward);
+    assert!(enc.dispatches.iter().all(|d| d.ns >= 0.0 && d.bytes > 0));
+    assert!(enc.total_ns() > 0.0, "no time measured: {enc:?}");
+    let kernels: Vec<&str> = enc.by_kernel().iter().map(|k| k.kernel).collect();
+    for k in ["conv2d", "group_norm_stats", "codebook_search"] {
+        assert!(kernels.contains(&k), "{k} missing from {kernels:?}");
+    }
+    let table = enc.table(Some(1.0));
+    assert!(table.contains("| conv2d |"), "{table}");
+    common::report(&format!("tiny 48x32 batch 2 encode, lavapipe:\n{table}"));
+    // Profiling changes nothing: the plan it used still gives the tokens it gave before.
+    let grids = block_on(gpu.encode_batch(&images, &levels)).unwrap();
+    assert_eq!(grids, block_on(gpu.encode_batch(&images, &levels)).unwrap());
+    for level in levels {
+        let run: Vec<TokenGrid> = grids.iter().map(|g| g[level].clone()).collect();
+        let dec = block_on(gpu.profile_decode(&run)).unwrap();
+        assert_eq!(
+            dec.total_flops(),
+            2 * flops.decoders[level].forward,
+            "level {level}"
+        );
+    }
+    // Asking for more than one run or for nothing is a typed error.
+    let err = block_on(gpu.profile_encode(&[], &[0])).unwrap_err();
+    assert_eq!(err.kind(), "BadInput", "{err}");
+}
