@@ -45,7 +45,8 @@ fn main() {
     println!("{}", ctx.adapter_report());
     let runs: usize = env_or("HVQ_BENCH_RUNS", 5).max(1);
     conv_case(&ctx, runs);
-    if std::env::var_os("HVQ_BENCH_CONV_ONLY").is_some() {
+    // Set and not "0" or empty.
+    if std::env::var("HVQ_BENCH_CONV_ONLY").is_ok_and(|v| !v.is_empty() && v != "0") {
         return;
     }
     let presets: Vec<String> = std::env::var("HVQ_BENCH_PRESETS")

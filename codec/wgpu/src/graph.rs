@@ -10,12 +10,33 @@ use crate::error::{GpuError, Result};
 use crate::profile::Timing;
 use crate::shaders::{Overrides, Precision};
 use crate::uniforms::{
-    AddParams, AttentionParams, ChannelAffineParams, CodebookGatherParams, CodebookSearchParams,
-    Conv2dParams, GroupNormApplyParams, GroupNormStatsParams, ResampleParams, Uniform,
+    AddParams, AttentionParams, ChannelAffineParams, CodebookArgminParams, CodebookGatherParams,
+    CodebookSearchParams, Conv2dParams, GroupNormApplyParams, GroupNormStatsParams, ResampleParams,
+    Uniform,
 };
 
 /// Invocations per workgroup of the one-element-per-invocation kernels.
 const ELEMENTWISE_WG: u32 = 256;
+
+/// Positions per codebook-search workgroup (64 invocations of 4).
+const SEARCH_POSITIONS: usize = 256;
+/// Workgroups a codebook search should offer the device at least: enough to fill a large GPU
+/// (an H100 has 132 multiprocessors, each running several workgroups at once).
+const SEARCH_TARGET_WORKGROUPS: usize = 1024;
+/// Fewest entries a split searches, so that the split's winners stay few next to the work.
+const SEARCH_MIN_SPAN: usize = 256;
+
+/// How many ways a codebook search over `entries` splits them when its positions make
+/// `workgroups` workgroups (all images of the batch together): none when the positions alone
+/// fill the device, else enough to reach [`SEARCH_TARGET_WORKGROUPS`], each split keeping at
+/// least [`SEARCH_MIN_SPAN`] entries. The level-2 map of a 256×256 image is one workgroup of
+/// positions; without splits it would walk all 8192 entries of the `small` codebook on one core.
+pub(crate) fn search_splits(workgroups: usize, entries: usize) -> usize {
+    let most = entries.div_ceil(SEARCH_MIN_SPAN).max(1);
+    SEARCH_TARGET_WORKGROUPS
+        .div_ceil(workgroups.max(1))
+        .clamp(1, most)
+}
 
 /// What a graph buffer holds, element by element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -630,42 +651,86 @@ impl Graph {
     }
 
     /// Nearest codebook entry per position of `p` (`[D, H, W]`): a `[1, H, W]` u32 tensor.
+    /// `splits` divides the entries among that many workgroups per block of positions (then
+    /// one more dispatch picks among their winners); `None` picks it from the map's size (see
+    /// [`search_splits`]). The tokens are the same bits for any number of splits.
     pub(crate) fn codebook_search(
         &mut self,
         p: Tensor,
         codebook: &wgpu::Buffer,
         entries: usize,
+        splits: Option<usize>,
     ) -> Result<Tensor> {
+        let blocks = p.plane().div_ceil(SEARCH_POSITIONS);
+        let wanted = splits.unwrap_or_else(|| search_splits(blocks * self.batch, entries));
+        // Whole tiles per split, and no split left empty.
+        let span = entries
+            .div_ceil(wanted.clamp(1, entries))
+            .next_multiple_of(16);
+        let splits = entries.div_ceil(span);
         let out = self.alloc_as(Elem::U32, 1, p.height, p.width)?;
+        let (winners, dists) = if splits > 1 {
+            (
+                Some(self.alloc_as(Elem::U32, splits, p.height, p.width)?),
+                Some(self.alloc_as(Elem::F32, splits, p.height, p.width)?),
+            )
+        } else {
+            (None, None)
+        };
         let params = CodebookSearchParams {
             dim: p.channels as u32,
             positions: p.plane() as u32,
             entries: entries as u32,
-            _pad0: 0,
+            span: span as u32,
         };
-        let bufs = [
-            self.buffers[p.id].clone(),
-            codebook.clone(),
-            self.buffers[out.id].clone(),
-        ];
-        // 64 invocations of 4 positions each per workgroup.
-        let grid = self.grid(p.plane(), 256);
+        let args_buf = self.buffers[winners.unwrap_or(out).id].clone();
+        let dists_buf = dists.map_or_else(|| self.dummy.clone(), |t| self.buffers[t.id].clone());
+        let p_buf = self.buffers[p.id].clone();
         let cost = Cost {
             flops: 2 * (p.plane() * entries * p.channels * self.batch) as u64,
             bytes: self.traffic(&[p, out]) + codebook.size(),
             shape: format!(
-                "{} positions x {entries} entries x {}",
+                "{} positions x {entries} entries x {} in {splits} split{}",
                 p.plane(),
-                p.channels
+                p.channels,
+                if splits == 1 { "" } else { "s" }
             ),
         };
         self.push(
             Overrides::default(),
             &params,
-            &[&bufs[0], &bufs[1], &bufs[2]],
-            grid,
+            &[&p_buf, codebook, &args_buf, &dists_buf],
+            (blocks as u32, splits as u32, self.batch as u32),
             cost,
         )?;
+        if let (Some(winners), Some(dists)) = (winners, dists) {
+            let params = CodebookArgminParams {
+                positions: p.plane() as u32,
+                splits: splits as u32,
+                _pad0: 0,
+                _pad1: 0,
+            };
+            let bufs = [
+                self.buffers[winners.id].clone(),
+                self.buffers[dists.id].clone(),
+                self.buffers[out.id].clone(),
+            ];
+            let grid = self.grid(p.plane(), 256);
+            let cost = Cost {
+                flops: 0,
+                bytes: self.traffic(&[winners, dists, out]),
+                shape: format!("{} positions x {splits} splits", p.plane()),
+            };
+            self.push(
+                Overrides::default(),
+                &params,
+                &[&bufs[0], &bufs[1], &bufs[2]],
+                grid,
+                cost,
+            )?;
+            self.release(winners);
+            self.release(dists);
+        }
         Ok(out)
     }
 

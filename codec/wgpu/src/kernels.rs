@@ -334,6 +334,33 @@ pub async fn nearest_codes(
     p: &FeatureMap,
     codebook: &Tensor,
 ) -> Result<Vec<u32>> {
+    search(ctx, p, codebook, None).await
+}
+
+/// [`nearest_codes`] with the entries divided among `splits` workgroups per block of
+/// positions (rounded to whole tiles of 16 entries), as the model does by itself for small
+/// maps; the tokens must not depend on it.
+///
+/// # Errors
+/// As [`nearest_codes`]; [`GpuError::BadInput`] for `splits == 0`.
+pub async fn nearest_codes_in_splits(
+    ctx: &GpuContext,
+    p: &FeatureMap,
+    codebook: &Tensor,
+    splits: usize,
+) -> Result<Vec<u32>> {
+    if splits == 0 {
+        return Err(bad("nearest_codes", "zero splits"));
+    }
+    search(ctx, p, codebook, Some(splits)).await
+}
+
+async fn search(
+    ctx: &GpuContext,
+    p: &FeatureMap,
+    codebook: &Tensor,
+    splits: Option<usize>,
+) -> Result<Vec<u32>> {
     check_map("nearest_codes", p)?;
     let entries = match codebook.shape.as_slice() {
         [n, d] if *d == p.channels && *n > 0 && u32::try_from(*n).is_ok() => *n,
@@ -348,7 +375,7 @@ pub async fn nearest_codes(
     let mut s = OneShot::new(ctx);
     let out = built(ctx, || {
         let pt = s.map(p)?;
-        s.g.codebook_search(pt, &cb, entries)
+        s.g.codebook_search(pt, &cb, entries, splits)
     })
     .await?;
     Ok(bytemuck::pod_collect_to_vec(&s.read(out).await?))

@@ -670,7 +670,7 @@ impl GpuModel {
                 out
             }
             Op::NearestCode { .. } => {
-                g.codebook_search(arg(0)?, &w.codebook, self.config.codebook_size)
+                g.codebook_search(arg(0)?, &w.codebook, self.config.codebook_size, None)
             }
             Op::GatherCode { .. } => g.codebook_gather(
                 arg(0)?,

@@ -81,11 +81,12 @@ pub(crate) enum Kernel {
     ChannelAffine,
     Attention,
     CodebookSearch,
+    CodebookArgmin,
     CodebookGather,
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 9] = [
+    pub(crate) const ALL: [Kernel; 10] = [
         Kernel::Conv2d,
         Kernel::GroupNormStats,
         Kernel::GroupNormApply,
@@ -94,6 +95,7 @@ impl Kernel {
         Kernel::ChannelAffine,
         Kernel::Attention,
         Kernel::CodebookSearch,
+        Kernel::CodebookArgmin,
         Kernel::CodebookGather,
     ];
 
@@ -107,6 +109,7 @@ impl Kernel {
             Kernel::ChannelAffine => "channel_affine",
             Kernel::Attention => "attention",
             Kernel::CodebookSearch => "codebook_search",
+            Kernel::CodebookArgmin => "codebook_argmin",
             Kernel::CodebookGather => "codebook_gather",
         }
     }
@@ -127,6 +130,7 @@ impl Kernel {
             Kernel::ChannelAffine => include_str!("shaders/channel_affine.wgsl"),
             Kernel::Attention => include_str!("shaders/attention.wgsl"),
             Kernel::CodebookSearch => include_str!("shaders/codebook_search.wgsl"),
+            Kernel::CodebookArgmin => include_str!("shaders/codebook_argmin.wgsl"),
             Kernel::CodebookGather => include_str!("shaders/codebook_gather.wgsl"),
         }
     }
@@ -143,7 +147,10 @@ impl Kernel {
             Kernel::Resample => &[Uniform, Read, Write],
             Kernel::ChannelAffine => &[Uniform, Read, Read, Write],
             Kernel::Attention => &[Uniform, Read, Write],
-            Kernel::CodebookSearch => &[Uniform, Read, Read, Write],
+            // params, p, codebook, tokens (or per-split winners), per-split distances
+            Kernel::CodebookSearch => &[Uniform, Read, Read, Write, Write],
+            // params, per-split winners, their distances, tokens
+            Kernel::CodebookArgmin => &[Uniform, Read, Read, Write],
             Kernel::CodebookGather => &[Uniform, Read, Read, Write],
         }
     }
@@ -241,6 +248,7 @@ impl Overrides {
             Kernel::Add,
             Kernel::Attention,
             Kernel::CodebookSearch,
+            Kernel::CodebookArgmin,
             Kernel::CodebookGather,
         ] {
             out.push((kernel, Overrides::default()));

@@ -135,7 +135,16 @@ uniforms! {
         dim: u32,
         positions: u32,
         entries: u32,
+        /// Entries per split (workgroup y), a multiple of 16.
+        span: u32,
+    }
+
+    /// `codebook_argmin.wgsl`.
+    CodebookArgmin => CodebookArgminParams {
+        positions: u32,
+        splits: u32,
         _pad0: u32,
+        _pad1: u32,
     }
 
     /// `codebook_gather.wgsl`.

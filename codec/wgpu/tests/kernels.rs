@@ -318,6 +318,43 @@ fn codebook_search_matches_cpu_reference_and_breaks_ties_low() {
 }
 
 #[test]
+fn codebook_search_gives_the_same_tokens_in_any_number_of_splits() {
+    let Some(ctx) = context() else { return };
+    let mut rng = Rng::new(11);
+    // 1000 entries: splits of 16 entries (63 of them, the last one short), of 32, of 336 and
+    // 500; 37 positions leave most of the workgroup's invocations past the map's end.
+    let (d, n, h, w) = (20, 1000, 1, 37);
+    let p = rng.map(d, h, w);
+    let mut codebook = rng.tensor(&[n, d], 1.0);
+    // Entry 999 (last split) duplicates entry 3 (first split) and entry 520 duplicates 519
+    // (same split): whichever is nearest, the lower index must win.
+    for ch in 0..d {
+        codebook.data[999 * d + ch] = codebook.data[3 * d + ch];
+        codebook.data[520 * d + ch] = codebook.data[519 * d + ch];
+    }
+    // Position 0 sits exactly on entry 3, position 1 on entry 519.
+    let mut p = p;
+    for ch in 0..d {
+        p.data[ch * w] = codebook.data[3 * d + ch];
+        p.data[ch * w + 1] = codebook.data[519 * d + ch];
+    }
+    let whole = block_on(gpu::nearest_codes_in_splits(&ctx, &p, &codebook, 1)).unwrap();
+    assert_eq!(&whole[..2], &[3, 519]);
+    for splits in [2, 3, 7, 32, 63, 1000] {
+        let got = block_on(gpu::nearest_codes_in_splits(&ctx, &p, &codebook, splits)).unwrap();
+        assert_eq!(got, whole, "{splits} splits");
+    }
+    assert_eq!(
+        block_on(gpu::nearest_codes(&ctx, &p, &codebook)).unwrap(),
+        whole
+    );
+    assert!(matches!(
+        block_on(gpu::nearest_codes_in_splits(&ctx, &p, &codebook, 0)),
+        Err(hvq_wgpu::GpuError::BadInput { .. })
+    ));
+}
+
+#[test]
 fn codebook_gather_matches_cpu_reference_and_rejects_bad_tokens() {
     let Some(ctx) = context() else { return };
     let mut rng = Rng::new(10);

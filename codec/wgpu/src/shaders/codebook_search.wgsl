@@ -7,18 +7,27 @@
 // sum (p - e)^2 in dimension order (not |p|^2 - 2 p.e + |e|^2, which cancels) and compared with a
 // strict `<` in increasing index order, which is what makes ties go to the lowest index.
 // The latent is `act` (f32 or f16); the codebook, the distances and the argmin are f32 in either.
+//
+// Workgroup y splits the entries: split s searches entries [s * span, (s + 1) * span) only, so a
+// small map (a coarse level, a single image) still fills a large GPU instead of one workgroup
+// walking all K entries. With one split the winner goes straight to `tokens`; with several, each
+// split's (index, distance) goes to `tokens` and `dists` at [image][split][position] and
+// codebook_argmin.wgsl picks among them. A distance does not depend on the split that computes
+// it, so the tokens are the same bits for any number of splits.
 
 struct Params {
     dim: u32,
     positions: u32,
     entries: u32,
-    _pad0: u32,
+    /// Entries per split, a multiple of 16 (the tile).
+    span: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> p: array<act>;
 @group(0) @binding(2) var<storage, read> codebook: array<f32>;
 @group(0) @binding(3) var<storage, read_write> tokens: array<u32>;
+@group(0) @binding(4) var<storage, read_write> dists: array<f32>;
 
 const WG: u32 = 64u;
 const DB: u32 = 64u;
@@ -26,8 +35,9 @@ const DB: u32 = 64u;
 // tile[dd * 4 + q] holds dimension d0 + dd of entries e0 + 4q .. e0 + 4q + 3.
 var<workgroup> tile: array<vec4<f32>, 256>;
 
-fn entry(e: u32, d: u32) -> f32 {
-    if e < P.entries && d < P.dim {
+// `end`: one past this split's last entry.
+fn entry(e: u32, end: u32, d: u32) -> f32 {
+    if e < end && d < P.dim {
         return codebook[e * P.dim + d];
     }
     return 0.0;
@@ -45,8 +55,9 @@ fn load_p(pb: u32, i: vec4<u32>, d: u32) -> vec4<f32> {
 }
 
 // Strict `<` keeps the earlier (lower) index on ties; entries past the end never win.
-fn pick(best: ptr<function, vec4<f32>>, arg: ptr<function, vec4<u32>>, d: vec4<f32>, e: u32) {
-    if e < P.entries {
+fn pick(best: ptr<function, vec4<f32>>, arg: ptr<function, vec4<u32>>, d: vec4<f32>, e: u32,
+        end: u32) {
+    if e < end {
         let lt = d < *best;
         *best = select(*best, d, lt);
         *arg = select(*arg, vec4<u32>(e), lt);
@@ -61,12 +72,16 @@ fn sq(v: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let base = ((wg.y * nwg.x + wg.x) * WG + li) * 4u;
+    let base = (wg.x * WG + li) * 4u;
     let pos = vec4<u32>(base, base + 1u, base + 2u, base + 3u);
     let pb = wg.z * P.dim * P.positions;
+    let first = wg.y * P.span;
+    let end = min(P.entries, first + P.span);
+    // Invocations past the map's end still stage tiles and meet the barriers, but skip the sums.
+    let live = base < P.positions;
     var best = vec4<f32>(3.4e38);
-    var arg = vec4<u32>(0u);
-    for (var e0 = 0u; e0 < P.entries; e0 += 16u) {
+    var arg = vec4<u32>(first);
+    for (var e0 = first; e0 < end; e0 += 16u) {
         var d0v = vec4<f32>(0.0); var d1v = vec4<f32>(0.0); var d2v = vec4<f32>(0.0); var d3v = vec4<f32>(0.0);
         var d4v = vec4<f32>(0.0); var d5v = vec4<f32>(0.0); var d6v = vec4<f32>(0.0); var d7v = vec4<f32>(0.0);
         var d8v = vec4<f32>(0.0); var d9v = vec4<f32>(0.0); var dav = vec4<f32>(0.0); var dbv = vec4<f32>(0.0);
@@ -78,10 +93,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 let q = idx / DB;
                 let e = e0 + 4u * q;
                 let d = c0 + dd;
-                tile[dd * 4u + q] = vec4<f32>(entry(e, d), entry(e + 1u, d), entry(e + 2u, d), entry(e + 3u, d));
+                tile[dd * 4u + q] = vec4<f32>(entry(e, end, d), entry(e + 1u, end, d), entry(e + 2u, end, d),
+                                             entry(e + 3u, end, d));
             }
             workgroupBarrier();
-            for (var dd = 0u; dd < min(DB, P.dim - c0); dd++) {
+            for (var dd = 0u; live && dd < min(DB, P.dim - c0); dd++) {
                 let x = load_p(pb, pos, c0 + dd);
                 let t0 = tile[dd * 4u];
                 let t1 = tile[dd * 4u + 1u];
@@ -94,19 +110,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
             workgroupBarrier();
         }
-        pick(&best, &arg, d0v, e0); pick(&best, &arg, d1v, e0 + 1u);
-        pick(&best, &arg, d2v, e0 + 2u); pick(&best, &arg, d3v, e0 + 3u);
-        pick(&best, &arg, d4v, e0 + 4u); pick(&best, &arg, d5v, e0 + 5u);
-        pick(&best, &arg, d6v, e0 + 6u); pick(&best, &arg, d7v, e0 + 7u);
-        pick(&best, &arg, d8v, e0 + 8u); pick(&best, &arg, d9v, e0 + 9u);
-        pick(&best, &arg, dav, e0 + 10u); pick(&best, &arg, dbv, e0 + 11u);
-        pick(&best, &arg, dcv, e0 + 12u); pick(&best, &arg, ddv, e0 + 13u);
-        pick(&best, &arg, dev, e0 + 14u); pick(&best, &arg, dfv, e0 + 15u);
+        pick(&best, &arg, d0v, e0, end); pick(&best, &arg, d1v, e0 + 1u, end);
+        pick(&best, &arg, d2v, e0 + 2u, end); pick(&best, &arg, d3v, e0 + 3u, end);
+        pick(&best, &arg, d4v, e0 + 4u, end); pick(&best, &arg, d5v, e0 + 5u, end);
+        pick(&best, &arg, d6v, e0 + 6u, end); pick(&best, &arg, d7v, e0 + 7u, end);
+        pick(&best, &arg, d8v, e0 + 8u, end); pick(&best, &arg, d9v, e0 + 9u, end);
+        pick(&best, &arg, dav, e0 + 10u, end); pick(&best, &arg, dbv, e0 + 11u, end);
+        pick(&best, &arg, dcv, e0 + 12u, end); pick(&best, &arg, ddv, e0 + 13u, end);
+        pick(&best, &arg, dev, e0 + 14u, end); pick(&best, &arg, dfv, e0 + 15u, end);
     }
     let n = P.positions;
-    let tb = wg.z * n;
+    let tb = (wg.z * nwg.y + wg.y) * n;
     if pos.x < n { tokens[tb + pos.x] = arg.x; }
     if pos.y < n { tokens[tb + pos.y] = arg.y; }
     if pos.z < n { tokens[tb + pos.z] = arg.z; }
     if pos.w < n { tokens[tb + pos.w] = arg.w; }
+    if nwg.y > 1u {
+        if pos.x < n { dists[tb + pos.x] = best.x; }
+        if pos.y < n { dists[tb + pos.y] = best.y; }
+        if pos.z < n { dists[tb + pos.z] = best.z; }
+        if pos.w < n { dists[tb + pos.w] = best.w; }
+    }
 }
