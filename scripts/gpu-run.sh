@@ -28,6 +28,13 @@ OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 DEV=.device
 BIN=/tmp/hvq-train # unpacked from $DEV/hvq-train.xz below
 CFG="$DEV/configs/default-model-shared.toml"
+# A call without its carry would spend device time measuring nothing: refuse it at once.
+PREP="bash scripts/gpu-prepare.sh"
+if [ "$MODE" = wgpu ]; then NEEDS=("$DEV/wgpu.tar.xz" "$DEV/gl" "$DEV/photos" "$DEV/hvq-train.xz"); PREP="$PREP wgpu"
+else NEEDS=("$CFG" "$DEV/data" "$DEV/hvq-train.xz" "$DEV/lpips"); fi
+for need in "${NEEDS[@]}"; do
+  [ -e "$need" ] || { echo "gpu-run.sh: $need is missing: run '$PREP' here and name .device/* in carry" >&2; exit 2; }
+done
 if [ "${HVQ_GPU_DRY_RUN:-0}" = 1 ]; then
   # The same steps on this machine's CPU, at toy size, to check the script before spending GPU time.
   . scripts/env.sh
