@@ -222,8 +222,15 @@ pub struct InitOptions {
     /// Convolution initialisation.
     pub scheme: InitScheme,
     /// Start the level down-convolutions (`levels.*.down.conv`) at zero, so that with
-    /// `pooling` a coarser level starts as the average pool of the finer one.
+    /// `pooling` a coarser level starts as the average pool of the finer one. With `from`,
+    /// applied to the loaded weights: the trained model keeps everything but its conv branch.
     pub zero_downconv: bool,
+    /// Start from these inference weights (an exported `.safetensors`, f32 or f16) instead of
+    /// random ones: a trained model goes on training under this config's schedule, with fresh
+    /// optimizer state from step 0. Its model must be this config's, except that `strategy`
+    /// may change between strategies with the same tensors (`convpool` → `pooling`).
+    /// `scheme` is then moot; `codebook.kmeans_init` still replaces the loaded codebook.
+    pub from: Option<PathBuf>,
 }
 
 impl Default for InitOptions {
@@ -231,6 +238,7 @@ impl Default for InitOptions {
         InitOptions {
             scheme: InitScheme::Tch,
             zero_downconv: false,
+            from: None,
         }
     }
 }

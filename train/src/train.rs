@@ -88,6 +88,9 @@ pub struct Trainer {
     rng: ChaCha8Rng,
     lpips: Option<Lpips>,
     step: u64,
+    /// Steps the weights of `init.from` had been trained for (0 from random weights); exports
+    /// count them in their `hvq.trained_steps`.
+    prior_steps: u64,
     /// Total steps of the learning-rate schedule (from the config, or the checkpoint's).
     horizon: u64,
     /// Per-level token counts `[L, N]` since the last [`Trainer::take_window_usage`], on the
@@ -154,7 +157,7 @@ impl Trainer {
         }
         cfg.check_lpips()?;
         let model_cfg = cfg.model_config()?;
-        let (vs, mut model) = seeded_model(&model_cfg, cfg.seed, device, &cfg.init);
+        let (vs, mut model, prior_steps) = seeded_model(&model_cfg, cfg.seed, device, &cfg.init)?;
         if let Some(g) = &group {
             // The seed gives every rank the same weights already; the broadcast makes sure of it
             // whatever the devices' random number generators do.
@@ -219,6 +222,7 @@ impl Trainer {
             rng,
             lpips,
             step: 0,
+            prior_steps,
             horizon: cfg.schedule.steps,
             window,
             window_steps: 0,
@@ -754,7 +758,7 @@ impl Trainer {
     /// Inference weights with provenance.
     pub fn export(&self, data: &str, command: &str) -> Result<hvq_spec::Weights, TrainError> {
         let prov = Provenance {
-            trained_steps: self.step,
+            trained_steps: self.prior_steps + self.step,
             data: data.to_string(),
             command: command.to_string(),
         };
@@ -762,17 +766,21 @@ impl Trainer {
     }
 }
 
-/// Builds a model initialised from libtorch's RNG seeded with `seed`.
+/// Builds a model initialised from libtorch's RNG seeded with `seed`, or from the weight
+/// file `init.from`.
 ///
 /// libtorch's RNG is process-global: the lock keeps two trainers built at once in one
 /// process (tests, benchmarks) from interleaving their draws, so each init is a pure
 /// function of its seed.
+///
+/// Errors: `init.from` unreadable or invalid ([`TrainError::Io`], [`TrainError::Spec`]), or
+/// made for another model ([`TrainError::BadConfig`]).
 fn seeded_model(
     cfg: &ModelConfig,
     seed: u64,
     device: Device,
     init: &InitOptions,
-) -> (nn::VarStore, Hvq) {
+) -> Result<(nn::VarStore, Hvq, u64), TrainError> {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT
         .lock()
@@ -780,13 +788,49 @@ fn seeded_model(
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
     let model = Hvq::new(&vs.root(), cfg);
-    if init.scheme == InitScheme::Torch {
+    let mut prior_steps = 0;
+    if let Some(path) = &init.from {
+        let weights = crate::export::read_weights(path)?;
+        check_warm_start(cfg, weights.config(), path)?;
+        crate::export::load_into_varstore(&vs, &weights)?;
+        prior_steps = weights
+            .metadata()
+            .get(hvq_spec::meta::TRAINED_STEPS)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+    } else if init.scheme == InitScheme::Torch {
         torch_default_init(&vs);
     }
     if init.zero_downconv {
         zero_level_downconvs(&vs);
     }
-    (vs, model)
+    Ok((vs, model, prior_steps))
+}
+
+/// Whether weights made for `theirs` can start a model of `ours`: the same model, except for
+/// a change of level strategy that keeps the same tensors (the names and shapes are checked
+/// again when they are copied).
+fn check_warm_start(
+    ours: &ModelConfig,
+    theirs: &ModelConfig,
+    path: &Path,
+) -> Result<(), TrainError> {
+    let same_tensors =
+        ours.levels == 1 || ours.strategy.has_downconv() == theirs.strategy.has_downconv();
+    let mut theirs_restrategied = theirs.clone();
+    theirs_restrategied.strategy = ours.strategy;
+    if theirs_restrategied == *ours && same_tensors {
+        return Ok(());
+    }
+    Err(TrainError::bad_config(
+        "init.from",
+        format!(
+            "{} holds weights of another model ({}) than this config's ({})",
+            path.display(),
+            serde_json::to_string(theirs).unwrap_or_default(),
+            serde_json::to_string(ours).unwrap_or_default()
+        ),
+    ))
 }
 
 /// Options of [`run`] that come from the command line rather than the config.

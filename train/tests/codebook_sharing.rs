@@ -269,3 +269,69 @@ fn the_learning_rate_horizon_survives_resume_and_stop_after_leaves_it_alone() {
     assert_eq!(vals[0]["images"], 2);
     assert!(vals[0]["levels"][1]["val_l1"].as_f64().unwrap() > 0.0);
 }
+
+/// `init.from` starts a model from exported weights: every tensor as in the file (f32, or f16
+/// rounded), `zero_downconv` applied on top of them, another model's file refused, the file's
+/// trained steps counted in the next export.
+#[test]
+fn a_warm_start_continues_exported_weights() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut donor = Trainer::new(
+        &config("[schedule]\nsteps = 4\nbatch = 4\nlr = 1e-3\nwarmup_steps = 1"),
+        Device::Cpu,
+    )
+    .unwrap();
+    for _ in 0..3 {
+        donor.train_step(&images(5)).unwrap();
+    }
+    let file = dir.path().join("donor.safetensors");
+    let weights = donor.export("test images", "test").unwrap();
+    hvq_train::export::write_weights(&file, &weights, hvq_spec::StoreDtype::F32).unwrap();
+    let from = format!("[init]\nfrom = {:?}", file.display().to_string());
+
+    let warm = Trainer::new(&config(&from), Device::Cpu).unwrap();
+    let donor_vars = donor.varstore().variables();
+    for (name, v) in warm.varstore().variables() {
+        assert!(v.equal(&donor_vars[&name]), "{name} differs from the file");
+    }
+    let exported = warm.export("test images", "test").unwrap();
+    assert_eq!(exported.metadata()[hvq_spec::meta::TRAINED_STEPS], "3");
+
+    // pooling → convpool keeps the tensors; zero_downconv clears only the conv branch.
+    let zeroed = Trainer::new(
+        &config(&format!(
+            "[model]\nstrategy = \"convpool\"\n{from}\nzero_downconv = true"
+        )),
+        Device::Cpu,
+    )
+    .unwrap();
+    let mut downconvs = 0;
+    for (name, v) in zeroed.varstore().variables() {
+        if name.contains(".down.conv.") {
+            downconvs += 1;
+            assert_eq!(v.abs().max().double_value(&[]), 0.0, "{name}");
+        } else {
+            assert!(v.equal(&donor_vars[&name]), "{name} changed");
+        }
+    }
+    assert!(downconvs > 0);
+
+    // Weights of another model are a config error naming the field, not a panic.
+    // (sampling has no down-convolutions, so its tensors differ too.)
+    for model in ["z_channels = 4", "strategy = \"sampling\""] {
+        let other = format!("[model]\n{model}\n{from}");
+        match Trainer::new(&config(&other), Device::Cpu) {
+            Err(TrainError::BadConfig { field, reason }) => {
+                assert_eq!(field, "init.from", "{model}");
+                assert!(reason.contains("another model"), "{reason}");
+            }
+            other => panic!("{model}: expected BadConfig, got {:?}", other.err()),
+        }
+    }
+    let missing = "[init]\nfrom = \"no-such-weights.safetensors\"";
+    assert!(matches!(
+        Trainer::new(&config(missing), Device::Cpu),
+        Err(TrainError::Io { .. })
+    ));
+}
