@@ -33,7 +33,7 @@ for net in vgg16 alexnet; do
   [ -f ".device/lpips/$net-int8.safetensors" ] || target/release/hvq-train half --int8 \
     --src "../shared/data/lpips/$net.safetensors" --dst ".device/lpips/$net-int8.safetensors"
 done
-cp train/configs/default-model-shared.toml .device/configs/
+cp train/configs/default-model-warm.toml train/configs/default-model-shared.toml .device/configs/
 # The wgpu call's `tokenize-dir` photos: the first 256 of the 256-px copy (the training data does not
 # travel with that call).
 rm -rf .device/photos && mkdir -p .device/photos

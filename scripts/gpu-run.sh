@@ -9,10 +9,13 @@
 #   1. the card, driver and torch version;
 #   2. `hvq-train bench` of both presets, before (the trainer of bc1de38) and after issue 10's step
 #      changes, f32 and bf16; 10 tiny steps through NCCL at world size 1;
-#   3. training of the next default model from scratch with the shared-codebook switches
-#      (train/configs/default-model-shared.toml) for TRAIN_SECONDS, with validation records;
+#   3. training of the next default model for TRAIN_SECONDS, with validation records: by default the
+#      embedded model continued with its pooling convs zeroed (train/configs/default-model-warm.toml,
+#      its horizon set from step 1's measured step time so the decay ends in time);
+#      HVQ_GPU_TRAIN=scratch trains from scratch with the shared-codebook switches instead
+#      (train/configs/default-model-shared.toml, its own horizon, cut by the budget);
 #   4. its export (f16) and its sharing and quality on 256x256 centre crops of all 1000 photos
-#      and of the 50 held-out ones.
+#      and of the 50 held-out ones, with the embedded model on the held-out ones beside it.
 #   5. wgpu on the card's Vulkan driver (issue 12): adapter, the wgpu conformance, kernel, model and
 #      cross-check tests, the wgpu bench of both presets at batch 1 and 32, the same cases on
 #      libtorch CUDA (`hvq-train codec-bench`, same weights and images) joined into one table
@@ -27,7 +30,11 @@ MODE="${1:-}"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 DEV=.device
 BIN=/tmp/hvq-train # unpacked from $DEV/hvq-train.xz below
-CFG="$DEV/configs/default-model-shared.toml"
+case "${HVQ_GPU_TRAIN:-warm}" in
+  warm) CFG="$DEV/configs/default-model-warm.toml" ;;
+  scratch) CFG="$DEV/configs/default-model-shared.toml" ;;
+  *) echo "gpu-run.sh: HVQ_GPU_TRAIN is warm or scratch, not '$HVQ_GPU_TRAIN'" >&2; exit 2 ;;
+esac
 # A call without its carry would spend device time measuring nothing: refuse it at once.
 PREP="bash scripts/gpu-prepare.sh"
 if [ "$MODE" = wgpu ]; then NEEDS=("$DEV/wgpu.tar.xz" "$DEV/gl" "$DEV/photos" "$DEV/hvq-train.xz"); PREP="$PREP wgpu"
@@ -41,7 +48,7 @@ if [ "${HVQ_GPU_DRY_RUN:-0}" = 1 ]; then
   DEVICE=cpu; BUDGET=60
   sed -e 's/^image_size = .*/image_size = 64/' -e 's/^batch = .*/batch = 2/' -e 's/^kmeans_step = .*/kmeans_step = 2/' \
       -e 's/^val_images = .*/val_images = 2/' -e 's/^val_every = .*/val_every = 2/' -e 's/^steps = .*/steps = 6/' \
-      -e 's/^log_every = .*/log_every = 2/' -e 's/^device = .*/device = "cpu"/' \
+      -e 's/^log_every = .*/log_every = 2/' -e 's/^warmup_steps = .*/warmup_steps = 1/' -e 's/^device = .*/device = "cpu"/' \
       -e "s#^out_dir = .*#out_dir = \"$OUT/dry-run\"#" "$CFG" > "$OUT/dry.toml"
   CFG="$OUT/dry.toml"; EVAL_LIMIT=(--limit 4)
 else
@@ -158,20 +165,33 @@ DATA="$(sed -n 's/^data_dir *= *"\(.*\)"/\1/p' "$CFG")"
 timeout 15 "$BIN" bench-data --data "$DATA" --json \
   > "$OUT/bench-data.json" 2>&1; cat "$OUT/bench-data.json"
 
-# 2. Train for about BUDGET seconds from scratch. SIGINT makes the trainer write a checkpoint
-#    before it stops; --stop-after would end earlier without touching the schedule.
+# 2. Train for about BUDGET seconds. A warm start gets a horizon that fits the budget (80 % of it at
+#    the bf16 bench's step time; the rest is start-up and validation), so its learning rate has
+#    decayed when it stops. SIGINT makes the trainer write a checkpoint before it stops either way.
+HORIZON=()
+if [ "$DEVICE" = cuda ] && grep -q '^from = ' "$CFG"; then
+  MS=$(python3 -c 'import json,sys; print(next(s["ms"] for s in json.load(open(sys.argv[1]))["steps"] if s["preset"] == "small"))' \
+    "$OUT/bench-after-bf16.json" 2> /dev/null)
+  [ -n "$MS" ] && HORIZON=(--steps "$(awk -v b="$BUDGET" -v ms="$MS" 'BEGIN { n = int(0.8 * b * 1000 / ms); print (n < 50 ? 50 : n) }')")
+  echo "bf16 step ${MS:-unmeasured} ms: training horizon ${HORIZON[*]:-from the config}"
+fi
 START=$(date +%s)
-timeout -s INT "$BUDGET" "$BIN" train --config "$CFG" --device "$DEVICE" > "$OUT/train.log" 2>&1
+timeout -s INT "$BUDGET" "$BIN" train --config "$CFG" --device "$DEVICE" "${HORIZON[@]}" > "$OUT/train.log" 2>&1
 echo "train exit $? after $(( $(date +%s) - START )) s"; tail -c 1500 "$OUT/train.log"
 cp "$RUN/log.jsonl" "$OUT/train-log.jsonl" 2>/dev/null
 
 # 3. Export and evaluate: sharing on all 1000 photos, quality on the 50 held-out ones.
-"$BIN" export --checkpoint "$RUN" --out "$OUT/small-shared.safetensors" --f16 2>&1 | tail -2
-timeout 90 "$BIN" eval --weights "$OUT/small-shared.safetensors" --data "$DATA" --center-crop 256 \
+"$BIN" export --checkpoint "$RUN" --out "$OUT/next-default.safetensors" --f16 2>&1 | tail -2
+timeout 90 "$BIN" eval --weights "$OUT/next-default.safetensors" --data "$DATA" --center-crop 256 \
   "${EVAL_LIMIT[@]}" --lpips "$DEV/lpips/alexnet-int8.safetensors" --device "$DEVICE" \
   --out "$OUT/eval-all-crops" 2>&1 | tail -12
-timeout 60 "$BIN" eval --weights "$OUT/small-shared.safetensors" --data "$DATA" --held-out --center-crop 256 \
+timeout 60 "$BIN" eval --weights "$OUT/next-default.safetensors" --data "$DATA" --held-out --center-crop 256 \
   "${EVAL_LIMIT[@]}" --lpips "$DEV/lpips/alexnet-int8.safetensors" \
   --lpips-vgg "$DEV/lpips/vgg16-int8.safetensors" --device "$DEVICE" \
   --out "$OUT/eval-heldout" 2>&1 | tail -12
+# The embedded model, same photos, LPIPS and run: the bar a replacement must clear at every level.
+timeout 40 "$BIN" eval --weights codec/models/default.safetensors --data "$DATA" --held-out --center-crop 256 \
+  "${EVAL_LIMIT[@]}" --lpips "$DEV/lpips/alexnet-int8.safetensors" \
+  --lpips-vgg "$DEV/lpips/vgg16-int8.safetensors" --device "$DEVICE" \
+  --out "$OUT/eval-heldout-embedded" 2>&1 | tail -12
 ls -la "$OUT"
