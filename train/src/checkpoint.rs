@@ -24,6 +24,9 @@ pub struct CheckpointMeta {
     /// The learning-rate schedule's horizon (total steps) the run was trained towards; `None`
     /// in checkpoints written before it was recorded.
     pub horizon: Option<u64>,
+    /// Steps the run's starting weights (`init.from`) had been trained for before it; 0 for a
+    /// run from random weights and in checkpoints written before it was recorded.
+    pub prior_steps: u64,
 }
 
 const STEP: &str = "hvq.ckpt.step";
@@ -31,6 +34,7 @@ const MODEL: &str = "hvq.config";
 const RNG_SEED: &str = "hvq.ckpt.rng_seed";
 const RNG_POS: &str = "hvq.ckpt.rng_word_pos";
 const HORIZON: &str = "hvq.ckpt.horizon";
+const PRIOR_STEPS: &str = "hvq.ckpt.prior_steps";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -87,6 +91,9 @@ pub fn save(
     ]);
     if let Some(h) = meta.horizon {
         md.insert(HORIZON.to_string(), h.to_string());
+    }
+    if meta.prior_steps > 0 {
+        md.insert(PRIOR_STEPS.to_string(), meta.prior_steps.to_string());
     }
     let md: HashMap<String, String> = md.into_iter().collect();
     let bytes =
@@ -156,6 +163,12 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, CheckpointMeta), Tr
                     .map_err(|_| mismatch(path, format!("bad horizon `{h}`")))?,
             ),
             None => None,
+        },
+        prior_steps: match md.get(PRIOR_STEPS) {
+            Some(n) => n
+                .parse()
+                .map_err(|_| mismatch(path, format!("bad prior steps `{n}`")))?,
+            None => 0,
         },
     };
     let st = SafeTensors::deserialize(&bytes).map_err(|e| mismatch(path, e.to_string()))?;

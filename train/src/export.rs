@@ -226,7 +226,7 @@ pub fn checkpoint_to_weights(path: &Path, command: &str) -> Result<Weights, Trai
         }
     }
     let prov = Provenance {
-        trained_steps: meta.step,
+        trained_steps: meta.prior_steps + meta.step,
         data: path.display().to_string(),
         command: command.to_string(),
     };

@@ -705,6 +705,7 @@ impl Trainer {
             rng_seed: self.rng.get_seed(),
             rng_word_pos: self.rng.get_word_pos(),
             horizon: Some(self.horizon),
+            prior_steps: self.prior_steps,
         };
         checkpoint::save(path, &self.state_tensors(), &meta)
     }

@@ -297,6 +297,11 @@ fn a_warm_start_continues_exported_weights() {
     }
     let exported = warm.export("test images", "test").unwrap();
     assert_eq!(exported.metadata()[hvq_spec::meta::TRAINED_STEPS], "3");
+    // `hvq-train export` of the warm run's checkpoint counts them too.
+    let ckpt = dir.path().join("warm-checkpoint.safetensors");
+    warm.save_checkpoint(&ckpt).unwrap();
+    let from_ckpt = hvq_train::export::checkpoint_to_weights(&ckpt, "test").unwrap();
+    assert_eq!(from_ckpt.metadata()[hvq_spec::meta::TRAINED_STEPS], "3");
 
     // pooling → convpool keeps the tensors; zero_downconv clears only the conv branch.
     let zeroed = Trainer::new(
