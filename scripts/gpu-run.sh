@@ -10,8 +10,8 @@
 #   2. `hvq-train bench` of both presets, before (the trainer of bc1de38) and after issue 10's step
 #      changes, f32 and bf16; 10 tiny steps through NCCL at world size 1;
 #   3. training of the next default model for TRAIN_SECONDS, with validation records: by default the
-#      embedded model continued with its pooling convs zeroed (train/configs/default-model-warm.toml,
-#      its horizon set from step 1's measured step time so the decay ends in time);
+#      embedded model continued (train/configs/default-model-warm.toml, its horizon set from step 1's
+#      measured step time so the decay ends in time);
 #      HVQ_GPU_TRAIN=scratch trains from scratch with the shared-codebook switches instead
 #      (train/configs/default-model-shared.toml, its own horizon, cut by the budget);
 #   4. its export (f16) and its sharing and quality on 256x256 centre crops of all 1000 photos

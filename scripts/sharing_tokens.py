@@ -3,7 +3,7 @@ runs on all 1000 photos in minutes on the CPU; `hvq-train eval` measures the sam
 
     .venv/bin/python scripts/sharing_tokens.py crop ../shared/data/imagenet-sample /tmp/crops
     target/release/hvq tokenize-dir --backend cpu -j 2 -o /tmp/tok /tmp/crops [-m WEIGHTS]
-    .venv/bin/python scripts/sharing_tokens.py stats /tmp/tok
+    .venv/bin/python scripts/sharing_tokens.py stats /tmp/tok [CODEBOOK_SIZE]   # default 8192 (`small`)
 
 `crop`: the shorter side resized to 256 (PIL bilinear, not the trainer's resize), then the central
 256x256 square, as the paper evaluates. `stats`: per level the entries used; entries used by every
@@ -32,14 +32,14 @@ def crop(src, dst):
     print(f"wrote {len(files)} crops to {dst}")
 
 
-def stats(tok):
+def stats(tok, n=8192):
     manifest = json.load(open(os.path.join(tok, "manifest.json")))
-    levels = manifest["levels"] if isinstance(manifest["levels"], int) else len(manifest["levels"])
+    levels = sorted(manifest["levels"])  # finest first; the manifest does not hold the codebook size
     shards = sorted(d for d in os.listdir(tok) if d.startswith("shard-"))
     lv = [np.concatenate([np.load(os.path.join(tok, s, f"level{l}.npy")).astype(np.int64) for s in shards])
-          for l in range(levels)]
-    n = 8192 if "codebook_size" not in manifest else manifest["codebook_size"]
-    n = max(n, max(int(x.max()) + 1 for x in lv))
+          for l in levels]
+    if max(int(x.max()) for x in lv) >= n:
+        sys.exit(f"a token is >= {n}: give the model's codebook size")
     counts = [np.bincount(x, minlength=n) for x in lv]
     for k in (1, 5):
         used = [c >= k for c in counts]
@@ -50,9 +50,9 @@ def stats(tok):
               f"every level {100 * every[used[-1]].sum() / used[-1].sum():.1f} %")
     on0 = counts[0] > 0
     print("tokens on entries level 0 uses: " + ", ".join(
-        f"level {l} {100 * on0[lv[l]].mean():.1f} %" for l in range(1, levels)))
+        f"level {levels[i]} {100 * on0[lv[i]].mean():.1f} %" for i in range(1, len(lv))))
     print(f"tokens per level: {' / '.join(str(len(x)) for x in lv)} ({len(shards)} shards)")
 
 
 if __name__ == "__main__":
-    {"crop": lambda: crop(sys.argv[2], sys.argv[3]), "stats": lambda: stats(sys.argv[2])}[sys.argv[1]]()
+    {"crop": lambda: crop(sys.argv[2], sys.argv[3]), "stats": lambda: stats(sys.argv[2], *map(int, sys.argv[3:4]))}[sys.argv[1]]()
