@@ -48,6 +48,9 @@ pub struct LevelInfo {
     /// the share of tokens equal to their co-located parent token, as the chunk header stores it.
     /// `None` for plain coding (no parent, or plain was smaller).
     pub same_as_parent: Option<f64>,
+    /// Whether the chunk is coded with the model's context model (coding 2: parent and neighbouring
+    /// tokens through the codebook's geometry, docs/format.md §4.3).
+    pub context_coded: bool,
 }
 
 impl FileInfo {
@@ -104,6 +107,7 @@ pub fn inspect_with(bytes: &[u8], limits: &Limits) -> Result<FileInfo> {
             // Coding byte 1 is parent coding; its u16 parameter is the share of same tokens.
             same_as_parent: (head[1] == 1)
                 .then(|| f64::from(u16::from_le_bytes([head[2], head[3]])) / 65536.0),
+            context_coded: head[1] == 2,
         });
     }
     Ok(FileInfo {

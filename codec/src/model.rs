@@ -48,7 +48,14 @@ pub(crate) fn priors_of(weights: &Weights) -> Result<Priors> {
                     model_codebook: cfg.codebook_size,
                 });
             }
-            Ok(p)
+            match weights.metadata().get(meta::CONTEXT) {
+                Some(c) => {
+                    let context = hvq_format::ContextModel::from_metadata_string(c)
+                        .map_err(CodecError::Priors)?;
+                    p.with_context(context).map_err(CodecError::Priors)
+                }
+                None => Ok(p),
+            }
         }
         None => Priors::uniform(cfg.levels, cfg.codebook_size).map_err(CodecError::Priors),
     }

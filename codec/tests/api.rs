@@ -519,6 +519,58 @@ fn malformed_priors_metadata_is_refused() {
 }
 
 #[test]
+fn a_context_model_in_the_metadata_is_used_and_checked() {
+    let cfg = ModelConfig::tiny();
+    let n = cfg.codebook_size;
+    let priors = Priors::uniform(cfg.levels, n).unwrap();
+    // Neighbour lists of a 1-D codebook (entry t next to t ± 1), fitted on the model's own tokens.
+    let m = 4.min(n);
+    let lists: Vec<u32> = (0..n as i64)
+        .flat_map(|c| {
+            let mut all: Vec<i64> = (0..n as i64).collect();
+            all.sort_by_key(|&e| ((e - c).abs(), e));
+            all.into_iter().take(m).map(|e| e as u32)
+        })
+        .collect();
+    let mut fitter = hvq_format::ContextFitter::new(n, m, lists, cfg.levels).unwrap();
+    let tokens = tiny_codec(1)
+        .encode(&pattern(40, 32), LevelSelection::All)
+        .unwrap();
+    let mut finest_first = tokens.grids.clone();
+    finest_first.sort_by_key(|g| g.level);
+    fitter.add_image(&finest_first);
+    let context = fitter.finish(&priors).unwrap();
+    let mut metadata = BTreeMap::from([
+        (meta::PRIORS.to_string(), priors.to_metadata_string()),
+        (meta::CONTEXT.to_string(), context.to_metadata_string()),
+    ]);
+    let w = tiny_weights(1);
+    let tensors: std::collections::HashMap<_, _> =
+        w.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let weights =
+        Weights::from_tensors(w.config().clone(), tensors.clone(), metadata.clone()).unwrap();
+    let codec = Codec::builder(weights)
+        .backend(Backend::Cpu)
+        .build()
+        .unwrap();
+    assert!(codec.priors().context().is_some());
+    assert_ne!(codec.priors().hash(), priors.hash());
+    let file = codec.tokens_to_hvq(&tokens).unwrap();
+    assert_eq!(codec.read_hvq(&file).unwrap().0, tokens);
+    // The same weights without the context model cannot read the file: refused, not mis-decoded.
+    let plain = with_metadata(meta::PRIORS, priors.to_metadata_string());
+    let plain = Codec::builder(plain).backend(Backend::Cpu).build().unwrap();
+    assert!(plain.read_hvq(&file).is_err());
+    // A damaged context string is a typed error at load time.
+    metadata.insert(meta::CONTEXT.to_string(), "hvqc1:AAAA".into());
+    let bad = Weights::from_tensors(w.config().clone(), tensors, metadata).unwrap();
+    assert!(matches!(
+        Codec::builder(bad).backend(Backend::Cpu).build(),
+        Err(CodecError::Priors(_))
+    ));
+}
+
+#[test]
 fn weight_bytes_load_and_bad_bytes_are_typed_errors() {
     let bytes = tiny_weights(1).to_safetensors(hvq_spec::StoreDtype::F32);
     let codec = Codec::from_weight_bytes(&bytes)

@@ -280,6 +280,7 @@ fn info_to_js(info: &FileInfo) -> JsValue {
             set(&c, "prefixBitsPerPixel", l.prefix_bits_per_pixel);
             let same = l.same_as_parent.map_or(JsValue::NULL, JsValue::from);
             set(&c, "sameAsParent", same);
+            set(&c, "contextCoded", l.context_coded);
             offset += l.bytes;
             JsValue::from(c)
         })

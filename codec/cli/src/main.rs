@@ -774,6 +774,7 @@ fn info(g: &Global, input: &Path) -> Result<()> {
     for l in &info.levels {
         let coding = match l.same_as_parent {
             Some(share) => format!("parent ({:.1}% same)", share * 100.0),
+            None if l.context_coded => "context".into(),
             None => "plain".into(),
         };
         writeln!(

@@ -2,7 +2,9 @@
 
 use hvq_spec::TokenGrid;
 
-use crate::coding::{self, CODING_PARENT, CODING_PLAIN, Coding, DecodeFault, ParentGrid};
+use crate::coding::{
+    self, CODING_CONTEXT, CODING_PARENT, CODING_PLAIN, Coding, DecodeFault, ParentGrid,
+};
 use crate::header::le_u32;
 use crate::{FormatError, Header, LimitKind, Limits, PayloadFault, Priors};
 
@@ -11,7 +13,8 @@ pub const CHUNK_HEADER_LEN: usize = 20;
 /// Bytes after the payload: CRC32 of the whole chunk before it.
 pub const CHUNK_TRAILER_LEN: usize = 4;
 
-/// Encodes one grid as a complete chunk, choosing the cheaper of plain and parent coding.
+/// Encodes one grid as a complete chunk, choosing the cheapest of plain, parent and (when the priors
+/// have a context model) context coding.
 /// The grid was validated by the writer.
 pub(crate) fn write_chunk(
     out: &mut Vec<u8>,
@@ -31,12 +34,23 @@ pub(crate) fn write_chunk(
         0u16,
         coding::encode(&grid.tokens, grid.width, model, Coding::Plain).ok_or_else(fail)?,
     );
-    if let Some(p) = parent {
-        let parent = ParentGrid {
-            height: p.height,
-            width: p.width,
-            tokens: &p.tokens,
+    let parent = parent.map(|p| ParentGrid {
+        height: p.height,
+        width: p.width,
+        tokens: &p.tokens,
+    });
+    if let Some(context) = priors.context() {
+        let coding = Coding::Context {
+            context,
+            level: grid.level,
+            parent: parent.as_ref(),
         };
+        let words = coding::encode(&grid.tokens, grid.width, model, coding).ok_or_else(fail)?;
+        if words.len() < best.2.len() {
+            best = (CODING_CONTEXT, 0, words);
+        }
+    }
+    if let Some(parent) = parent {
         let p_same = coding::p_same_of(&grid.tokens, grid.width, &parent);
         let words = coding::encode(
             &grid.tokens,
@@ -92,6 +106,8 @@ pub struct ChunkInfo {
     pub len: usize,
     /// Whether the tokens were coded conditioned on the parent level (coding 1) rather than plain.
     pub parent_coded: bool,
+    /// Whether the tokens were coded with the priors' context model (coding 2).
+    pub context_coded: bool,
 }
 
 /// What a chunk parser needs to know about the file so far.
@@ -168,6 +184,7 @@ pub(crate) fn read_chunk(
         offset: cx.offset,
         len: total,
         parent_coded: f.coding == CODING_PARENT,
+        context_coded: f.coding == CODING_CONTEXT,
     };
     Ok(Ok((grid, info)))
 }
@@ -204,6 +221,7 @@ fn check_fields(f: &ChunkFields, cx: &ChunkContext<'_>) -> Result<usize, FormatE
     let coding_ok = match f.coding {
         CODING_PLAIN => f.param == 0,
         CODING_PARENT => parent_ok && f.param != 0,
+        CODING_CONTEXT => cx.priors.context().is_some() && f.param == 0,
         _ => false,
     };
     if !coding_ok {
@@ -262,19 +280,25 @@ fn decode_payload(
         priors_levels: cx.priors.levels(),
         model_levels: cx.header.model_levels.into(),
     })?;
-    let parent;
-    let coding = match (f.coding, cx.previous) {
-        (CODING_PARENT, Some(p)) => {
-            parent = ParentGrid {
-                height: p.height,
-                width: p.width,
-                tokens: &p.tokens,
-            };
-            Coding::Parent {
-                parent: &parent,
-                p_same: f.param,
-            }
-        }
+    // The parent is the previous chunk's grid when it is the next coarser level (as the writer decides).
+    let parent = cx
+        .previous
+        .filter(|p| p.level == f.level + 1)
+        .map(|p| ParentGrid {
+            height: p.height,
+            width: p.width,
+            tokens: &p.tokens,
+        });
+    let coding = match (f.coding, parent.as_ref(), cx.priors.context()) {
+        (CODING_PARENT, Some(parent), _) => Coding::Parent {
+            parent,
+            p_same: f.param,
+        },
+        (CODING_CONTEXT, parent, Some(context)) => Coding::Context {
+            context,
+            level: f.level,
+            parent,
+        },
         _ => Coding::Plain,
     };
     let tokens =

@@ -5,6 +5,7 @@ use constriction::stream::stack::DefaultAnsCoder;
 use constriction::stream::{Decode as _, Encode as _};
 
 use crate::PRECISION;
+use crate::context::{ContextModel, contexts_at};
 
 type Model = DefaultContiguousCategoricalEntropyModel;
 
@@ -12,6 +13,8 @@ type Model = DefaultContiguousCategoricalEntropyModel;
 pub(crate) const CODING_PLAIN: u8 = 0;
 /// Coding byte 1: a "same as the co-located parent token" flag first, then the token if it differs.
 pub(crate) const CODING_PARENT: u8 = 1;
+/// Coding byte 2: the priors' context model (parent and causal neighbours), escape to the level's model.
+pub(crate) const CODING_CONTEXT: u8 = 2;
 
 /// How a chunk's tokens are coded.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +24,12 @@ pub(crate) enum Coding<'a> {
     Parent {
         parent: &'a ParentGrid<'a>,
         p_same: u16,
+    },
+    /// `parent` is `None` for a level coded without its coarser level before it.
+    Context {
+        context: &'a ContextModel,
+        level: usize,
+        parent: Option<&'a ParentGrid<'a>>,
     },
 }
 
@@ -34,7 +43,7 @@ pub(crate) struct ParentGrid<'a> {
 
 impl ParentGrid<'_> {
     /// The parent of `(y, x)`: `(y/2, x/2)`, clamped so that odd sizes can never index out of range.
-    fn at(&self, y: usize, x: usize) -> u32 {
+    pub(crate) fn at(&self, y: usize, x: usize) -> u32 {
         let py = (y / 2).min(self.height.saturating_sub(1));
         let px = (x / 2).min(self.width.saturating_sub(1));
         self.tokens
@@ -86,6 +95,24 @@ pub(crate) fn encode(
                 ans.encode_symbol(usize::from(!same), &flags).ok()?;
             }
         }
+        Coding::Context {
+            context,
+            level,
+            parent,
+        } => {
+            let mut a = Alphabet::new(context);
+            for (i, &t) in tokens.iter().enumerate().rev() {
+                let ctx = contexts_at(tokens, width, i, parent);
+                let (stage1, slot) = a.build(context, level, &ctx, t)?;
+                match slot {
+                    Some(s) => ans.encode_symbol(s, &stage1).ok()?,
+                    None => {
+                        ans.encode_symbol(t as usize, model).ok()?;
+                        ans.encode_symbol(a.cands.len(), &stage1).ok()?;
+                    }
+                }
+            }
+        }
     }
     ans.into_compressed().ok()
 }
@@ -131,10 +158,69 @@ pub(crate) fn decode(
                 tokens.push(t);
             }
         }
+        Coding::Context {
+            context,
+            level,
+            parent,
+        } => {
+            let mut a = Alphabet::new(context);
+            for i in 0..count {
+                let ctx = contexts_at(&tokens, width, i, parent);
+                let (stage1, _) = a
+                    .build(context, level, &ctx, u32::MAX)
+                    .ok_or(DecodeFault::BadParameter)?;
+                let s = ans
+                    .decode_symbol(&stage1)
+                    .map_err(|_| DecodeFault::TrailingData)?;
+                let t = match a.cands.get(s) {
+                    Some(&t) => t,
+                    None => ans
+                        .decode_symbol(model)
+                        .map_err(|_| DecodeFault::TrailingData)? as u32,
+                };
+                tokens.push(t);
+            }
+        }
     }
     // A well-formed payload is used up exactly: this makes the encoding canonical and catches junk.
     if !ans.is_empty() {
         return Err(DecodeFault::TrailingData);
     }
     Ok(tokens)
+}
+
+/// Scratch space for [`ContextModel::alphabet`], reused across a grid's positions.
+struct Alphabet {
+    stamp: Vec<u32>,
+    cands: Vec<u32>,
+    freqs: Vec<u32>,
+}
+
+impl Alphabet {
+    fn new(context: &ContextModel) -> Alphabet {
+        Alphabet {
+            stamp: vec![u32::MAX; context.codebook_size()],
+            cands: Vec::new(),
+            freqs: Vec::new(),
+        }
+    }
+
+    /// The stage-1 model of one position and the slot of `token` among its candidates (`None`: escape).
+    fn build(
+        &mut self,
+        context: &ContextModel,
+        level: usize,
+        ctx: &[Option<u32>; 5],
+        token: u32,
+    ) -> Option<(Model, Option<usize>)> {
+        context.alphabet(
+            level,
+            ctx,
+            &mut self.stamp,
+            &mut self.cands,
+            &mut self.freqs,
+        )?;
+        let model = Model::from_nonzero_fixed_point_probabilities(&self.freqs, false).ok()?;
+        Some((model, self.cands.iter().position(|&c| c == token)))
+    }
 }

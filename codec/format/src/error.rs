@@ -62,6 +62,13 @@ pub enum PriorsFault {
     Frequencies,
     /// Bytes are left after the last frequency.
     TrailingBytes,
+    /// A context-model string does not start with [`CONTEXT_TAG`](crate::CONTEXT_TAG).
+    ContextTag,
+    /// A context model's codebook size, list length or level count is out of range or does not match.
+    ContextShape,
+    /// A context model's list names an entry outside the codebook, or its weights or rank tables do
+    /// not sum to `2^16`.
+    ContextTable,
 }
 
 impl std::fmt::Display for PriorsFault {
@@ -76,6 +83,13 @@ impl std::fmt::Display for PriorsFault {
             PriorsFault::Varint => "a number is cut short or overflows",
             PriorsFault::Frequencies => "a level's frequencies are zero or do not sum to 2^24",
             PriorsFault::TrailingBytes => "bytes are left after the last frequency",
+            PriorsFault::ContextTag => "the context-model string lacks its `hvqc1:` tag",
+            PriorsFault::ContextShape => {
+                "the context model's shape is out of range or does not match the priors"
+            }
+            PriorsFault::ContextTable => {
+                "the context model names an entry outside the codebook, or a table does not sum to 2^16"
+            }
         })
     }
 }

@@ -60,6 +60,7 @@
 
 mod chunk;
 mod coding;
+mod context;
 mod error;
 mod header;
 mod limits;
@@ -68,6 +69,7 @@ mod reader;
 mod writer;
 
 pub use chunk::{CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkInfo, chunk_header_intact};
+pub use context::{CONTEXT_KINDS, CONTEXT_TAG, ContextFitter, ContextModel, MAX_NEIGHBOURS};
 pub use error::{FormatError, LimitKind, PayloadFault, PriorsFault};
 pub use header::{
     HEADER_LEN, Header, MAGIC, MAX_STRIDE, VERSION, check_fingerprint, read_header,

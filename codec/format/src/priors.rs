@@ -34,6 +34,8 @@ pub struct Priors {
     codebook_size: usize,
     freqs: Vec<Vec<u32>>,
     models: Vec<Model>,
+    /// The optional context model (coding 2); shared, since it can be megabytes.
+    context: Option<std::sync::Arc<crate::ContextModel>>,
     hash: u64,
 }
 
@@ -128,6 +130,35 @@ impl Priors {
         Self::from_freqs(freqs)
     }
 
+    /// These priors with a context model added, which enables coding 2 (`docs/format.md` §4.3). The hash
+    /// then covers both tables, so a file coded with the context model is refused by readers without it.
+    /// The context model must have the same levels and codebook size.
+    pub fn with_context(mut self, context: crate::ContextModel) -> Result<Priors, FormatError> {
+        if context.levels() != self.levels() || context.codebook_size() != self.codebook_size {
+            return Err(FormatError::InvalidPriors {
+                fault: PriorsFault::ContextShape,
+            });
+        }
+        self.context = Some(std::sync::Arc::new(context));
+        self.hash = self.compute_hash();
+        Ok(self)
+    }
+
+    /// The context model, if these priors have one.
+    pub fn context(&self) -> Option<&crate::ContextModel> {
+        self.context.as_deref()
+    }
+
+    fn compute_hash(&self) -> u64 {
+        let mut h = sha2::Sha256::new();
+        h.update(self.table_bytes());
+        if let Some(c) = &self.context {
+            h.update(c.to_bytes());
+        }
+        let digest = h.finalize();
+        u64::from_le_bytes(digest[..8].try_into().unwrap_or_default())
+    }
+
     /// The entropy model of `level`; the caller has checked the level.
     pub(crate) fn model(&self, level: usize) -> Option<&Model> {
         self.models.get(level)
@@ -153,10 +184,10 @@ impl Priors {
             codebook_size: n,
             freqs,
             models,
+            context: None,
             hash: 0,
         };
-        let digest = sha2::Sha256::digest(priors.table_bytes());
-        priors.hash = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default());
+        priors.hash = priors.compute_hash();
         Ok(priors)
     }
 
@@ -177,6 +208,7 @@ impl std::fmt::Debug for Priors {
         f.debug_struct("Priors")
             .field("levels", &self.levels())
             .field("codebook_size", &self.codebook_size)
+            .field("context", &self.context)
             .field("hash", &format_args!("{:016x}", self.hash))
             .finish_non_exhaustive()
     }

@@ -58,6 +58,8 @@ pub mod meta {
     pub const FINGERPRINT: &str = "hvq.fingerprint";
     /// Optional entropy-coding priors (JSON), written by export.
     pub const PRIORS: &str = "hvq.priors";
+    /// Optional context model for coding 2 (`hvqc1:` string), written by `hvq-priors --context`.
+    pub const CONTEXT: &str = "hvq.context";
 }
 
 /// The weight-file format version this crate describes.

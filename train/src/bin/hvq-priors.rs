@@ -6,6 +6,11 @@
 //! hvq-priors --weights W.safetensors --data ../shared/data/imagenet-sample --images 300 --out W2.safetensors --f16
 //! ```
 //! Only the training split is read (the fixed held-out validation photos are left out), never Kodak.
+//!
+//! With `--context-neighbours M` (default 128; 0 for none) it also fits the context model of coding 2
+//! (`docs/format.md` §4.3) on the same tokens and stores it as `hvq.context`: every codebook entry's `M`
+//! nearest entries (squared L2 on the codebook, itself first), how often a token sits at each rank of
+//! its parent's and its left, up, up-left and up-right neighbours' lists, and the mixture weights.
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -34,6 +39,9 @@ struct Args {
     /// Store tensors as f16.
     #[arg(long)]
     f16: bool,
+    /// Neighbours per codebook entry in the context model (0: store no context model).
+    #[arg(long, default_value_t = 128)]
+    context_neighbours: usize,
 }
 
 fn main() -> Result<()> {
@@ -52,6 +60,16 @@ fn main() -> Result<()> {
     }
     let (_vs, model) = eval::load_model(&weights, Device::Cpu)?;
     let mut counts = vec![vec![0u64; cfg.codebook_size]; cfg.levels];
+    let m = args.context_neighbours;
+    let mut fitter = match m {
+        0 => None,
+        m => Some(hvq_format::ContextFitter::new(
+            cfg.codebook_size,
+            m,
+            neighbour_lists(model.codebook(), m)?,
+            cfg.levels,
+        )?),
+    };
     for i in 0..take {
         let image = &files[i * files.len() / take];
         let x = match image.load_f32() {
@@ -61,11 +79,22 @@ fn main() -> Result<()> {
                 continue;
             }
         };
+        let mut grids = Vec::with_capacity(cfg.levels);
         for (level, tokens) in encode_tokens(&model, &x).iter().enumerate() {
             let t: Vec<i64> = Vec::try_from(tokens.flatten(0, -1).to_kind(Kind::Int64))?;
-            for v in t {
+            for &v in &t {
                 counts[level][v as usize] += 1;
             }
+            let size = tokens.size();
+            grids.push(hvq_spec::TokenGrid {
+                level,
+                height: size[size.len() - 2] as usize,
+                width: size[size.len() - 1] as usize,
+                tokens: t.into_iter().map(|v| v as u32).collect(),
+            });
+        }
+        if let Some(f) = fitter.as_mut() {
+            f.add_image(&grids);
         }
         if (i + 1) % 50 == 0 {
             eprintln!("{}/{take} images", i + 1);
@@ -90,6 +119,17 @@ fn main() -> Result<()> {
     let priors = hvq_format::Priors::from_counts(counts).context("building priors")?;
     let mut metadata = weights.metadata().clone();
     metadata.insert(meta::PRIORS.to_string(), priors.to_metadata_string());
+    metadata.remove(meta::CONTEXT);
+    if let Some(f) = fitter {
+        let context = f.finish(&priors).context("fitting the context model")?;
+        for level in 0..cfg.levels {
+            let w = context.weights(level).unwrap_or_default();
+            let names = std::iter::once("unconditional").chain(hvq_format::CONTEXT_KINDS);
+            let shown: Vec<String> = names.zip(&w).map(|(k, w)| format!("{k} {w:.3}")).collect();
+            println!("level {level} context weights: {}", shown.join(", "));
+        }
+        metadata.insert(meta::CONTEXT.to_string(), context.to_metadata_string());
+    }
     metadata.insert(
         "hvq.priors_source".to_string(),
         format!("{take} training images of {}", args.data.display()),
@@ -111,6 +151,32 @@ fn main() -> Result<()> {
         hvq_spec::fingerprint_hex(&out.fingerprint())
     );
     Ok(())
+}
+
+/// Row `c`: the `m` codebook entries nearest to entry `c` in squared L2, itself first (its own distance
+/// is set below every other, so duplicated entries cannot displace it).
+fn neighbour_lists(codebook: &tch::Tensor, m: usize) -> Result<Vec<u32>> {
+    let cb = tch::no_grad(|| codebook.to_device(Device::Cpu).to_kind(Kind::Float));
+    let n = cb.size()[0];
+    if m as i64 > n {
+        bail!("--context-neighbours {m} is more than the codebook's {n} entries");
+    }
+    let sq = cb
+        .pow_tensor_scalar(2)
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let mut out = Vec::with_capacity(n as usize * m);
+    for start in (0..n).step_by(1024) {
+        let len = 1024.min(n - start);
+        let d = sq.narrow(0, start, len).unsqueeze(1)
+            - cb.narrow(0, start, len).matmul(&cb.tr()) * 2.0
+            + sq.unsqueeze(0);
+        let own = tch::Tensor::arange_start(start, start + len, (Kind::Int64, Device::Cpu));
+        let d = d.scatter_value(1, &own.unsqueeze(1), f64::NEG_INFINITY);
+        let (_, top) = d.topk(m as i64, 1, false, true);
+        let top: Vec<i64> = Vec::try_from(top.flatten(0, -1))?;
+        out.extend(top.into_iter().map(|v| v as u32));
+    }
+    Ok(out)
 }
 
 /// Tokens of every level of `x01` `[1, 3, H, W]`, edge-padded like the codec does (no decoding).

@@ -92,3 +92,72 @@ pub fn chunk_boundaries(bytes: &[u8]) -> Vec<usize> {
     }
     out
 }
+
+/// Grids with spatial structure on a 1-D "codebook" (entry `t` lies next to `t ± 1`): each token is a small
+/// step from the mean of its left and up neighbours, and a finer token a small step from its parent.
+/// Coarsest first, like [`grids`].
+pub fn smooth_grids(header: &Header, n: usize, seed: u64) -> Vec<TokenGrid> {
+    let mut rng = rng(seed);
+    let mut out: Vec<TokenGrid> = Vec::new();
+    for level in (0..header.model_levels as usize).rev() {
+        let (h, w) = header.grid_dims(level).unwrap();
+        let (h, w) = (h as usize, w as usize);
+        let mut tokens: Vec<u32> = Vec::with_capacity(h * w);
+        for i in 0..h * w {
+            let (y, x) = (i / w, i % w);
+            let parent = out.last().map(|p| {
+                p.tokens[(y / 2).min(p.height - 1) * p.width + (x / 2).min(p.width - 1)] as i64
+            });
+            let left = (x > 0).then(|| tokens[i - 1] as i64);
+            let up = (y > 0).then(|| tokens[i - w] as i64);
+            let near: Vec<i64> = [parent, left, up].into_iter().flatten().collect();
+            let base = if near.is_empty() {
+                rng.gen_range(0..n as i64)
+            } else {
+                near.iter().sum::<i64>() / near.len() as i64
+            };
+            let t = (base + rng.gen_range(-2..=2)).clamp(0, n as i64 - 1);
+            tokens.push(t as u32);
+        }
+        out.push(TokenGrid {
+            level,
+            height: h,
+            width: w,
+            tokens,
+        });
+    }
+    out
+}
+
+/// The `m` nearest entries of every entry of a 1-D codebook of `n` entries, nearest first (ties: lower).
+pub fn line_neighbours(n: usize, m: usize) -> Vec<u32> {
+    let mut lists = Vec::with_capacity(n * m);
+    for c in 0..n as i64 {
+        let mut all: Vec<i64> = (0..n as i64).collect();
+        all.sort_by_key(|&e| ((e - c).abs(), e));
+        lists.extend(all[..m].iter().map(|&e| e as u32));
+    }
+    lists
+}
+
+/// Priors and a context model fitted on smooth grids of other images.
+pub fn context_priors(levels: u8, n: usize, m: usize, seed: u64) -> Priors {
+    let uniform = Priors::uniform(levels as usize, n).unwrap();
+    let h = header(128, 96, levels, &uniform);
+    let mut counts = vec![vec![0u64; n]; levels as usize];
+    let mut fitter =
+        hvq_format::ContextFitter::new(n, m, line_neighbours(n, m), levels as usize).unwrap();
+    for s in 0..4 {
+        let mut gs = smooth_grids(&h, n, seed + s);
+        for g in &gs {
+            for &t in &g.tokens {
+                counts[g.level][t as usize] += 1;
+            }
+        }
+        gs.reverse(); // the fitter takes the finest level first
+        fitter.add_image(&gs);
+    }
+    let priors = Priors::from_counts(counts).unwrap();
+    let context = fitter.finish(&priors).unwrap();
+    priors.with_context(context).unwrap()
+}

@@ -1,0 +1,153 @@
+//! Coding 2: tokens predicted from their parent and causal neighbours through the codebook's geometry.
+
+mod common;
+
+use common::{
+    Dist, chunk_boundaries, context_priors, grids, header, line_neighbours, smooth_grids,
+};
+use hvq_format::{
+    ContextFitter, ContextModel, FormatError, Limits, Priors, PriorsFault, read_file, write_file,
+};
+
+#[test]
+fn context_coding_round_trips_and_is_chosen_for_structured_tokens() {
+    let n = 256;
+    let priors = context_priors(3, n, 16, 100);
+    for (w, h, seed) in [(128, 96, 1), (40, 30, 2), (16, 16, 3), (200, 8, 4)] {
+        let hd = header(w, h, 3, &priors);
+        let gs = smooth_grids(&hd, n, seed);
+        let bytes = write_file(&hd, &gs, &priors).unwrap();
+        let file = read_file(&bytes, &priors, &Limits::default()).unwrap();
+        assert_eq!(file.grids, gs, "{w}x{h}");
+        if w == 128 {
+            assert!(
+                file.chunks.iter().all(|c| c.context_coded),
+                "{:?}",
+                file.chunks
+            );
+            // Against the same priors without the context model (plain or parent coding).
+            let plain = Priors::from_metadata_string(&priors.to_metadata_string()).unwrap();
+            let hd_plain = header(w, h, 3, &plain);
+            let smaller = write_file(&hd_plain, &gs, &plain).unwrap();
+            assert!(
+                bytes.len() * 10 < smaller.len() * 8,
+                "context {} vs {} bytes",
+                bytes.len(),
+                smaller.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn unstructured_tokens_still_round_trip_with_a_context_model() {
+    // Tokens the context model predicts badly: the writer falls back to whatever is smallest.
+    let priors = context_priors(2, 256, 8, 7);
+    let hd = header(64, 48, 2, &priors);
+    for dist in [Dist::Uniform, Dist::Skewed] {
+        let gs = grids(&hd, 256, dist, 9);
+        let bytes = write_file(&hd, &gs, &priors).unwrap();
+        assert_eq!(
+            read_file(&bytes, &priors, &Limits::default())
+                .unwrap()
+                .grids,
+            gs
+        );
+    }
+}
+
+#[test]
+fn every_prefix_of_a_context_coded_file_decodes_its_levels() {
+    let priors = context_priors(3, 128, 16, 11);
+    let hd = header(96, 64, 3, &priors);
+    let gs = smooth_grids(&hd, 128, 12);
+    let bytes = write_file(&hd, &gs, &priors).unwrap();
+    for (k, &end) in chunk_boundaries(&bytes).iter().enumerate() {
+        let file = read_file(&bytes[..end], &priors, &Limits::default()).unwrap();
+        assert_eq!(file.grids, gs[..k]);
+    }
+    // A level coded without its parent before it (a file holding levels 2 and 0) still round-trips.
+    let skip = vec![gs[0].clone(), gs[2].clone()];
+    let bytes = write_file(&hd, &skip, &priors).unwrap();
+    assert_eq!(
+        read_file(&bytes, &priors, &Limits::default())
+            .unwrap()
+            .grids,
+        skip
+    );
+}
+
+#[test]
+fn a_file_needs_the_context_model_it_was_written_with() {
+    let priors = context_priors(2, 64, 8, 3);
+    let without = Priors::from_metadata_string(&priors.to_metadata_string()).unwrap();
+    assert_ne!(
+        priors.hash(),
+        without.hash(),
+        "the hash covers the context model"
+    );
+    let hd = header(32, 32, 2, &priors);
+    let bytes = write_file(&hd, &smooth_grids(&hd, 64, 4), &priors).unwrap();
+    assert!(matches!(
+        read_file(&bytes, &without, &Limits::default()),
+        Err(FormatError::PriorsMismatch { .. })
+    ));
+}
+
+#[test]
+fn the_context_model_survives_its_metadata_string_and_fits_deterministically() {
+    let a = context_priors(3, 64, 8, 5);
+    let b = context_priors(3, 64, 8, 5);
+    assert_eq!(a.hash(), b.hash());
+    let ctx = a.context().unwrap();
+    let s = ctx.to_metadata_string();
+    let back = ContextModel::from_metadata_string(&s).unwrap();
+    assert_eq!(&back, ctx);
+    // Structured tokens: the fitted weights favour the contexts over the unconditional model.
+    let w = ctx.weights(0).unwrap();
+    assert!(w[0] < 0.5, "{w:?}");
+    assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn bad_context_model_strings_and_shapes_are_typed_errors() {
+    let ctx = context_priors(2, 32, 4, 1).context().unwrap().clone();
+    let good = ctx.to_metadata_string();
+    let fault = |s: &str| match ContextModel::from_metadata_string(s) {
+        Err(FormatError::InvalidPriors { fault }) => Some(fault),
+        Ok(_) => None,
+        Err(e) => panic!("unexpected {e}"),
+    };
+    assert_eq!(fault("hvqp1:AAAA"), Some(PriorsFault::ContextTag));
+    assert_eq!(fault("hvqc1:!!"), Some(PriorsFault::Base64));
+    // Every truncation is an error, never a panic.
+    for len in "hvqc1:".len()..good.len() {
+        assert!(
+            ContextModel::from_metadata_string(&good[..len]).is_err(),
+            "{len}"
+        );
+    }
+    // A huge declared shape in a tiny string is refused before allocating.
+    use base64::Engine as _;
+    let huge =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0x80, 0x80, 0x40, 0x80, 0x08, 3]);
+    assert!(ContextModel::from_metadata_string(&format!("hvqc1:{huge}")).is_err());
+    // A list naming an entry outside the codebook, and a fitter with the wrong list length.
+    let mut lists = line_neighbours(8, 2);
+    lists[3] = 8;
+    assert_eq!(
+        ContextFitter::new(8, 2, lists, 1).err(),
+        Some(FormatError::InvalidPriors {
+            fault: PriorsFault::ContextTable
+        })
+    );
+    assert!(ContextFitter::new(8, 3, line_neighbours(8, 2), 1).is_err());
+    // A context model for another shape cannot be attached.
+    let other = Priors::uniform(3, 32).unwrap();
+    assert_eq!(
+        other.with_context(ctx).err(),
+        Some(FormatError::InvalidPriors {
+            fault: PriorsFault::ContextShape
+        })
+    );
+}
