@@ -12,6 +12,7 @@
 
 use base64::Engine as _;
 
+use crate::priors::{VarintReader, put_varint};
 use crate::{FormatError, PRECISION, PriorsFault};
 
 /// Prefix of [`ContextModel::to_metadata_string`]; names the serialization version.
@@ -127,7 +128,7 @@ impl ContextModel {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| bad(PriorsFault::Base64))?;
-        let mut r = Varints {
+        let mut r = VarintReader {
             bytes: &bytes,
             at: 0,
         };
@@ -432,36 +433,8 @@ fn to_unit(p: &[f64]) -> Vec<u32> {
     out
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-struct Varints<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Varints<'_> {
-    /// LEB128, at most 10 bytes.
-    fn next(&mut self) -> Result<u64, FormatError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let &b = self.bytes.get(self.at).ok_or(bad(PriorsFault::Varint))?;
-            self.at += 1;
-            v |= u64::from(b & 0x7f)
-                .checked_shl(shift)
-                .ok_or(bad(PriorsFault::Varint))?;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(bad(PriorsFault::Varint))
-    }
-
+/// The context model's reads on top of the priors' LEB128 reader.
+impl VarintReader<'_> {
     fn usize(&mut self) -> Result<usize, FormatError> {
         usize::try_from(self.next()?).map_err(|_| bad(PriorsFault::ContextShape))
     }

@@ -257,7 +257,7 @@ fn quantize(counts: &[u64]) -> Vec<u32> {
     freqs
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -265,14 +265,14 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-struct VarintReader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(crate) struct VarintReader<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl VarintReader<'_> {
     /// LEB128, at most 10 bytes.
-    fn next(&mut self) -> Result<u64, FormatError> {
+    pub(crate) fn next(&mut self) -> Result<u64, FormatError> {
         let bad = FormatError::InvalidPriors {
             fault: PriorsFault::Varint,
         };
