@@ -544,6 +544,9 @@ fn export(checkpoint: &Path, out: &Path, f16: bool, extra: &[String]) -> Result<
         StoreDtype::F32
     };
     hvq_train::export::write_weights(out, &weights, dtype)?;
+    // Read the file back: it checks what was written, and an f16 file's fingerprint is that
+    // of its rounded codebook, not of the f32 one in memory.
+    let weights = hvq_train::export::read_weights(out)?;
     println!(
         "wrote {} ({} steps, fingerprint {})",
         out.display(),

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use hvq_format::{Header, Limits, Priors, TokenGrid, read_file, write_file};
+use hvq_format::{ContextModel, Header, Limits, Priors, TokenGrid, read_file, write_file};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,12 @@ struct Expected {
     priors_hash_hex: String,
     /// `Priors::to_metadata_string` of the priors that decode the file.
     priors: String,
+    /// `ContextModel::to_metadata_string` of their context model (coding 2), if they have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    context: Option<String>,
     truncated_tail: bool,
+    /// Each complete chunk's coding (docs/format.md §4): 0 unconditional, 1 parent, 2 context.
+    codings: Vec<u8>,
     grids: Vec<Grid>,
 }
 
@@ -64,7 +69,7 @@ fn generate() -> Vec<(&'static str, Vec<u8>, Expected)> {
     out.push((
         "uniform-1level",
         write_file(&h1, &g1, &p1).unwrap(),
-        expected(&h1, &p1, &g1, false),
+        expected(&h1, &p1, &g1, false, vec![0]),
     ));
 
     // 2. Three levels, priors from counts 64 - t over 64 tokens, a 40×24 image at strides 4/8/16;
@@ -102,7 +107,11 @@ fn generate() -> Vec<(&'static str, Vec<u8>, Expected)> {
         });
     }
     let b2 = write_file(&h2, &g2, &p2).unwrap();
-    out.push(("skewed-3level", b2.clone(), expected(&h2, &p2, &g2, false)));
+    out.push((
+        "skewed-3level",
+        b2.clone(),
+        expected(&h2, &p2, &g2, false, vec![0, 1, 1]),
+    ));
 
     // 3. A progressive prefix of vector 2: its first two chunks and half of the third.
     let bounds = common::chunk_boundaries(&b2);
@@ -110,7 +119,26 @@ fn generate() -> Vec<(&'static str, Vec<u8>, Expected)> {
     out.push((
         "skewed-3level-prefix",
         b2[..cut].to_vec(),
-        expected(&h2, &p2, &g2[..2], true),
+        expected(&h2, &p2, &g2[..2], true, vec![0, 1]),
+    ));
+
+    // 4. Three levels with a context model (8 neighbours per entry on a line of 64 entries) fitted
+    //    on other smooth grids; this image's tokens are smooth too, so the two finer chunks are
+    //    context-coded (the coarsest, 6 tokens without a parent, is smaller unconditional).
+    let p4 = common::context_priors(3, 64, 8, 31);
+    let h4 = Header {
+        width: 40,
+        height: 24,
+        fingerprint: hvq_spec_like_fingerprint(),
+        model_levels: 3,
+        coarsest_stride: 16,
+        priors_hash: p4.hash(),
+    };
+    let g4 = common::smooth_grids(&h4, 64, 4242);
+    out.push((
+        "context-3level",
+        write_file(&h4, &g4, &p4).unwrap(),
+        expected(&h4, &p4, &g4, false, vec![0, 2, 2]),
     ));
     out
 }
@@ -119,7 +147,13 @@ fn hvq_spec_like_fingerprint() -> [u8; 32] {
     std::array::from_fn(|i| i as u8)
 }
 
-fn expected(h: &Header, p: &Priors, grids: &[TokenGrid], truncated_tail: bool) -> Expected {
+fn expected(
+    h: &Header,
+    p: &Priors,
+    grids: &[TokenGrid],
+    truncated_tail: bool,
+    codings: Vec<u8>,
+) -> Expected {
     Expected {
         width: h.width,
         height: h.height,
@@ -128,7 +162,9 @@ fn expected(h: &Header, p: &Priors, grids: &[TokenGrid], truncated_tail: bool) -
         coarsest_stride: h.coarsest_stride,
         priors_hash_hex: format!("{:016x}", h.priors_hash),
         priors: p.to_metadata_string(),
+        context: p.context().map(|c| c.to_metadata_string()),
         truncated_tail,
+        codings,
         grids: grids
             .iter()
             .map(|g| Grid {
@@ -161,15 +197,31 @@ fn committed_vectors_decode_to_their_expected_tokens() {
         let json = std::fs::read_to_string(dir().join(format!("{name}.json")))
             .unwrap_or_else(|e| panic!("{name}.json: {e}"));
         let exp: Expected = serde_json::from_str(&json).unwrap();
-        let priors = Priors::from_metadata_string(&exp.priors).unwrap();
+        let mut priors = Priors::from_metadata_string(&exp.priors).unwrap();
+        if let Some(c) = &exp.context {
+            priors = priors
+                .with_context(ContextModel::from_metadata_string(c).unwrap())
+                .unwrap();
+        }
         assert_eq!(
             format!("{:016x}", priors.hash()),
             exp.priors_hash_hex,
             "{name}: priors hash"
         );
         let file = read_file(&bytes, &priors, &Limits::default()).unwrap();
+        let codings = file
+            .chunks
+            .iter()
+            .map(|c| 2 * u8::from(c.context_coded) + u8::from(c.parent_coded))
+            .collect();
         assert_eq!(
-            expected(&file.header, &priors, &file.grids, file.truncated_tail),
+            expected(
+                &file.header,
+                &priors,
+                &file.grids,
+                file.truncated_tail,
+                codings
+            ),
             exp,
             "{name}: decoded"
         );
