@@ -16,6 +16,8 @@ import struct
 import subprocess
 import tempfile
 
+from PIL import Image
+
 
 def run(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -53,8 +55,11 @@ def main():
     ap.add_argument("--model", default="codec/models/default.safetensors")
     ap.add_argument("--kodak", default="../shared/data/kodak")
     ap.add_argument("--hvq", default="target/release/hvq")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     args = ap.parse_args()
     images = sorted(f for f in os.listdir(args.kodak) if f.endswith(".png"))
+    if args.limit:
+        images = images[: args.limit]
     with tempfile.TemporaryDirectory() as work:
         plain_model = os.path.join(work, "no-context.safetensors")
         without_context(args.model, plain_model)
@@ -63,7 +68,6 @@ def main():
         header_bits = 0.0
         for name in images:
             src = os.path.join(args.kodak, name)
-            from PIL import Image
             w, h = Image.open(src).size
             for tag, model in (("context", args.model), ("without", plain_model)):
                 out = os.path.join(work, f"{name}.{tag}.hvq")
