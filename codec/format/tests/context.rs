@@ -6,7 +6,8 @@ use common::{
     Dist, chunk_boundaries, context_priors, grids, header, line_neighbours, smooth_grids,
 };
 use hvq_format::{
-    ContextFitter, ContextModel, FormatError, Limits, Priors, PriorsFault, read_file, write_file,
+    CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ContextFitter, ContextModel, FormatError, Limits, Priors,
+    PriorsFault, read_file, write_file,
 };
 
 #[test]
@@ -150,4 +151,50 @@ fn bad_context_model_strings_and_shapes_are_typed_errors() {
             fault: PriorsFault::ContextShape
         })
     );
+}
+
+#[test]
+fn damaged_context_coded_payloads_are_typed_errors_or_other_tokens_never_panics() {
+    // What the CRCs would catch, with the CRCs recomputed: random byte changes inside context-coded
+    // payloads reach the coding-2 decoder (stage-1 symbols out of range, escapes, early ends).
+    use rand::Rng;
+    let n = 256;
+    let priors = context_priors(3, n, 16, 100);
+    let hd = header(64, 48, 3, &priors);
+    let gs = smooth_grids(&hd, n, 9);
+    let clean = write_file(&hd, &gs, &priors).unwrap();
+    let chunks = read_file(&clean, &priors, &Limits::default()).unwrap().chunks;
+    assert!(chunks.iter().all(|c| c.context_coded), "{chunks:?}");
+    let bounds = chunk_boundaries(&clean);
+    let mut rng = common::rng(77);
+    let (mut errors, mut decoded) = (0, 0);
+    for _ in 0..3000 {
+        let mut bytes = clean.clone();
+        for _ in 0..rng.gen_range(1..4) {
+            let c = rng.gen_range(0..bounds.len() - 1);
+            // Payload bytes only, not a chunk's header or trailer.
+            let (lo, hi) = (
+                bounds[c] + CHUNK_HEADER_LEN,
+                bounds[c + 1] - CHUNK_TRAILER_LEN,
+            );
+            if lo < hi {
+                bytes[rng.gen_range(lo..hi)] ^= rng.gen_range(1..=255u8);
+            }
+        }
+        common::reseal(&mut bytes, &priors);
+        match read_file(&bytes, &priors, &Limits::default()) {
+            Ok(file) => {
+                decoded += 1;
+                for (g, want) in file.grids.iter().zip(&gs) {
+                    assert_eq!((g.height, g.width), (want.height, want.width));
+                    assert!(g.tokens.iter().all(|&t| (t as usize) < n));
+                }
+            }
+            Err(FormatError::CorruptPayload { .. }) | Err(FormatError::Truncated { .. }) => {
+                errors += 1
+            }
+            Err(e) => panic!("unexpected error kind for a damaged payload: {e:?}"),
+        }
+    }
+    assert!(errors > 0, "{errors} errors, {decoded} decoded");
 }

@@ -3,9 +3,10 @@
 //! The fuzz targets (`fuzz/`) run with CRC checks off and the priors hash stamped in; this test makes the
 //! same input reach the same code with checks on, by stamping the hash and recomputing every checksum.
 
-use hvq_format::{
-    CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, HEADER_LEN, Limits, Priors, Reader, read_file,
-};
+mod common;
+
+use common::reseal;
+use hvq_format::{Limits, Priors, Reader, read_file};
 
 fn fuzz_priors() -> Priors {
     Priors::uniform(3, 64).unwrap()
@@ -16,31 +17,6 @@ fn fuzz_limits() -> Limits {
         max_pixels: 1 << 20,
         max_file_bytes: 1 << 20,
         max_tokens: 1 << 18,
-    }
-}
-
-/// Stamps the priors hash and rewrites the header and chunk CRCs as far as the bytes go.
-fn reseal(data: &mut [u8], priors: &Priors) {
-    if data.len() < HEADER_LEN {
-        return;
-    }
-    data[56..64].copy_from_slice(&priors.hash().to_le_bytes());
-    let crc = crc32fast::hash(&data[..64]);
-    data[64..68].copy_from_slice(&crc.to_le_bytes());
-    let mut at = HEADER_LEN;
-    while at + CHUNK_HEADER_LEN <= data.len() {
-        let crc = crc32fast::hash(&data[at..at + 16]);
-        data[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
-        let len = u32::from_le_bytes(data[at + 12..at + 16].try_into().unwrap()) as usize;
-        let Some(end) = (at + CHUNK_HEADER_LEN)
-            .checked_add(len)
-            .filter(|&e| e + CHUNK_TRAILER_LEN <= data.len())
-        else {
-            break;
-        };
-        let crc = crc32fast::hash(&data[at..end]);
-        data[end..end + 4].copy_from_slice(&crc.to_le_bytes());
-        at = end + CHUNK_TRAILER_LEN;
     }
 }
 

@@ -1,7 +1,7 @@
 //! Seeded generators shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different part
 
-use hvq_format::{Header, Priors, TokenGrid};
+use hvq_format::{CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, HEADER_LEN, Header, Priors, TokenGrid};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -160,4 +160,29 @@ pub fn context_priors(levels: u8, n: usize, m: usize, seed: u64) -> Priors {
     let priors = Priors::from_counts(counts).unwrap();
     let context = fitter.finish(&priors).unwrap();
     priors.with_context(context).unwrap()
+}
+
+/// Stamps the priors hash and rewrites the header and chunk CRCs as far as the bytes go.
+pub fn reseal(data: &mut [u8], priors: &Priors) {
+    if data.len() < HEADER_LEN {
+        return;
+    }
+    data[56..64].copy_from_slice(&priors.hash().to_le_bytes());
+    let crc = crc32fast::hash(&data[..64]);
+    data[64..68].copy_from_slice(&crc.to_le_bytes());
+    let mut at = HEADER_LEN;
+    while at + CHUNK_HEADER_LEN <= data.len() {
+        let crc = crc32fast::hash(&data[at..at + 16]);
+        data[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
+        let len = u32::from_le_bytes(data[at + 12..at + 16].try_into().unwrap()) as usize;
+        let Some(end) = (at + CHUNK_HEADER_LEN)
+            .checked_add(len)
+            .filter(|&e| e + CHUNK_TRAILER_LEN <= data.len())
+        else {
+            break;
+        };
+        let crc = crc32fast::hash(&data[at..end]);
+        data[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        at = end + CHUNK_TRAILER_LEN;
+    }
 }
