@@ -163,7 +163,9 @@ fn damaged_context_coded_payloads_are_typed_errors_or_other_tokens_never_panics(
     let hd = header(64, 48, 3, &priors);
     let gs = smooth_grids(&hd, n, 9);
     let clean = write_file(&hd, &gs, &priors).unwrap();
-    let chunks = read_file(&clean, &priors, &Limits::default()).unwrap().chunks;
+    let chunks = read_file(&clean, &priors, &Limits::default())
+        .unwrap()
+        .chunks;
     assert!(chunks.iter().all(|c| c.context_coded), "{chunks:?}");
     let bounds = chunk_boundaries(&clean);
     let mut rng = common::rng(77);
