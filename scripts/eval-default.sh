@@ -13,7 +13,7 @@
 #
 # Needs release builds of hvq-train, hvq, hvq-compare (`. scripts/env.sh && cargo build --release
 # -p hvq-train -p hvq-cli`), the venv's pillow/numpy/matplotlib and cjpeg/cwebp/avifenc (see the
-# README's "Against JPEG, WebP and AVIF"). About 45 minutes on the project's 2-core machine.
+# README's "Against JPEG, WebP and AVIF"). About 50 minutes on the project's 2-core machine (2026-12-04, shared with a test run).
 # HVQ_EVAL_STEPS picks a subset, e.g. HVQ_EVAL_STEPS="1 2" (default: all six).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
