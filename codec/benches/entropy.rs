@@ -1,10 +1,11 @@
-//! Entropy coding speed of the embedded model's priors, with and without their context model
+//! Entropy coding speed of a model's priors (the embedded model's by default), with and without their context model
 //! (docs/format.md §4: coding 2 against the best of codings 0 and 1), on the tokens of a real
 //! photo. Not a test; timings go to stdout.
 //!
-//! `cargo bench -p hvq-codec --bench entropy [-- IMAGE [RUNS]]` (default: Kodak's kodim23 from
-//! `../shared/data/kodak`, 20 runs). The image is encoded once on the CPU backend; only
-//! `write_file` and `read_file` are timed, single-threaded, median of the runs.
+//! `cargo bench -p hvq-codec --bench entropy [-- IMAGE [RUNS [WEIGHTS]]]` (default: Kodak's kodim23 from
+//! `../shared/data/kodak`, 20 runs, the embedded model). The image is encoded once on the CPU backend;
+//! only `write_file` and `read_file` are timed, single-threaded, median of the runs. WEIGHTS is another
+//! weight file, e.g. one whose `hvq-priors --context-neighbours` differs.
 
 use std::time::Instant;
 
@@ -39,7 +40,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = args.get(1).map_or(Ok(20), |s| s.parse())?.max(1);
     let bytes = std::fs::read(&image_path).map_err(|e| format!("{image_path}: {e}"))?;
     let image = RgbImage::decode(&bytes, &Limits::default())?;
-    let codec = Codec::default_model()?.backend(Backend::Cpu).build()?;
+    let builder = match args.get(2) {
+        Some(path) => {
+            Codec::from_weight_bytes(&std::fs::read(path).map_err(|e| format!("{path}: {e}"))?)?
+        }
+        None => Codec::default_model()?,
+    };
+    let codec = builder.backend(Backend::Cpu).build()?;
     let t0 = Instant::now();
     let tokens = codec.encode(&image, LevelSelection::All)?;
     println!(
@@ -85,6 +92,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rate(read)
         );
     }
-    println!("{n_tokens} tokens in {} levels", grids.len());
+    let neighbours = with_context.context().map_or(0, |c| c.neighbours());
+    println!(
+        "{n_tokens} tokens in {} levels; context model: {neighbours} neighbours per entry",
+        grids.len()
+    );
     Ok(())
 }
