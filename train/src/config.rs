@@ -243,6 +243,32 @@ impl Default for InitOptions {
     }
 }
 
+/// Which of the model's variables a run trains; the others keep the values they start with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trainable {
+    /// Every variable (the codebook too, unless EMA owns it).
+    #[default]
+    All,
+    /// The per-level decoders only. The encoder, the level derivation, the projection and the
+    /// codebook stay as `init.from` holds them, so every image keeps exactly its tokens: a
+    /// dataset tokenized with that model, its `.hvq` files, and the priors and context model
+    /// fitted to its tokens all stay valid while the reconstructions improve. It is also the
+    /// cheaper step (no encoder backward pass). Needs `init.from`, and no codebook option that
+    /// moves entries (restarts, k-means, EMA) or `init.zero_downconv`.
+    Decoders,
+}
+
+impl Trainable {
+    /// Whether the variable called `name` (a weight-schema path) is trained.
+    pub fn trains(self, name: &str) -> bool {
+        match self {
+            Trainable::All => true,
+            Trainable::Decoders => name.starts_with("decoders."),
+        }
+    }
+}
+
 /// Compute precision of a training step's encoder, decoders and LPIPS network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -312,6 +338,9 @@ pub struct TrainConfig {
     /// Speed options.
     #[serde(default)]
     pub perf: PerfOptions,
+    /// Which variables are trained (`all`, or `decoders` to keep every token as it is).
+    #[serde(default)]
+    pub trainable: Trainable,
     /// Evaluate the held-out images every this many steps (0: never); see `train::validate`.
     #[serde(default)]
     pub val_every: u64,
@@ -480,6 +509,9 @@ impl TrainConfig {
                 "must be at least 1 when restart_dead is on".into(),
             );
         }
+        if self.trainable == Trainable::Decoders {
+            self.validate_frozen_tokens()?;
+        }
         if self.checkpoint_every == 0 || self.log_every == 0 {
             return bad(
                 "checkpoint_every",
@@ -487,6 +519,45 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    /// With `trainable = "decoders"`, refuses every option that would change a token.
+    fn validate_frozen_tokens(&self) -> Result<(), TrainError> {
+        let c = &self.codebook;
+        let conflicts = [
+            (
+                self.init.from.is_none(),
+                "init.from",
+                "a weight file to start from (the encoder and codebook it keeps)",
+            ),
+            (
+                self.init.zero_downconv,
+                "init.zero_downconv",
+                "false (zeroing the level convolutions changes the coarse tokens)",
+            ),
+            (
+                c.mode == CodebookMode::Ema,
+                "codebook.mode",
+                "\"loss\" (EMA moves the codebook)",
+            ),
+            (
+                c.restart_dead,
+                "codebook.restart_dead",
+                "false (restarts move codebook entries)",
+            ),
+            (
+                c.kmeans_init,
+                "codebook.kmeans_init",
+                "false (k-means replaces the codebook)",
+            ),
+        ];
+        match conflicts.iter().find(|(bad, ..)| *bad) {
+            Some((_, field, needs)) => Err(TrainError::bad_config(
+                *field,
+                format!("trainable = \"decoders\" keeps every token, so this must be {needs}"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Checks that the LPIPS file exists when the perceptual loss is on.

@@ -179,6 +179,15 @@ impl Trainer {
             tch::Cuda::cudnn_set_benchmark(cfg.perf.cudnn_benchmark);
         }
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        // Frozen variables get no gradient at all: with the encoder frozen, autograd records
+        // nothing before the decoders, so the step skips the encoder's backward pass.
+        vars.retain(|(name, var)| {
+            let trained = cfg.trainable.trains(name);
+            if !trained {
+                let _ = var.shallow_clone().set_requires_grad(false);
+            }
+            trained
+        });
         if cfg.codebook.mode == CodebookMode::Ema {
             // EMA owns the codebook: no gradient, no Adam state.
             vars.retain(|(n, _)| n != CODEBOOK);

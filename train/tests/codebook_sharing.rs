@@ -340,3 +340,99 @@ fn a_warm_start_continues_exported_weights() {
         Err(TrainError::Io { .. })
     ));
 }
+
+#[test]
+fn training_only_the_decoders_keeps_every_token_and_improves_the_reconstructions() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut donor = Trainer::new(
+        &config("[schedule]\nsteps = 4\nbatch = 4\nlr = 1e-3\nwarmup_steps = 1"),
+        Device::Cpu,
+    )
+    .unwrap();
+    for _ in 0..3 {
+        donor.train_step(&images(5)).unwrap();
+    }
+    let file = dir.path().join("donor.safetensors");
+    let weights = donor.export("test images", "test").unwrap();
+    hvq_train::export::write_weights(&file, &weights, hvq_spec::StoreDtype::F32).unwrap();
+    let from = format!("[init]\nfrom = {:?}", file.display().to_string());
+
+    let mut tuned = Trainer::new(
+        &config(&format!(
+            "trainable = \"decoders\"\n[schedule]\nsteps = 20\nbatch = 4\nlr = 1e-3\nwarmup_steps = 1\n{from}"
+        )),
+        Device::Cpu,
+    )
+    .unwrap();
+    let batch = images(6);
+    let first = tuned.train_step(&batch).unwrap();
+    let mut last = first.clone();
+    for _ in 0..15 {
+        last = tuned.train_step(&batch).unwrap();
+    }
+    let l1 = |s: &hvq_train::train::StepStats| s.levels.iter().map(|l| l.l1).sum::<f64>();
+    assert!(
+        l1(&last) < l1(&first),
+        "decoder training did not fit the batch: {} -> {}",
+        l1(&first),
+        l1(&last)
+    );
+
+    let donor_vars = donor.varstore().variables();
+    let mut moved = 0;
+    for (name, v) in tuned.varstore().variables() {
+        if name.starts_with("decoders.") {
+            moved += usize::from(!v.equal(&donor_vars[&name]));
+        } else {
+            assert!(
+                v.equal(&donor_vars[&name]),
+                "{name} changed although frozen"
+            );
+            assert!(!v.requires_grad(), "{name} still asks for a gradient");
+        }
+    }
+    assert!(moved > 0, "no decoder variable was trained");
+    let (a, b) = tch::no_grad(|| {
+        let x = images(7);
+        (
+            donor.model().encode_tokens(&x),
+            tuned.model().encode_tokens(&x),
+        )
+    });
+    for (level, (a, b)) in a.iter().zip(&b).enumerate() {
+        assert!(a.equal(b), "level {level}'s tokens changed");
+    }
+
+    // Every option that would move a token is refused with the field that does.
+    for (extra, field) in [
+        ("", "init.from"),
+        (
+            &*format!("{from}\nzero_downconv = true"),
+            "init.zero_downconv",
+        ),
+        (
+            &*format!("[codebook]\nmode = \"ema\"\n{from}"),
+            "codebook.mode",
+        ),
+        (
+            &*format!("[codebook]\nrestart_dead = true\n{from}"),
+            "codebook.restart_dead",
+        ),
+        (
+            &*format!("[codebook]\nkmeans_init = true\n{from}"),
+            "codebook.kmeans_init",
+        ),
+    ] {
+        let text = format!(
+            "preset = \"tiny\"\ndata_dir = \"unused\"\nout_dir = \"unused\"\ntrainable = \"decoders\"\n{extra}\n"
+        );
+        match TrainConfig::parse(&with_tiny_data(&text), Path::new("test.toml")) {
+            Err(TrainError::BadConfig { field: f, reason }) => {
+                assert_eq!(f, field, "{extra}");
+                assert!(reason.contains("keeps every token"), "{reason}");
+            }
+            other => panic!("{extra}: expected BadConfig, got {other:?}"),
+        }
+    }
+}
