@@ -48,6 +48,24 @@ fn var(t: &Trainer, name: &str) -> Tensor {
         .copy()
 }
 
+/// A tiny model trained for 3 steps, and an `[init]` table that starts from its exported weights
+/// (written into `dir`).
+fn donor_weights(dir: &Path) -> (Trainer, String) {
+    let mut donor = Trainer::new(
+        &config("[schedule]\nsteps = 4\nbatch = 4\nlr = 1e-3\nwarmup_steps = 1"),
+        Device::Cpu,
+    )
+    .unwrap();
+    for _ in 0..3 {
+        donor.train_step(&images(5)).unwrap();
+    }
+    let file = dir.join("donor.safetensors");
+    let weights = donor.export("test images", "test").unwrap();
+    hvq_train::export::write_weights(&file, &weights, hvq_spec::StoreDtype::F32).unwrap();
+    let from = format!("[init]\nfrom = {:?}", file.display().to_string());
+    (donor, from)
+}
+
 #[test]
 fn torch_init_bounds_every_conv_by_one_over_root_fan_in() {
     tch::set_num_threads(1);
@@ -277,18 +295,7 @@ fn the_learning_rate_horizon_survives_resume_and_stop_after_leaves_it_alone() {
 fn a_warm_start_continues_exported_weights() {
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
-    let mut donor = Trainer::new(
-        &config("[schedule]\nsteps = 4\nbatch = 4\nlr = 1e-3\nwarmup_steps = 1"),
-        Device::Cpu,
-    )
-    .unwrap();
-    for _ in 0..3 {
-        donor.train_step(&images(5)).unwrap();
-    }
-    let file = dir.path().join("donor.safetensors");
-    let weights = donor.export("test images", "test").unwrap();
-    hvq_train::export::write_weights(&file, &weights, hvq_spec::StoreDtype::F32).unwrap();
-    let from = format!("[init]\nfrom = {:?}", file.display().to_string());
+    let (donor, from) = donor_weights(dir.path());
 
     let warm = Trainer::new(&config(&from), Device::Cpu).unwrap();
     let donor_vars = donor.varstore().variables();
@@ -345,18 +352,7 @@ fn a_warm_start_continues_exported_weights() {
 fn training_only_the_decoders_keeps_every_token_and_improves_the_reconstructions() {
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
-    let mut donor = Trainer::new(
-        &config("[schedule]\nsteps = 4\nbatch = 4\nlr = 1e-3\nwarmup_steps = 1"),
-        Device::Cpu,
-    )
-    .unwrap();
-    for _ in 0..3 {
-        donor.train_step(&images(5)).unwrap();
-    }
-    let file = dir.path().join("donor.safetensors");
-    let weights = donor.export("test images", "test").unwrap();
-    hvq_train::export::write_weights(&file, &weights, hvq_spec::StoreDtype::F32).unwrap();
-    let from = format!("[init]\nfrom = {:?}", file.display().to_string());
+    let (donor, from) = donor_weights(dir.path());
 
     let mut tuned = Trainer::new(
         &config(&format!(
