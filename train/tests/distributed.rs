@@ -181,9 +181,14 @@ fn params(t: &Trainer) -> Vec<(String, Tensor)> {
 type Outcome = (Vec<(String, Tensor)>, Vec<(f64, usize)>);
 
 fn train(t: &mut Trainer, steps: u64) -> Outcome {
+    train_scaled(t, steps, 1.0)
+}
+
+/// Trains on the test batches times `scale`.
+fn train_scaled(t: &mut Trainer, steps: u64, scale: f64) -> Outcome {
     let stats = (0..steps)
         .map(|s| {
-            let st = t.train_step(&batch_for(s)).unwrap();
+            let st = t.train_step(&(batch_for(s) * scale)).unwrap();
             (st.loss, st.restarted)
         })
         .collect();
@@ -192,6 +197,24 @@ fn train(t: &mut Trainer, steps: u64) -> Outcome {
 
 fn single(cfg: &TrainConfig, steps: u64) -> Outcome {
     train(&mut Trainer::new(cfg, Device::Cpu).unwrap(), steps)
+}
+
+/// One process on inputs moved by about one f32 rounding step: how far rounding alone
+/// carries this configuration from `single`.
+fn single_rounded_differently(cfg: &TrainConfig, steps: u64) -> Outcome {
+    train_scaled(
+        &mut Trainer::new(cfg, Device::Cpu).unwrap(),
+        steps,
+        1.0 + 2e-7,
+    )
+}
+
+/// The largest relative difference of two runs' per-step losses.
+fn loss_difference(a: &Outcome, b: &Outcome) -> f64 {
+    a.1.iter()
+        .zip(&b.1)
+        .map(|((x, _), (y, _))| (x - y).abs() / y.abs())
+        .fold(0.0, f64::max)
 }
 
 fn ranks(cfg: &TrainConfig, world: usize, steps: u64) -> Vec<Outcome> {
@@ -254,18 +277,31 @@ fn two_ranks_agree_bit_for_bit_and_match_one_process_on_the_whole_batch() {
                 "no restart tested"
             );
         }
-        for ((l2, _), (l1, _)) in out[0].1.iter().zip(&reference.1) {
-            assert!((l2 - l1).abs() <= 1e-5 * l1.abs(), "loss {l2} vs {l1}");
-        }
         // The mean of two half-batch means is the whole batch's mean up to f32 rounding
         // (about 1e-7 relative); Adam turns that into differences of about the same relative
-        // size, except where the gradient is small against its rounding noise. Measured: below
-        // 1e-5 after six steps; 1e-4 is a tenth of one update at the peak learning rate.
-        let (diff, name) = max_difference(&out[0].0, &reference.0, |n| !noise_only(n));
-        eprintln!("{extra:?}: largest difference to one process {diff:.3e} ({name})");
+        // size, except where the gradient is small against its rounding noise. Without
+        // k-means and restarts together that stays below 1e-5 after six steps (1e-4 is a
+        // tenth of one update at the peak learning rate). With both, a k-means entry that sits
+        // on its only latent has a gradient of pure rounding noise, which Adam turns into
+        // whole learning-rate steps: one process whose inputs move by one rounding step then
+        // drifts just as far (measured: codebook 1.9e-2, loss 1.2e-4 relative), so the two
+        // ranks are held to twice that drift, never less strictly than the 1e-5 and 1e-4.
+        let rounded = single_rounded_differently(&cfg, STEPS);
+        let loss_budget = (2.0 * loss_difference(&rounded, &reference)).max(1e-5);
+        let loss = loss_difference(&out[0], &reference);
         assert!(
-            diff < 1e-4,
-            "{name} differs from one process by {diff} ({extra:?})"
+            loss <= loss_budget,
+            "loss {loss:.3e} > {loss_budget:.3e} ({extra:?})"
+        );
+        let keep = |n: &str| !noise_only(n);
+        let budget = (2.0 * max_difference(&rounded.0, &reference.0, keep).0).max(1e-4);
+        let (diff, name) = max_difference(&out[0].0, &reference.0, keep);
+        eprintln!(
+            "{extra:?}: largest difference to one process {diff:.3e} ({name}), budget {budget:.3e}"
+        );
+        assert!(
+            diff <= budget,
+            "{name} differs from one process by {diff} > {budget} ({extra:?})"
         );
         // Variables trained on noise alone move at most one learning rate (≤ 1e-3) a step.
         let (diff, name) = max_difference(&out[0].0, &reference.0, noise_only);
