@@ -200,3 +200,86 @@ fn damaged_context_coded_payloads_are_typed_errors_or_other_tokens_never_panics(
     }
     assert!(errors > 0, "{errors} errors, {decoded} decoded");
 }
+
+/// One level of tokens the codebook's geometry cannot predict: along a row each token is
+/// `σ(t) = 7t + 13 mod n` of its left neighbour (far from `t` on the line codebook of
+/// [`line_neighbours`]), and each row starts anywhere.
+fn successor_grid(width: u32, height: u32, n: usize, seed: u64) -> Vec<hvq_format::TokenGrid> {
+    use rand::Rng;
+    let mut rng = common::rng(seed);
+    let (w, h) = (width as usize / 4, height as usize / 4);
+    let mut tokens = Vec::with_capacity(w * h);
+    for _ in 0..h {
+        let mut t = rng.gen_range(0..n as u32);
+        for _ in 0..w {
+            tokens.push(t);
+            t = (7 * t + 13) % n as u32;
+        }
+    }
+    vec![hvq_format::TokenGrid {
+        level: 0,
+        height: h,
+        width: w,
+        tokens,
+    }]
+}
+
+/// Priors and a context model fitted on four successor grids, with nearest-first or learned lists.
+fn successor_priors(n: usize, m: usize, learn: bool) -> Priors {
+    let mut counts = vec![vec![0u64; n]];
+    let mut fitter = ContextFitter::new(n, m, line_neighbours(n, m), 1).unwrap();
+    if learn {
+        fitter = fitter.learn_lists(1000.0).unwrap();
+    }
+    for seed in 40..44 {
+        let gs = successor_grid(128, 96, n, seed);
+        gs[0]
+            .tokens
+            .iter()
+            .for_each(|&t| counts[0][t as usize] += 1);
+        fitter.add_image(&gs);
+    }
+    let priors = Priors::from_counts(counts).unwrap();
+    let context = fitter.finish(&priors).unwrap();
+    priors.with_context(context).unwrap()
+}
+
+#[test]
+fn learned_lists_find_the_entries_that_follow_and_code_them_cheaply() {
+    let n = 64;
+    let nearest = successor_priors(n, 4, false);
+    let learned = successor_priors(n, 4, true);
+    assert_eq!(learned.hash(), successor_priors(n, 4, true).hash());
+    assert_ne!(learned.hash(), nearest.hash());
+    // A held-out image of the same process, written and read back with each model.
+    let size = |priors: &Priors| {
+        let hd = header(128, 96, 1, priors);
+        let gs = successor_grid(128, 96, n, 99);
+        let bytes = write_file(&hd, &gs, priors).unwrap();
+        let file = read_file(&bytes, priors, &Limits::default()).unwrap();
+        assert_eq!(file.grids, gs);
+        bytes.len()
+    };
+    let (geometry, learnt) = (size(&nearest), size(&learned));
+    assert!(
+        learnt * 3 < geometry,
+        "learned lists {learnt} bytes, nearest lists {geometry}"
+    );
+    // The left context now carries the model.
+    let w = learned.context().unwrap().weights(0).unwrap();
+    assert!(w[2] > 0.5, "{w:?}");
+}
+
+#[test]
+fn learned_lists_need_a_positive_finite_prior() {
+    for prior in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let fitter = ContextFitter::new(8, 2, line_neighbours(8, 2), 1).unwrap();
+        assert_eq!(
+            fitter.learn_lists(prior).err(),
+            Some(FormatError::InvalidPriors {
+                fault: PriorsFault::ContextTable
+            }),
+            "{prior}"
+        );
+    }
+}

@@ -8,9 +8,10 @@
 //! Only the training split is read (the fixed held-out validation photos are left out), never Kodak.
 //!
 //! With `--context-neighbours M` (default 128; 0 for none) it also fits the context model of coding 2
-//! (`docs/format.md` §4.3) on the same tokens and stores it as `hvq.context`: every codebook entry's `M`
-//! nearest entries (squared L2 on the codebook, itself first), how often a token sits at each rank of
-//! its parent's and its left, up, up-left and up-right neighbours' lists, and the mixture weights.
+//! (`docs/format.md` §4.3) on the same tokens and stores it as `hvq.context`: every codebook entry's list of
+//! `M` entries (its nearest in squared L2 on the codebook, then, with `--context-lists learned`, the
+//! default, re-ordered by which entries follow it on the training tokens), how often a token sits at each
+//! rank of its parent's and its left, up, up-left and up-right neighbours' lists, and the mixture weights.
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -42,6 +43,22 @@ struct Args {
     /// Neighbours per codebook entry in the context model (0: store no context model).
     #[arg(long, default_value_t = 128)]
     context_neighbours: usize,
+    /// How the context model's neighbour lists are chosen.
+    #[arg(long, value_enum, default_value_t = ContextLists::Learned)]
+    context_lists: ContextLists,
+    /// `learned` lists: pseudo-counts of the nearest-first order added to each entry's observed counts
+    /// (larger: closer to `nearest` for entries seen rarely).
+    #[arg(long, default_value_t = 1000.0)]
+    context_prior: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ContextLists {
+    /// Each entry's nearest entries in squared L2 on the codebook, itself first.
+    Nearest,
+    /// The entries that most often follow each entry as a context on the training tokens, with the
+    /// nearest-first order as a prior (`hvq_format::ContextFitter::learn_lists`).
+    Learned,
 }
 
 fn main() -> Result<()> {
@@ -63,12 +80,14 @@ fn main() -> Result<()> {
     let m = args.context_neighbours;
     let mut fitter = match m {
         0 => None,
-        m => Some(hvq_format::ContextFitter::new(
-            cfg.codebook_size,
-            m,
-            neighbour_lists(model.codebook(), m)?,
-            cfg.levels,
-        )?),
+        m => {
+            let nearest = neighbour_lists(model.codebook(), m)?;
+            let f = hvq_format::ContextFitter::new(cfg.codebook_size, m, nearest, cfg.levels)?;
+            Some(match args.context_lists {
+                ContextLists::Nearest => f,
+                ContextLists::Learned => f.learn_lists(args.context_prior)?,
+            })
+        }
     };
     for i in 0..take {
         let image = &files[i * files.len() / take];
