@@ -63,6 +63,12 @@ enum ContextLists {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if !(args.context_prior.is_finite() && args.context_prior > 0.0) {
+        bail!(
+            "--context-prior must be a positive number of pseudo-counts, not {}",
+            args.context_prior
+        );
+    }
     let weights = export::read_weights(&args.weights)?;
     let cfg = weights.config().clone();
     let dataset = data::Dataset::open(&args.data, &data::DataConfig::default())?;
