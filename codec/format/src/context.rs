@@ -5,8 +5,8 @@
 //! Why geometry: the levels share one codebook and neighbouring latents are close, so a token is very often
 //! one of the few entries nearest to a context token's entry. The model stores, for every entry, a list of
 //! `M` entries (its nearest, itself first, optionally re-ordered by which entries really follow it on
-//! training tokens: [`ContextFitter::learn_lists`]), and for every level and context kind how often the coded token sits at
-//! each rank of that list. A token's probability mixes those per-kind predictions with fixed weights; the
+//! training tokens: [`ContextFitter::learn_lists`]), and for every level and context kind how often the
+//! coded token sits at each rank of that list. A token's probability mixes those per-kind predictions with fixed weights; the
 //! mass left over (tokens in no list, missing contexts at borders) is an escape symbol, after which the
 //! token is coded with the level's unconditional priors. Everything is integer arithmetic on stored
 //! integers, so writer and reader build bit-identical models on every platform (wasm included).
