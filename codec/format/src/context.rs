@@ -6,10 +6,11 @@
 //! one of the few entries nearest to a context token's entry. The model stores, for every entry, a list of
 //! `M` entries (its nearest, itself first, optionally re-ordered by which entries really follow it on
 //! training tokens: [`ContextFitter::learn_lists`]), and for every level and context kind how often the
-//! coded token sits at each rank of that list. A token's probability mixes those per-kind predictions with fixed weights; the
-//! mass left over (tokens in no list, missing contexts at borders) is an escape symbol, after which the
-//! token is coded with the level's unconditional priors. Everything is integer arithmetic on stored
-//! integers, so writer and reader build bit-identical models on every platform (wasm included).
+//! coded token sits at each rank of that list. A token's probability mixes those per-kind predictions
+//! with fixed weights; the mass left over (tokens in no list, missing contexts at borders) is an escape
+//! symbol, after which the token is coded with the level's unconditional priors. Everything is integer
+//! arithmetic on stored integers, so writer and reader build bit-identical models on every platform
+//! (wasm included).
 
 use base64::Engine as _;
 
@@ -281,7 +282,8 @@ pub struct ContextFitter {
     levels: usize,
     /// The training images' grids, finest first, in the order they were added.
     images: Vec<Vec<hvq_spec::TokenGrid>>,
-    /// `Some(prior)`: re-order the lists by co-occurrence before fitting (see [`ContextFitter::learn_lists`]).
+    /// `Some(prior)`: re-order the lists by co-occurrence before fitting
+    /// ([`ContextFitter::learn_lists`]).
     learn_prior: Option<f64>,
 }
 
