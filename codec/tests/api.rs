@@ -538,7 +538,7 @@ fn a_context_model_in_the_metadata_is_used_and_checked() {
         .unwrap();
     let mut finest_first = tokens.grids.clone();
     finest_first.sort_by_key(|g| g.level);
-    fitter.add_image(&finest_first);
+    assert!(fitter.add_image(&finest_first));
     let context = fitter.finish(&priors).unwrap();
     let mut metadata = BTreeMap::from([
         (meta::PRIORS.to_string(), priors.to_metadata_string()),

@@ -282,13 +282,20 @@ pub struct ContextFitter {
     levels: usize,
     /// The training images' grids, finest first, in the order they were added.
     images: Vec<Vec<hvq_spec::TokenGrid>>,
+    /// Tokens in `images`, at most [`MAX_FIT_TOKENS`].
+    tokens_kept: usize,
     /// `Some(prior)`: re-order the lists by co-occurrence before fitting
     /// ([`ContextFitter::learn_lists`]).
     learn_prior: Option<f64>,
 }
 
-/// Most tokens per level kept for fitting the weights (every token still counts in the rank tables).
+/// Most tokens per level sampled for counting the rank tables and fitting the weights.
 const MAX_FIT_SAMPLES: usize = 2_000_000;
+
+/// Most tokens (all levels) the fitter keeps, 64 MiB of them: the learned lists' co-occurrence pairs
+/// (8 bytes each, at most five per token) then take at most 640 MiB. The 950 full-size training photos
+/// of `../shared/data/imagenet-sample` give 16.3 M tokens with the `small` preset (`hvq-priors --images 0`).
+pub const MAX_FIT_TOKENS: usize = 1 << 24;
 
 impl ContextFitter {
     /// `lists`: row `c` holds the `neighbours` entries nearest to entry `c`, nearest first (itself first).
@@ -314,6 +321,7 @@ impl ContextFitter {
             lists,
             levels,
             images: Vec::new(),
+            tokens_kept: 0,
             learn_prior: None,
         })
     }
@@ -333,10 +341,18 @@ impl ContextFitter {
         Ok(self)
     }
 
-    /// Adds one image's grids (finest first, `grids[l].level == l`, every level present).
-    pub fn add_image(&mut self, grids: &[hvq_spec::TokenGrid]) {
-        self.images
-            .push(grids.iter().take(self.levels).cloned().collect());
+    /// Adds one image's grids (finest first, `grids[l].level == l`, every level present). Returns
+    /// `false`, keeping nothing, when the image would take the fitter past [`MAX_FIT_TOKENS`], so memory
+    /// stays bounded however many images a caller offers.
+    pub fn add_image(&mut self, grids: &[hvq_spec::TokenGrid]) -> bool {
+        let grids = &grids[..grids.len().min(self.levels)];
+        let tokens: usize = grids.iter().map(|g| g.tokens.len()).sum();
+        if self.tokens_kept + tokens > MAX_FIT_TOKENS {
+            return false;
+        }
+        self.tokens_kept += tokens;
+        self.images.push(grids.to_vec());
+        true
     }
 
     /// Every (context token, token) pair of the training images: one per available context of every

@@ -69,7 +69,9 @@ mod reader;
 mod writer;
 
 pub use chunk::{CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkInfo, chunk_header_intact};
-pub use context::{CONTEXT_KINDS, CONTEXT_TAG, ContextFitter, ContextModel, MAX_NEIGHBOURS};
+pub use context::{
+    CONTEXT_KINDS, CONTEXT_TAG, ContextFitter, ContextModel, MAX_FIT_TOKENS, MAX_NEIGHBOURS,
+};
 pub use error::{FormatError, LimitKind, PayloadFault, PriorsFault};
 pub use header::{
     HEADER_LEN, Header, MAGIC, MAX_STRIDE, VERSION, check_fingerprint, read_header,

@@ -237,7 +237,7 @@ fn successor_priors(n: usize, m: usize, learn: bool) -> Priors {
             .tokens
             .iter()
             .for_each(|&t| counts[0][t as usize] += 1);
-        fitter.add_image(&gs);
+        assert!(fitter.add_image(&gs));
     }
     let priors = Priors::from_counts(counts).unwrap();
     let context = fitter.finish(&priors).unwrap();
@@ -282,4 +282,19 @@ fn learned_lists_need_a_positive_finite_prior() {
             "{prior}"
         );
     }
+}
+
+#[test]
+fn the_fitter_keeps_a_bounded_number_of_tokens() {
+    let grid = |tokens: usize| hvq_format::TokenGrid {
+        level: 0,
+        height: 1,
+        width: tokens,
+        tokens: vec![0; tokens],
+    };
+    let mut fitter = ContextFitter::new(8, 2, line_neighbours(8, 2), 1).unwrap();
+    assert!(fitter.add_image(&[grid(hvq_format::MAX_FIT_TOKENS - 10)]));
+    assert!(!fitter.add_image(&[grid(11)]), "past the budget");
+    assert!(fitter.add_image(&[grid(10)]), "exactly up to the budget");
+    assert!(!fitter.add_image(&[grid(1)]));
 }

@@ -95,6 +95,7 @@ fn main() -> Result<()> {
             })
         }
     };
+    let mut context_full = false;
     for i in 0..take {
         let image = &files[i * files.len() / take];
         let x = match image.load_f32() {
@@ -118,8 +119,16 @@ fn main() -> Result<()> {
                 tokens: t.into_iter().map(|v| v as u32).collect(),
             });
         }
-        if let Some(f) = fitter.as_mut() {
-            f.add_image(&grids);
+        if let Some(f) = fitter.as_mut()
+            && !f.add_image(&grids)
+            && !context_full
+        {
+            context_full = true;
+            eprintln!(
+                "note: the context model is fitted on the images before this one ({} tokens at most); \
+                 the priors count every image",
+                hvq_format::MAX_FIT_TOKENS
+            );
         }
         if (i + 1) % 50 == 0 {
             eprintln!("{}/{take} images", i + 1);

@@ -155,7 +155,7 @@ pub fn context_priors(levels: u8, n: usize, m: usize, seed: u64) -> Priors {
             }
         }
         gs.reverse(); // the fitter takes the finest level first
-        fitter.add_image(&gs);
+        assert!(fitter.add_image(&gs));
     }
     let priors = Priors::from_counts(counts).unwrap();
     let context = fitter.finish(&priors).unwrap();
