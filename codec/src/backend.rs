@@ -134,6 +134,16 @@ impl Engine {
         }
     }
 
+    /// The latent map of every level (quantizer input, `D` channels) for an image already padded to
+    /// the coarsest stride.
+    pub(crate) async fn latents(&self, image: &FeatureMap) -> Result<Vec<FeatureMap>> {
+        match self {
+            Engine::Cpu(m) => m.encode_latents(image).map_err(CodecError::Cpu),
+            #[cfg(feature = "wgpu")]
+            Engine::Wgpu(m) => m.encode_latents(image).await.map_err(CodecError::Gpu),
+        }
+    }
+
     /// [`Engine::encode`] of images of one size, in one device batch on wgpu.
     #[cfg(feature = "wgpu")]
     pub(crate) async fn encode_batch(

@@ -205,6 +205,12 @@ pub enum CodecError {
         /// The adapter's name.
         adapter: String,
     },
+    /// [`crate::CodecBuilder::rate_distortion`] was given a weight that is negative or not finite.
+    #[error("the rate-distortion weight must be finite and at least 0, not {lambda}")]
+    RateWeight {
+        /// The weight given.
+        lambda: f64,
+    },
     /// [`crate::Backend::Wgpu`] was asked for, but this build has no wgpu backend (feature `wgpu` off).
     #[error("the wgpu backend is not compiled into this build (feature `wgpu` is off)")]
     WgpuNotCompiled,
@@ -238,6 +244,7 @@ impl CodecError {
             #[cfg(feature = "wgpu")]
             CodecError::Gpu(..) => "Gpu",
             CodecError::SoftwareAdapter { .. } => "SoftwareAdapter",
+            CodecError::RateWeight { .. } => "RateWeight",
             CodecError::WgpuNotCompiled => "WgpuNotCompiled",
         }
     }

@@ -52,6 +52,16 @@
 //! there is none, logging why through the `log` crate; [`Codec::backend`] says which one runs.
 //! [`Backend::Wgpu`] fails instead of falling back.
 //!
+//! ## Smaller files: rate–distortion encoding
+//!
+//! [`CodecBuilder::rate_distortion`] with a weight `λ > 0` makes every encode of that codec choose,
+//! at each position, among the [`RD_CANDIDATES`] codebook entries nearest its latent the one with
+//! the least `squared distance + λ · bits` under the model's priors and context model
+//! ([`hvq_format::choose_tokens`]), instead of the nearest one. Files get smaller for a little
+//! quality and any reader decodes them; the tokens are no longer the quantizer's, so leave it at 0
+//! (the default) for tokenizing. The latents come from the backend, the candidate search runs on the
+//! CPU.
+//!
 //! ## Limits
 //!
 //! [`Limits`] bound image sizes, `.hvq` file sizes and token counts; they are checked before
@@ -81,6 +91,7 @@ mod error;
 mod file;
 mod model;
 mod options;
+mod rate;
 mod rgb;
 mod tiling;
 
@@ -90,6 +101,7 @@ pub use file::{FileInfo, LevelInfo, inspect, inspect_with, is_hvq};
 pub use hvq_format::Limits;
 pub use model::{default_model_bytes, has_default_model, load_weights};
 pub use options::{Backend, BackendKind, LevelSelection, UnknownBackend};
+pub use rate::RD_CANDIDATES;
 pub use rgb::{DecodeOptions, JpegCut, RgbImage};
 pub use tiling::{Progress, Tiling};
 

@@ -23,7 +23,8 @@ use hvq_spec::FeatureMap;
 
 use crate::RgbImage;
 
-/// How images are split into tiles (see the [module docs](self) for what tiling costs).
+/// How images are split into tiles (what tiling costs: `docs/format.md` §9 and the comments of
+/// `codec/src/tiling.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
     /// Images of at most this many pixels (after padding to the coarsest stride) run whole.

@@ -416,3 +416,50 @@ fn auto_backend_falls_back_or_uses_a_gpu() {
     ok(&out);
     assert!(stderr(&out).contains("backend"), "{}", stderr(&out));
 }
+
+#[test]
+fn rd_lambda_makes_smaller_files_of_the_default_model_and_bad_values_are_refused() {
+    let f = Fixture::new();
+    for bad in ["-1", "nan", "inf", "x"] {
+        let arg = format!("--rd-lambda={bad}");
+        fails_with(
+            &f.hvq(&["encode", "photo.png", "-o", "x.hvq", &arg]),
+            "--rd-lambda",
+        );
+        assert!(!f.path("x.hvq").exists(), "{bad}: nothing is written");
+    }
+    if !hvq_codec::has_default_model() {
+        eprintln!("skipped the default-model part: this build embeds none");
+        return;
+    }
+    save_png(&f.path("big.png"), 128, 96);
+    // The embedded model (no --model), whose priors carry a context model.
+    let encode = |out: &str, lambda: &str| {
+        let run = Command::new(env!("CARGO_BIN_EXE_hvq"))
+            .current_dir(f.dir.path())
+            .args([
+                "--backend",
+                "cpu",
+                "encode",
+                "big.png",
+                "-o",
+                out,
+                "--rd-lambda",
+                lambda,
+            ])
+            .output()
+            .expect("the hvq binary runs");
+        ok(&run);
+        std::fs::metadata(f.path(out)).unwrap().len()
+    };
+    let (plain, rd) = (encode("plain.hvq", "0"), encode("rd.hvq", "0.3"));
+    assert!(rd < plain, "--rd-lambda 0.3: {rd} bytes, plain {plain}");
+    let decode = Command::new(env!("CARGO_BIN_EXE_hvq"))
+        .current_dir(f.dir.path())
+        .args(["--backend", "cpu", "decode", "rd.hvq", "-o", "rd.png"])
+        .output()
+        .unwrap();
+    ok(&decode);
+    let img = image::open(f.path("rd.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (128, 96));
+}

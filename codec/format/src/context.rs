@@ -204,10 +204,61 @@ impl ContextModel {
         self.lists.get(at..at + self.neighbours).unwrap_or(&[])
     }
 
+    /// The ideal cost in bits of `token` at a position with these `contexts` (the mixture's mass of
+    /// `token`, or the escape symbol's plus `unconditional` bits when no list holds it), without the
+    /// coder's rounding to `2^PRECISION` slots: what the rate–distortion choice weighs. `None` for a
+    /// level the model lacks.
+    pub(crate) fn token_bits(
+        &self,
+        level: usize,
+        contexts: &[Option<u32>; KINDS],
+        token: u32,
+        unconditional: f64,
+    ) -> Option<f64> {
+        let mix = self.levels.get(level)?;
+        let (mut mass, mut escape) = (0u64, u64::from(mix.weights[0]) * UNIT);
+        for (k, ctx) in contexts.iter().enumerate() {
+            let w = u64::from(mix.weights[k + 1]);
+            match ctx.filter(|&c| (c as usize) < self.codebook_size) {
+                None => escape += w * UNIT,
+                Some(c) => {
+                    let ranks = &mix.ranks[k];
+                    escape += w * u64::from(ranks[self.neighbours]);
+                    if let Some(r) = self.list(c).iter().position(|&t| t == token) {
+                        mass += w * u64::from(ranks[r]);
+                    }
+                }
+            }
+        }
+        let total = (UNIT * UNIT) as f64;
+        Some(if mass > 0 {
+            (total / mass as f64).log2()
+        } else {
+            (total / escape.max(1) as f64).log2() + unconditional
+        })
+    }
+
     /// The stage-1 alphabet of one position: `cands` gets the candidate tokens, `freqs` their fixed-point
     /// probabilities (sum `2^PRECISION`, every one ≥ 1) with the escape symbol last. `stamp` (one slot per
     /// codebook entry, all `u32::MAX` on entry and on return) deduplicates candidates in O(candidates).
     pub(crate) fn alphabet(
+        &self,
+        level: usize,
+        contexts: &[Option<u32>; KINDS],
+        stamp: &mut [u32],
+        cands: &mut Vec<u32>,
+        freqs: &mut Vec<u32>,
+    ) -> Option<()> {
+        let built = self.alphabet_stamped(level, contexts, stamp, cands, freqs);
+        for &t in cands.iter() {
+            stamp[t as usize] = u32::MAX;
+        }
+        built
+    }
+
+    /// [`alphabet`](Self::alphabet), leaving `stamp[t]` at `t`'s slot for every candidate `t`, so that a
+    /// caller can look candidates up in O(1); it must reset them to `u32::MAX` itself.
+    pub(crate) fn alphabet_stamped(
         &self,
         level: usize,
         contexts: &[Option<u32>; KINDS],
@@ -236,9 +287,6 @@ impl ContextModel {
                 }
                 mass[*slot as usize] += w * u64::from(ranks[r]);
             }
-        }
-        for &t in cands.iter() {
-            stamp[t as usize] = u32::MAX;
         }
         mass.push(escape);
         // Masses sum to exactly 2^32; every symbol gets one slot, the rest is shared in proportion and the

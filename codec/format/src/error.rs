@@ -314,6 +314,11 @@ pub enum FormatError {
         /// The smallest file length that would complete it (as far as it is known).
         needed_at_least: u64,
     },
+    /// [`choose_tokens`](crate::choose_tokens) was given candidates whose shapes disagree, a candidate
+    /// outside the codebook, a distance that is not finite, a negative or non-finite `lambda`, or a
+    /// level the priors lack.
+    #[error("rate-distortion choice: inconsistent candidates, distances, lambda or level")]
+    RateChoice,
 }
 
 impl FormatError {
@@ -342,6 +347,7 @@ impl FormatError {
             FormatError::OverLimit { .. } => "OverLimit",
             FormatError::TrailingData { .. } => "TrailingData",
             FormatError::Truncated { .. } => "Truncated",
+            FormatError::RateChoice => "RateChoice",
         }
     }
 }

@@ -16,7 +16,7 @@ mod winograd;
 pub use attention::{Affine, AttnWeights, attention};
 pub use conv::{Conv2dParams, Padding, conv2d, conv2d_accumulate, upsample_conv2d};
 pub use norm::{GroupNormParams, group_norm, swish_inplace};
-pub use quant::{gather_codes, nearest_codes, project};
+pub use quant::{gather_codes, nearest_codes, nearest_k_codes, project};
 pub use resample::{add, add_assign, avg_pool2, crop, pad_edge, subsample2, upsample_nearest2};
 #[cfg(test)]
 pub(crate) mod tests;

@@ -55,11 +55,7 @@ fn check_codebook(op: &'static str, dim: usize, codebook: &Tensor) -> Result<usi
 pub fn nearest_codes(p: &FeatureMap, codebook: &Tensor) -> Result<Vec<u32>, CpuError> {
     let d = p.channels;
     let n_codes = check_codebook("nearest_codes", d, codebook)?;
-    let norms: Vec<f32> = codebook
-        .data
-        .chunks_exact(d.max(1))
-        .map(|e| e.iter().map(|v| v * v).sum())
-        .collect();
+    let norms = row_norms(codebook, d);
     let positions = p.plane();
     let mut tokens = vec![0u32; positions];
     let out = SharedMut::new_u32(&mut tokens);
@@ -79,24 +75,7 @@ pub fn nearest_codes(p: &FeatureMap, codebook: &Tensor) -> Result<Vec<u32>, CpuE
             arg[..np].fill(0);
             for c0 in (0..n_codes).step_by(CODE_BLOCK) {
                 let nc = CODE_BLOCK.min(n_codes - c0);
-                let lhs = View {
-                    ptr: codebook.data[c0 * d..].as_ptr(),
-                    rs: d as isize,
-                    cs: 1,
-                };
-                let rhs = View {
-                    ptr: p.data[p0..].as_ptr(),
-                    rs: positions as isize,
-                    cs: 1,
-                };
-                let dst = ViewMut {
-                    ptr: scores.as_mut_ptr(),
-                    rs: np as isize,
-                    cs: 1,
-                };
-                // SAFETY: codes c0..c0+nc of D values, positions p0..p1 of each of D planes,
-                // and an nc × np score tile inside `scores`.
-                unsafe { gemm(Dims { m: nc, n: np, k: d }, dst, lhs, rhs, false) };
+                dot_tile(scores, p, codebook, (c0, nc), (p0, np));
                 for (i, row) in scores[..nc * np].chunks_exact(np).enumerate() {
                     let (norm, code) = (norms[c0 + i], (c0 + i) as u32);
                     // Codes arrive in increasing order and only a strictly smaller score
@@ -115,6 +94,117 @@ pub fn nearest_codes(p: &FeatureMap, codebook: &Tensor) -> Result<Vec<u32>, CpuE
         },
     );
     Ok(tokens)
+}
+
+/// `scores[i·np + j] = e_{c0+i} · p_{p0+j}` for `nc` codes from `c0` and `np` positions from `p0`.
+fn dot_tile(
+    scores: &mut [f32],
+    p: &FeatureMap,
+    codebook: &Tensor,
+    (c0, nc): (usize, usize),
+    (p0, np): (usize, usize),
+) {
+    let d = p.channels;
+    assert!(
+        scores.len() >= nc * np && codebook.data.len() >= (c0 + nc) * d && p0 + np <= p.plane()
+    );
+    let lhs = View {
+        ptr: codebook.data[c0 * d..].as_ptr(),
+        rs: d as isize,
+        cs: 1,
+    };
+    let rhs = View {
+        ptr: p.data[p0..].as_ptr(),
+        rs: p.plane() as isize,
+        cs: 1,
+    };
+    let dst = ViewMut {
+        ptr: scores.as_mut_ptr(),
+        rs: np as isize,
+        cs: 1,
+    };
+    // SAFETY: codes c0..c0+nc of D values, positions p0..p1 of each of D planes, and an
+    // nc × np score tile inside `scores` (all checked above).
+    unsafe { gemm(Dims { m: nc, n: np, k: d }, dst, lhs, rhs, false) };
+}
+
+/// The `k` nearest codebook rows (squared L2) of every position of `p`, nearest first, with their
+/// squared distances: position `i`'s are `codes[i·k..(i+1)·k]` and `distances[i·k..(i+1)·k]`.
+/// Equal distances keep the lower index first, so `codes[i·k]` is [`nearest_codes`]'s token
+/// wherever the scores are computed alike (the same tiles and GEMM), which the tests check.
+/// `k` is clamped to the codebook size. The rate–distortion encoder chooses among these.
+pub fn nearest_k_codes(
+    p: &FeatureMap,
+    codebook: &Tensor,
+    k: usize,
+) -> Result<(Vec<u32>, Vec<f32>), CpuError> {
+    let d = p.channels;
+    let n_codes = check_codebook("nearest_k_codes", d, codebook)?;
+    let k = k.clamp(1, n_codes);
+    let norms = row_norms(codebook, d);
+    let positions = p.plane();
+    let mut codes = vec![0u32; positions * k];
+    let mut distances = vec![0f32; positions * k];
+    let (out_c, out_d) = (
+        SharedMut::new_u32(&mut codes),
+        SharedMut::new(&mut distances),
+    );
+    par::for_each_init(
+        positions.div_ceil(POS_BLOCK),
+        || {
+            (
+                vec![0.0f32; CODE_BLOCK * POS_BLOCK],
+                vec![0.0f32; POS_BLOCK * k],
+                vec![0u32; POS_BLOCK * k],
+            )
+        },
+        |(scores, best, arg), t| {
+            let (p0, p1) = (t * POS_BLOCK, ((t + 1) * POS_BLOCK).min(positions));
+            let np = p1 - p0;
+            best[..np * k].fill(f32::INFINITY);
+            arg[..np * k].fill(0);
+            for c0 in (0..n_codes).step_by(CODE_BLOCK) {
+                let nc = CODE_BLOCK.min(n_codes - c0);
+                dot_tile(scores, p, codebook, (c0, nc), (p0, np));
+                for (i, row) in scores[..nc * np].chunks_exact(np).enumerate() {
+                    let (norm, code) = (norms[c0 + i], (c0 + i) as u32);
+                    for (j, &s) in row.iter().enumerate() {
+                        let score = norm - 2.0 * s;
+                        let (b, a) = (&mut best[j * k..][..k], &mut arg[j * k..][..k]);
+                        // Strictly smaller only: codes arrive in increasing order, so ties keep the
+                        // lower index first.
+                        if score < b[k - 1] {
+                            let at = b.partition_point(|&x| x <= score);
+                            b.copy_within(at..k - 1, at + 1);
+                            a.copy_within(at..k - 1, at + 1);
+                            b[at] = score;
+                            a[at] = code;
+                        }
+                    }
+                }
+            }
+            for j in 0..np {
+                let pos = p0 + j;
+                let p2: f32 = (0..d).map(|c| p.data[c * positions + pos].powi(2)).sum();
+                for r in 0..k {
+                    // SAFETY: positions p0..p1 (k slots each) belong to this tile alone.
+                    unsafe {
+                        *out_c.ptr_u32().add(pos * k + r) = arg[j * k + r];
+                        *out_d.ptr().add(pos * k + r) = (best[j * k + r] + p2).max(0.0);
+                    }
+                }
+            }
+        },
+    );
+    Ok((codes, distances))
+}
+
+fn row_norms(codebook: &Tensor, d: usize) -> Vec<f32> {
+    codebook
+        .data
+        .chunks_exact(d.max(1))
+        .map(|e| e.iter().map(|v| v * v).sum())
+        .collect()
 }
 
 /// The codebook rows a token grid names, as a `D × height × width` map.

@@ -362,6 +362,77 @@ fn nearest_codes_tie_goes_to_lowest_index() {
 }
 
 #[test]
+fn nearest_k_codes_are_the_k_nearest_in_order_with_their_distances() {
+    let mut rng = Rng::new(11);
+    // 600 codes and 156 positions span several code and position blocks, as above.
+    let cb = rng.tensor(&[600, 5]);
+    let p = rng.map(5, 13, 12);
+    let k = 7;
+    let (codes, dists) = nearest_k_codes(&p, &cb, k).unwrap();
+    assert_eq!((codes.len(), dists.len()), (156 * k, 156 * k));
+    let nearest = nearest_codes(&p, &cb).unwrap();
+    for pos in 0..156 {
+        // Every distance in f64, sorted (ties to the lower index): the first k must be ours.
+        let mut all: Vec<(f64, u32)> = cb
+            .data
+            .chunks_exact(5)
+            .enumerate()
+            .map(|(i, e)| {
+                let d = (0..5)
+                    .map(|c| f64::from(p.data[c * 156 + pos] - e[c]).powi(2))
+                    .sum::<f64>();
+                (d, i as u32)
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let want: Vec<u32> = all[..k].iter().map(|x| x.1).collect();
+        assert_eq!(
+            &codes[pos * k..(pos + 1) * k],
+            want.as_slice(),
+            "position {pos}"
+        );
+        assert_eq!(
+            codes[pos * k],
+            nearest[pos],
+            "the first is nearest_codes' token"
+        );
+        for r in 0..k {
+            let err = (f64::from(dists[pos * k + r]) - all[r].0).abs();
+            assert!(
+                err < 1e-4 * (1.0 + all[r].0),
+                "position {pos} rank {r}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn nearest_k_codes_keep_ties_in_index_order_and_clamp_k() {
+    // The same codebook as the tie test above: rows 2 and 4 are identical.
+    let cb = Tensor {
+        shape: vec![5, 2],
+        data: vec![1.0, 0.0, -1.0, 0.0, 0.5, 0.5, 3.0, 3.0, 0.5, 0.5],
+    };
+    let p = FeatureMap {
+        channels: 2,
+        height: 1,
+        width: 1,
+        data: vec![0.5, 0.5],
+    };
+    let (codes, dists) = nearest_k_codes(&p, &cb, 2).unwrap();
+    assert_eq!(codes, vec![2, 4]);
+    assert_eq!(dists, vec![0.0, 0.0]);
+    // k above the codebook size gives every row, nearest first.
+    let (codes, _) = nearest_k_codes(&p, &cb, 99).unwrap();
+    assert_eq!(codes, vec![2, 4, 0, 1, 3]);
+    let bad = Tensor {
+        shape: vec![5, 3],
+        data: vec![0.0; 15],
+    };
+    assert!(nearest_k_codes(&p, &bad, 2).is_err());
+}
+
+#[test]
 fn gather_codes_reads_rows_and_rejects_bad_tokens() {
     let cb = Tensor {
         shape: vec![3, 2],
