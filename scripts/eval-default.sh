@@ -10,18 +10,21 @@
 # 5. what the context model saves, per level (scripts/context_gain.py; OUT/context-gain.md)
 # 6. rate-distortion against JPEG, WebP and AVIF at the rate a reader pays (scripts/rd_kodak.py;
 #    OUT/rd-kodak-prefix.{md,json,png})
+# 7. rate-distortion encoding (`hvq encode --rd-lambda`): the sweep over λ (the rd_sweep example;
+#    OUT/rate-distortion-sweep.md), step 6 again at λ = 0.1 (OUT/rd-kodak-prefix-rd0.1.*) and the plot
+#    (OUT/rate-distortion.png, with step 6's JSON); about 45 minutes
 #
 # Needs release builds of hvq-train, hvq, hvq-compare (`. scripts/env.sh && cargo build --release
 # -p hvq-train -p hvq-cli`), the venv's pillow/numpy/matplotlib and cjpeg/cwebp/avifenc (see the
 # README's "Against JPEG, WebP and AVIF"). About 50 minutes on the project's 2-core machine (2026-12-04, shared with a test run).
-# HVQ_EVAL_STEPS picks a subset, e.g. HVQ_EVAL_STEPS="1 2" (default: all six).
+# HVQ_EVAL_STEPS picks a subset, e.g. HVQ_EVAL_STEPS="1 2" (default: all seven).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/env.sh
 WEIGHTS="${1:-codec/models/default.safetensors}"
 OUT="${2:-runs/eval-default}"
-STEPS="${HVQ_EVAL_STEPS:-1 2 3 4 5 6}"
+STEPS="${HVQ_EVAL_STEPS:-1 2 3 4 5 6 7}"
 KODAK="${HVQ_KODAK_DIR:-../shared/data/kodak}"
 PHOTOS="${HVQ_PHOTOS_DIR:-../shared/data/imagenet-sample}"
 LPIPS="${HVQ_LPIPS_DIR:-../shared/data/lpips}"
@@ -51,4 +54,12 @@ if has 4; then
 fi
 has 5 && $PY scripts/context_gain.py --model "$WEIGHTS" --kodak "$KODAK" --hvq "$H" | tee "$OUT/context-gain.md"
 has 6 && $PY scripts/rd_kodak.py --model "$WEIGHTS" --kodak "$KODAK" --out "$OUT/rd-kodak-prefix"
+if has 7; then
+  cargo build -q --release -p hvq-codec --example rd_sweep
+  target/release/examples/rd_sweep --model "$WEIGHTS" 0,0.03,0.1,0.3,1 "$KODAK"/*.png | tee "$OUT/rate-distortion-sweep.md"
+  $PY scripts/rd_kodak.py --model "$WEIGHTS" --kodak "$KODAK" --rd-lambda 0.1 --out "$OUT/rd-kodak-prefix-rd0.1"
+  runs=("$OUT/rd-kodak-prefix-rd0.1.json")
+  [ -f "$OUT/rd-kodak-prefix.json" ] && runs=("$OUT/rd-kodak-prefix.json" "${runs[@]}")
+  $PY scripts/rd_lambda_plot.py "$OUT/rate-distortion-sweep.md" "${runs[@]}" --out "$OUT/rate-distortion.png"
+fi
 echo "eval-default: results under $OUT"

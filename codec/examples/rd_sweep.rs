@@ -3,8 +3,9 @@
 //! per pixel (what a reader pays for that level) and the mean PSNR of that level decoded alone.
 //!
 //! ```text
-//! cargo run --release -p hvq-codec --example rd_sweep -- 0,0.03,0.1,0.3,1 ../shared/data/kodak/*.png
+//! cargo run --release -p hvq-codec --example rd_sweep -- [--model M] 0,0.03,0.1,0.3,1 ../shared/data/kodak/*.png
 //! ```
+//! `--model` names a weight file (default: the embedded model).
 use std::error::Error;
 
 use hvq_codec::{Backend, Codec, LevelSelection, Limits, RgbImage, inspect};
@@ -20,9 +21,15 @@ fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let model = match args.first().map(String::as_str) {
+        Some("--model") if args.len() > 1 => {
+            Some(std::fs::read(args.drain(..2).nth(1).unwrap_or_default())?)
+        }
+        _ => None,
+    };
     let (Some(lambdas), files) = (args.first(), args.get(1..).unwrap_or_default()) else {
-        return Err("usage: rd_sweep L1[,L2...] IMAGE...".into());
+        return Err("usage: rd_sweep [--model M] L1[,L2...] IMAGE...".into());
     };
     let lambdas: Vec<f64> = lambdas
         .split(',')
@@ -38,7 +45,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     let n = images.len() as f64;
     println!("| λ | level | prefix bpp | PSNR dB |\n|---|---|---|---|");
     for &lambda in &lambdas {
-        let codec = Codec::default_model()?
+        let builder = match &model {
+            Some(bytes) => Codec::from_weight_bytes(bytes)?,
+            None => Codec::default_model()?,
+        };
+        let codec = builder
             .backend(Backend::Cpu)
             .rate_distortion(lambda)
             .build()?;
