@@ -90,6 +90,8 @@ for img in "${IMAGES[@]}"; do
   done
 done
 "$HVQ" encode "$OUT/sample.png" -o "$OUT/other-model.hvq" -m "$OUT/other.safetensors" --backend cpu
+# Rate–distortion encoding: the page's "File size" menu must reach the codec (e2e.test.mjs).
+"$HVQ" encode "$OUT/sample.png" -o "$OUT/sample-rd.hvq" --rd-lambda 0.3 "${M[@]}"
 say "native references ready in $OUT"
 
 # --- the browser test ----------------------------------------------------------------------------

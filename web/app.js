@@ -119,17 +119,18 @@ const fmtMs = (ms) => (ms < 1000 ? `${ms.toFixed(0)} ms` : `${(ms / 1000).toFixe
 
 function readyText() {
   const m = demo.model;
-  return `Model ready: ${m.levels} levels on ${m.backendName} (${fmtBytes(m.modelBytes)} of weights, set up in ${fmtMs(m.createMs)}).`;
+  const rd = m.rdLambda > 0 ? `; tokens chosen by rate and distortion, λ ${m.rdLambda}` : '';
+  return `Model ready: ${m.levels} levels on ${m.backendName} (${fmtBytes(m.modelBytes)} of weights, set up in ${fmtMs(m.createMs)}${rd}).`;
 }
 
 // ---------- model loading ----------
 
-async function loadModel(backend, precision = $('#precision').value) {
+async function loadModel(backend, precision = $('#precision').value, rdLambda = Number($('#rd-lambda').value)) {
   setStatus('loading', 'Loading the model…');
   setProgress(undefined);
   $('#model-url').textContent = MODEL_URL;
   try {
-    const model = await call('init', { modelUrl: MODEL_URL, backend, precision }, (p) => {
+    const model = await call('init', { modelUrl: MODEL_URL, backend, precision, rdLambda }, (p) => {
       if (p.stage === 'wasm') setStatus('loading', 'Loading the WebAssembly module…');
       if (p.stage === 'download') {
         setStatus('loading', `Downloading the model… ${fmtBytes(p.loaded)}${p.total ? ` of ${fmtBytes(p.total)}` : ''}`);
@@ -464,6 +465,7 @@ function wire() {
   });
   $('#backend').addEventListener('change', () => loadModel($('#backend').value));
   $('#precision').addEventListener('change', () => loadModel($('#backend').value));
+  $('#rd-lambda').addEventListener('change', () => loadModel($('#backend').value));
   $('#prog-range').addEventListener('input', () => showPrefix(Number($('#prog-range').value)));
   $('#prog-play').addEventListener('click', playProgressive);
 }
@@ -475,6 +477,14 @@ if (['auto', 'webgpu', 'cpu'].includes(wantedBackend)) $('#backend').value = wan
 // `?precision=f16|f32` preselects the WebGPU kernels' precision.
 const wantedPrecision = new URLSearchParams(location.search).get('precision');
 if (['f32', 'f16'].includes(wantedPrecision)) $('#precision').value = wantedPrecision;
+// `?rd=λ` preselects the rate–distortion weight; a value the menu lacks is added to it as given, so
+// that the codec itself judges it (the end-to-end test passes a bad one this way).
+const wantedRd = new URLSearchParams(location.search).get('rd');
+if (wantedRd !== null) {
+  const menu = $('#rd-lambda');
+  if (![...menu.options].some((o) => o.value === wantedRd)) menu.add(new Option(`λ ${wantedRd}`, wantedRd));
+  menu.value = wantedRd;
+}
 if (!('gpu' in navigator)) {
   const note = $('#gpu-note');
   note.hidden = false;

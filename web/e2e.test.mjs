@@ -259,6 +259,24 @@ describe('demo page on WebGPU (SwiftShader)', () => {
     assert.equal(res.result.levels.length, native.levels.length);
   });
 
+  test('"File size" (rate-distortion λ) reaches the codec: the native --rd-lambda file; a bad λ is refused clearly', { timeout: 300_000 }, async () => {
+    // The CPU backend in wasm runs the native code path, so the file must match byte for byte.
+    const m = await openPage(page, 'cpu', '&rd=0.3');
+    assert.equal(m.rdLambda, 0.3);
+    assert.match(await page.evaluate(() => document.querySelector('#status').textContent), /rate and distortion, λ 0\.3/);
+    const res = await openFile(page, join(DIR, 'sample.png'));
+    assert.equal(res.message, null, JSON.stringify(res.message));
+    const mine = Buffer.from(await pageHvq(page));
+    assert.ok(mine.equals(readFileSync(join(DIR, 'sample-rd.hvq'))), 'the page file differs from hvq encode --rd-lambda 0.3');
+    // A weight the codec refuses: the page says why instead of loading.
+    await page.goto(`${url}?model=${encodeURIComponent(MODEL)}&backend=cpu&rd=-1`);
+    await page.waitForFunction(() => ['ready', 'error'].includes(window.hvqDemo?.state), null, { timeout: 240_000 });
+    const bad = await page.evaluate(() => ({ s: window.hvqDemo.state, status: document.querySelector('#status').textContent }));
+    assert.equal(bad.s, 'error', JSON.stringify(bad));
+    assert.match(bad.status, /rate-distortion weight must be finite and at least 0/, bad.status);
+    report.push({ line: `rd=0.3: ${mine.length} B, the native file; rd=-1: "${bad.status}"` });
+  });
+
   test('f16 asked for: f16 kernels where the adapter has shader-f16, else f32 and the page says why', { timeout: 300_000 }, async () => {
     const m = await openPage(page, 'webgpu', '&precision=f16');
     const features = await page.evaluate(() => document.querySelector('#gpu-features').textContent);

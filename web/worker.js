@@ -104,7 +104,7 @@ function needCodec() {
 }
 
 const ops = {
-  async init({ modelUrl, backend, precision }, id) {
+  async init({ modelUrl, backend, precision, rdLambda = 0 }, id) {
     post({ id, progress: { stage: 'wasm' } });
     await init();
     const webgpu = await probeWebGpu();
@@ -121,10 +121,11 @@ const ops = {
     const f16Offered = webgpu.available && (webgpu.features ?? []).includes('shader-f16');
     const usePrecision = precision === 'f16' && chosen !== 'cpu' && f16Offered ? 'f16' : 'f32';
     const t0 = performance.now();
-    codec = await HvqCodec.create(weights, chosen, usePrecision);
+    codec = await HvqCodec.create(weights, chosen, usePrecision, rdLambda);
     return {
       backendName: codec.backendName,
       precision: codec.precision,
+      rdLambda: codec.rdLambda,
       f16Asked: precision === 'f16',
       f16Offered,
       fingerprint: codec.fingerprint,

@@ -200,6 +200,12 @@ impl Codec {
         Self::from_weight_bytes(crate::default_model_bytes()?)
     }
 
+    /// The rate–distortion weight its encodes use ([`CodecBuilder::rate_distortion`]; 0: the
+    /// quantizer's own tokens).
+    pub fn rd_lambda(&self) -> f64 {
+        self.rate_distortion.as_ref().map_or(0.0, |rd| rd.lambda())
+    }
+
     /// The model's configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config

@@ -31,6 +31,10 @@ impl RateDistortion {
             }))?;
         Ok(RateDistortion { lambda, codebook })
     }
+
+    pub(crate) fn lambda(&self) -> f64 {
+        self.lambda
+    }
 }
 
 /// One level's candidates for the whole padded image.

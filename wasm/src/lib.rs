@@ -321,12 +321,15 @@ impl HvqCodec {
     /// Loads a safetensors weight file and instantiates the model on `backend`:
     /// `"auto"` (default: WebGPU when an adapter exists, else the CPU), `"webgpu"` (fail without one)
     /// or `"cpu"`, with WebGPU kernels in `precision` (`"f32"`, the default, or `"f16"`, which
-    /// needs the adapter's `shader-f16` and is refused with the CPU backend). Rejects with an
-    /// `HvqError` naming the problem (bad weights, no adapter, no `shader-f16`, …).
+    /// needs the adapter's `shader-f16` and is refused with the CPU backend). `rdLambda` (default 0)
+    /// makes its encodes choose tokens by rate and distortion (smaller files, slightly lower quality;
+    /// the native `hvq encode --rd-lambda`); a negative or non-finite value is refused (`RateWeight`).
+    /// Rejects with an `HvqError` naming the problem (bad weights, no adapter, no `shader-f16`, …).
     pub async fn create(
         #[wasm_bindgen(js_name = weightBytes)] weight_bytes: Vec<u8>,
         #[wasm_bindgen(unchecked_param_type = "HvqBackend")] backend: Option<String>,
         #[wasm_bindgen(unchecked_param_type = "HvqPrecision")] precision: Option<String>,
+        #[wasm_bindgen(js_name = rdLambda)] rd_lambda: Option<f64>,
     ) -> Result<HvqCodec, JsValue> {
         let backend = match backend.as_deref().unwrap_or("auto") {
             "webgpu" => Backend::Wgpu,
@@ -352,6 +355,7 @@ impl HvqCodec {
             .map_err(codec_error)?
             .backend(backend)
             .gpu_f16(f16)
+            .rate_distortion(rd_lambda.unwrap_or(0.0))
             .build_async()
             .await
             .map_err(codec_error)?;
@@ -373,6 +377,12 @@ impl HvqCodec {
     #[wasm_bindgen(getter)]
     pub fn precision(&self) -> String {
         if self.codec.runs_f16() { "f16" } else { "f32" }.into()
+    }
+
+    /// The rate–distortion weight its encodes use (0: the quantizer's own tokens).
+    #[wasm_bindgen(getter = rdLambda)]
+    pub fn rd_lambda(&self) -> f64 {
+        self.codec.rd_lambda()
     }
 
     /// The model fingerprint (hex) that `.hvq` files made by this model carry.

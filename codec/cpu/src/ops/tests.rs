@@ -345,13 +345,17 @@ fn nearest_codes_matches_reference_across_blocks() {
     assert_eq!(fast, slow);
 }
 
-#[test]
-fn nearest_codes_tie_goes_to_lowest_index() {
-    // Rows 0 and 1 are equidistant from (0, -1); rows 2 and 4 are identical and hold (0.5, 0.5).
-    let cb = Tensor {
+/// Rows 0 and 1 are equidistant from (0, -1); rows 2 and 4 are identical and hold (0.5, 0.5).
+fn tie_codebook() -> Tensor {
+    Tensor {
         shape: vec![5, 2],
         data: vec![1.0, 0.0, -1.0, 0.0, 0.5, 0.5, 3.0, 3.0, 0.5, 0.5],
-    };
+    }
+}
+
+#[test]
+fn nearest_codes_tie_goes_to_lowest_index() {
+    let cb = tie_codebook();
     let p = FeatureMap {
         channels: 2,
         height: 1,
@@ -408,11 +412,7 @@ fn nearest_k_codes_are_the_k_nearest_in_order_with_their_distances() {
 
 #[test]
 fn nearest_k_codes_keep_ties_in_index_order_and_clamp_k() {
-    // The same codebook as the tie test above: rows 2 and 4 are identical.
-    let cb = Tensor {
-        shape: vec![5, 2],
-        data: vec![1.0, 0.0, -1.0, 0.0, 0.5, 0.5, 3.0, 3.0, 0.5, 0.5],
-    };
+    let cb = tie_codebook();
     let p = FeatureMap {
         channels: 2,
         height: 1,
