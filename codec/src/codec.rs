@@ -114,8 +114,9 @@ impl CodecBuilder {
     /// get smaller for a small loss of quality, and every reader decodes them; but the tokens are no
     /// longer the quantizer's (the training tokens), so keep the default, 0, for tokenizing. With the
     /// embedded model on Kodak, `0.1` makes the full file 19.5 % smaller for 0.12 dB PSNR at level 0
-    /// (`docs/results/rate-distortion.md`). Checked by `build`: [`CodecError::RateWeight`] unless
-    /// finite and at least 0.
+    /// (`docs/results/rate-distortion.md`). An encode keeps every position's candidates until the
+    /// choice: 128 bytes per token (10.5 bytes per pixel with the embedded model), on top of what
+    /// tiling bounds. Checked by `build`: [`CodecError::RateWeight`] unless finite and at least 0.
     pub fn rate_distortion(mut self, lambda: f64) -> Self {
         self.rd_lambda = lambda;
         self
@@ -384,8 +385,9 @@ impl Codec {
                 .map(|img| pollster::block_on(self.encode_levels(img, &levels, &mut |_| {})))
                 .collect();
         }
+        // Device batches give tokens, not latents: rate–distortion encodes run one image at a time.
         #[cfg(feature = "wgpu")]
-        if let Engine::Wgpu(model) = &self.engine {
+        if let (Engine::Wgpu(model), None) = (&self.engine, &self.rate_distortion) {
             return self.encode_batched_on_device(model, images, &levels).await;
         }
         let mut out = Vec::with_capacity(images.len());

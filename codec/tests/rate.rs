@@ -2,10 +2,14 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::{pattern, tiny_weights};
 use hvq_codec::{
-    Backend, Codec, CodecError, LevelSelection, RgbImage, Tiling, has_default_model, inspect,
+    Backend, Codec, CodecError, LevelSelection, Priors, RgbImage, Tiling, Tokens, Weights,
+    has_default_model, inspect,
 };
+use hvq_spec::meta;
 
 fn codec(lambda: f64, tiling: Tiling) -> Result<Codec, CodecError> {
     Codec::builder(tiny_weights(1))
@@ -85,5 +89,64 @@ fn the_default_model_writes_smaller_files_that_every_reader_decodes() {
         assert_eq!(info.levels.len(), 3);
         let out: RgbImage = plain.decode_hvq(&bytes, None).unwrap().image;
         assert_eq!((out.width(), out.height()), (128, 96));
+    }
+}
+
+/// The tiny model with priors in which entry 3 is 1000 times as frequent as any other at every level:
+/// a large weight then makes the positions whose 16 nearest entries hold 3 take it.
+fn skewed_codec(lambda: f64, backend: Backend) -> Result<Codec, CodecError> {
+    let w = tiny_weights(1);
+    let cfg = w.config().clone();
+    let mut counts = vec![vec![1u64; cfg.codebook_size]; cfg.levels];
+    counts.iter_mut().for_each(|c| c[3] = 1000);
+    let priors = Priors::from_counts(counts).unwrap();
+    let tensors = w.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let metadata = BTreeMap::from([(meta::PRIORS.to_string(), priors.to_metadata_string())]);
+    let weights = Weights::from_tensors(cfg, tensors, metadata).unwrap();
+    Codec::builder(weights)
+        .backend(backend)
+        .rate_distortion(lambda)
+        .build()
+}
+
+fn share_of_3(tokens: &Tokens) -> f64 {
+    let all: Vec<u32> = tokens.grids.iter().flat_map(|g| g.tokens.clone()).collect();
+    all.iter().filter(|&&t| t == 3).count() as f64 / all.len() as f64
+}
+
+#[test]
+fn a_large_weight_follows_the_priors_in_single_and_batch_encodes() {
+    let images = [pattern(40, 24), pattern(24, 16)];
+    let plain = skewed_codec(0.0, Backend::Cpu).unwrap();
+    let rd = skewed_codec(1e6, Backend::Cpu).unwrap();
+    let before = share_of_3(&plain.encode(&images[0], LevelSelection::All).unwrap());
+    let chosen = rd.encode(&images[0], LevelSelection::All).unwrap();
+    let after = share_of_3(&chosen);
+    // Measured: 0.003 → 0.349 (entry 3 is among the 16 nearest of only some positions).
+    assert!(
+        after > 0.25 && after > 10.0 * before,
+        "entry 3: {before:.3} → {after:.3}"
+    );
+    // The batch entry points give each image what encode gives it.
+    let batch = rd.encode_batch(&images, LevelSelection::All);
+    assert_eq!(batch[0].as_ref().unwrap(), &chosen);
+    assert_eq!(
+        batch[1].as_ref().unwrap(),
+        &rd.encode(&images[1], LevelSelection::All).unwrap()
+    );
+    // On wgpu too, whose batches otherwise run on the device and return tokens, not candidates.
+    match skewed_codec(1e6, Backend::Wgpu) {
+        Ok(gpu) => {
+            let batch = gpu.encode_batch(&images, LevelSelection::All);
+            let share = share_of_3(batch[0].as_ref().unwrap());
+            assert!(
+                (share - after).abs() < 0.02,
+                "wgpu batch: entry 3 at {share:.3}, CPU {after:.3}"
+            );
+        }
+        Err(e) => common::skip_without_adapter(
+            "a_large_weight_follows_the_priors_in_single_and_batch_encodes",
+            &e.to_string(),
+        ),
     }
 }
