@@ -67,7 +67,7 @@ pub fn choose_tokens(
         && distances.iter().all(|d| d.is_finite())
         && lambda.is_finite()
         && lambda >= 0.0
-        && parent.is_none_or(|p| p.tokens.len() == p.height * p.width);
+        && parent.is_none_or(|p| p.height.checked_mul(p.width) == Some(p.tokens.len()));
     if !ok {
         return Err(FormatError::RateChoice);
     }
