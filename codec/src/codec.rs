@@ -109,11 +109,13 @@ impl CodecBuilder {
     }
 
     /// Makes every encode choose each token among the [`RD_CANDIDATES`](crate::RD_CANDIDATES) codebook
-    /// entries nearest to its latent by `squared distance + lambda · bits` under the priors and
-    /// context model, instead of taking the nearest entry (see [`hvq_format::choose_tokens`]). Files
-    /// get smaller for a small loss of quality, and every reader decodes them; but the tokens are no
-    /// longer the quantizer's (the training tokens), so keep the default, 0, for tokenizing. With the
-    /// embedded model on Kodak, `0.1` makes the full file 19.5 % smaller for 0.12 dB PSNR at level 0
+    /// entries nearest to its latent by `distance + lambda · bits` under the priors and context
+    /// model, instead of taking the nearest entry; the distance is measured as the level's decoder
+    /// sees the move (its first layer's output energy), and coarse tokens also weigh their
+    /// children's bits (see [`hvq_format::choose_levels`]). Files get smaller for a small loss of
+    /// quality, and every reader decodes them; but the tokens are no longer the quantizer's (the
+    /// training tokens), so keep the default, 0, for tokenizing. With the embedded model on Kodak,
+    /// `0.1` makes the full file 18.6 % smaller for 0.07 dB PSNR at level 0
     /// (`docs/results/rate-distortion.md`). An encode keeps every position's candidates until the
     /// choice: 128 bytes per token (10.5 bytes per pixel with the embedded model), on top of what
     /// tiling bounds. Checked by `build`: [`CodecError::RateWeight`] unless finite and at least 0.

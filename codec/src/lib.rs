@@ -56,8 +56,10 @@
 //!
 //! [`CodecBuilder::rate_distortion`] with a weight `λ > 0` makes every encode of that codec choose,
 //! at each position, among the [`RD_CANDIDATES`] codebook entries nearest its latent the one with
-//! the least `squared distance + λ · bits` under the model's priors and context model
-//! ([`hvq_format::choose_tokens`]), instead of the nearest one. Files get smaller for a little
+//! the least `distance + λ · bits` under the model's priors and context model
+//! ([`hvq_format::choose_levels`]), instead of the nearest one. The distance is the energy of the
+//! move in the outputs of the level decoder's first convolution, so among entries equally near in
+//! latent space the one the decoder sees least wins. Files get smaller for a little
 //! quality and any reader decodes them; the tokens are no longer the quantizer's, so leave it at 0
 //! (the default) for tokenizing. The latents come from the backend, the candidate search runs on the
 //! CPU.

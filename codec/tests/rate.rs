@@ -9,7 +9,11 @@ use hvq_codec::{Backend, Codec, CodecError, LevelSelection, Priors, Tiling, Toke
 use hvq_spec::meta;
 
 fn codec(lambda: f64, tiling: Tiling) -> Result<Codec, CodecError> {
-    Codec::builder(tiny_weights(1))
+    codec_with(tiny_weights(1), lambda, tiling)
+}
+
+fn codec_with(weights: Weights, lambda: f64, tiling: Tiling) -> Result<Codec, CodecError> {
+    Codec::builder(weights)
         .backend(Backend::Cpu)
         .tiling(tiling)
         .rate_distortion(lambda)
@@ -23,14 +27,35 @@ const TILED: Tiling = Tiling {
     overlap: 8,
 };
 
+/// The tiny weights with every decoder's first convolution replaced by a scaled identity on its
+/// centre tap, so the rate–distortion distance (the energy of a move in that layer's outputs) is the
+/// quantizer's plain squared distance.
+fn isotropic_decoders(weights: Weights) -> Weights {
+    let cfg = weights.config().clone();
+    let mut tensors: BTreeMap<String, hvq_spec::Tensor> = weights
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for level in 0..cfg.levels {
+        let w = tensors
+            .get_mut(&format!("decoders.{level}.conv_in.weight"))
+            .unwrap();
+        let (d, taps) = (w.shape[1], w.shape[2] * w.shape[3]);
+        w.data.iter_mut().for_each(|v| *v = 0.0);
+        (0..d).for_each(|a| w.data[(a * d + a) * taps + taps / 2] = 0.5);
+    }
+    Weights::from_tensors(cfg, tensors.into_iter().collect(), BTreeMap::new()).unwrap()
+}
+
 #[test]
 fn a_negligible_weight_keeps_the_quantizer_tokens_whole_and_in_tiles() {
     let img = pattern(96, 64);
     for tiling in [Tiling::default(), TILED] {
         let plain = codec(0.0, tiling).unwrap();
-        // Some weight, but far too small to outweigh any distance between entries of random weights:
-        // the candidates' first entries, pasted tile by tile like the tokens.
-        let rd = codec(1e-12, tiling).unwrap();
+        // Some weight, but far too small to outweigh any distance between entries of random weights,
+        // and decoders that see every move alike: the candidates' first entries, pasted tile by tile
+        // like the tokens.
+        let rd = codec_with(isotropic_decoders(tiny_weights(1)), 1e-12, tiling).unwrap();
         for levels in [LevelSelection::All, LevelSelection::from(&[0usize][..])] {
             assert_eq!(
                 rd.encode(&img, levels.clone()).unwrap(),
@@ -38,6 +63,26 @@ fn a_negligible_weight_keeps_the_quantizer_tokens_whole_and_in_tiles() {
                 "{tiling:?}"
             );
         }
+        // With the random decoders' own first layers, the same negligible weight takes at some
+        // positions an entry that is nearer in their metric than the quantizer's.
+        let metric = codec(1e-12, tiling).unwrap();
+        let (a, b) = (
+            metric.encode(&img, LevelSelection::All).unwrap(),
+            plain.encode(&img, LevelSelection::All).unwrap(),
+        );
+        let differ: usize = a
+            .grids
+            .iter()
+            .zip(&b.grids)
+            .map(|(x, y)| {
+                x.tokens
+                    .iter()
+                    .zip(&y.tokens)
+                    .filter(|(s, t)| s != t)
+                    .count()
+            })
+            .sum();
+        assert!(differ > 0, "{tiling:?}: the decoder metric changed nothing");
     }
 }
 

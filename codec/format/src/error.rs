@@ -314,7 +314,8 @@ pub enum FormatError {
         /// The smallest file length that would complete it (as far as it is known).
         needed_at_least: u64,
     },
-    /// [`choose_tokens`](crate::choose_tokens) was given candidates whose shapes disagree, a candidate
+    /// [`choose_tokens`](crate::choose_tokens) or [`choose_levels`](crate::choose_levels) was given
+    /// candidates whose shapes disagree, a level twice, a candidate
     /// outside the codebook, a distance that is not finite, a negative or non-finite `lambda`, or a
     /// level the priors lack.
     #[error("rate-distortion choice: inconsistent candidates, distances, lambda or level")]

@@ -81,6 +81,6 @@ pub use header::{
 pub use hvq_spec::TokenGrid;
 pub use limits::Limits;
 pub use priors::{MAX_CODEBOOK_SIZE, MAX_LEVELS, MAX_METADATA_LEN, PRECISION, PRIORS_TAG, Priors};
-pub use rate::{Candidates, choose_tokens};
+pub use rate::{Candidates, LevelCandidates, choose_levels, choose_tokens};
 pub use reader::{HvqFile, Progress, Reader, read_file, read_file_strict};
 pub use writer::write_file;

@@ -1,11 +1,12 @@
-//! Rate–distortion token choice (`choose_tokens`): near-equal entries are traded for bits, and the
+//! Rate–distortion token choice (`choose_tokens`, `choose_levels`): near-equal entries are traded for bits, and the
 //! result is an ordinary file.
 
 mod common;
 
 use common::{context_priors, header, rng, smooth_grids};
 use hvq_format::{
-    Candidates, FormatError, Limits, Priors, TokenGrid, choose_tokens, read_file, write_file,
+    Candidates, FormatError, LevelCandidates, Limits, Priors, TokenGrid, choose_levels,
+    choose_tokens, read_file, write_file,
 };
 use rand::Rng;
 
@@ -210,5 +211,72 @@ fn inconsistent_candidates_or_weights_are_typed_errors() {
             Err(FormatError::RateChoice),
             "{what}"
         );
+        if parent.is_none() {
+            let levels = [LevelCandidates {
+                level,
+                candidates: c,
+            }];
+            assert_eq!(
+                choose_levels(&priors, &levels, lambda),
+                Err(FormatError::RateChoice),
+                "choose_levels: {what}"
+            );
+        }
+    }
+}
+
+fn level_candidates<'a>(smooth: &[TokenGrid], noise: &'a [Noisy]) -> Vec<LevelCandidates<'a>> {
+    smooth
+        .iter()
+        .zip(noise)
+        .map(|(g, q)| LevelCandidates {
+            level: g.level,
+            candidates: candidates(g, q),
+        })
+        .collect()
+}
+
+#[test]
+fn joint_choice_is_an_ordinary_file_and_level_by_level_without_a_context_model() {
+    let n = 256;
+    let with_context = context_priors(3, n, 16, 100);
+    let hd = header(128, 96, 3, &with_context);
+    let smooth = smooth_grids(&hd, n, 5);
+    let noise: Vec<Noisy> = smooth
+        .iter()
+        .enumerate()
+        .map(|(i, g)| noisy(g, n, 8, 40 + i as u64))
+        .collect();
+    let levels = level_candidates(&smooth, &noise);
+    for lambda in [0.0, 1.0, 10.0] {
+        let grids: Vec<TokenGrid> = choose_levels(&with_context, &levels, lambda)
+            .unwrap()
+            .into_iter()
+            .zip(&smooth)
+            .map(|(tokens, g)| TokenGrid {
+                tokens,
+                ..g.clone()
+            })
+            .collect();
+        let bytes = write_file(&hd, &grids, &with_context).unwrap();
+        let file = read_file(&bytes, &with_context, &Limits::default()).unwrap();
+        assert_eq!(file.grids, grids, "lambda {lambda}");
+        if lambda == 0.0 {
+            assert_eq!(grids, choose_all(&with_context, &smooth, &noise, 0.0));
+        }
+    }
+    // Only a context model makes a token's bits depend on its neighbours and children, so without
+    // one the joint choice is the level-by-level one.
+    let counts: Vec<Vec<u64>> = (0..3)
+        .map(|l| (0..n as u64).map(|t| 1 + (t * 7 + l) % 50).collect())
+        .collect();
+    let plain = Priors::from_counts(counts).unwrap();
+    for lambda in [0.3, 3.0] {
+        let joint = choose_levels(&plain, &levels, lambda).unwrap();
+        let single: Vec<Vec<u32>> = choose_all(&plain, &smooth, &noise, lambda)
+            .into_iter()
+            .map(|g| g.tokens)
+            .collect();
+        assert_eq!(joint, single, "lambda {lambda}");
     }
 }
