@@ -419,25 +419,38 @@ mod tests {
         }
     }
 
-    /// Priors and a context model (nearest-on-a-line lists) fitted on random walks.
-    fn walk_priors(n: usize, m: usize) -> Priors {
-        let lists: Vec<u32> = (0..n as i64)
+    /// Every entry's `m` nearest entries on a line codebook, nearest first.
+    fn line_lists(n: usize, m: usize) -> Vec<u32> {
+        (0..n as i64)
             .flat_map(|c| {
                 let mut all: Vec<i64> = (0..n as i64).collect();
                 all.sort_by_key(|&e| ((e - c).abs(), e));
                 all.into_iter().take(m).map(|e| e as u32)
             })
-            .collect();
-        let mut fitter = ContextFitter::new(n, m, lists, 1).unwrap();
-        let mut counts = vec![vec![1u64; n]];
-        for seed in 0..4 {
-            let g = walk(40, 40, n as u32, seed);
-            g.tokens.iter().for_each(|&t| counts[0][t as usize] += 1);
-            assert!(fitter.add_image(&[g]));
+            .collect()
+    }
+
+    /// Priors and a context model (line lists of `m`) fitted on `images` (each finest level first).
+    fn fitted_priors(n: usize, m: usize, levels: usize, images: Vec<Vec<TokenGrid>>) -> Priors {
+        let mut fitter = ContextFitter::new(n, m, line_lists(n, m), levels).unwrap();
+        let mut counts = vec![vec![1u64; n]; levels];
+        for grids in images {
+            for g in &grids {
+                g.tokens
+                    .iter()
+                    .for_each(|&t| counts[g.level][t as usize] += 1);
+            }
+            assert!(fitter.add_image(&grids));
         }
         let priors = Priors::from_counts(counts).unwrap();
         let context: ContextModel = fitter.finish(&priors).unwrap();
         priors.with_context(context).unwrap()
+    }
+
+    /// Priors and a context model fitted on one-level random walks.
+    fn walk_priors(n: usize, m: usize) -> Priors {
+        let images = (0..4).map(|seed| vec![walk(40, 40, n as u32, seed)]);
+        fitted_priors(n, m, 1, images.collect())
     }
 
     /// The level's `Σ distance + lambda · bits` with the ideal bits the refinement weighs.
@@ -464,18 +477,8 @@ mod tests {
         let priors = walk_priors(n, 8);
         // Latents: a fresh walk plus noise; candidates: the 6 nearest entries on the line.
         let truth = walk(24, 32, n as u32, 99);
-        let mut s = 7u64;
         let k = 6;
-        let (mut codes, mut distances) = (Vec::new(), Vec::new());
-        for &t in &truth.tokens {
-            let z = f64::from(t) + (next(&mut s) % 1000) as f64 / 1000.0 * 3.0 - 1.5;
-            let mut all: Vec<(f64, u32)> = (0..n as u32)
-                .map(|e| ((f64::from(e) - z).powi(2), e))
-                .collect();
-            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            codes.extend(all[..k].iter().map(|x| x.1));
-            distances.extend(all[..k].iter().map(|x| x.0 as f32));
-        }
+        let (codes, distances) = line_candidates(&truth, n, k, 7);
         let c = Candidates {
             height: 24,
             width: 32,
@@ -561,32 +564,8 @@ mod tests {
     #[test]
     fn the_joint_sweep_lowers_the_total_over_levels_and_weighs_children() {
         let (n, k) = (64, 6);
-        let mut fitter = ContextFitter::new(
-            n,
-            8,
-            (0..n as i64)
-                .flat_map(|c| {
-                    let mut all: Vec<i64> = (0..n as i64).collect();
-                    all.sort_by_key(|&e| ((e - c).abs(), e));
-                    all.into_iter().take(8).map(|e| e as u32)
-                })
-                .collect(),
-            2,
-        )
-        .unwrap();
-        let mut counts = vec![vec![1u64; n]; 2];
-        for seed in 0..4 {
-            let g = two_levels(12, 16, n as u32, seed);
-            for grid in &g {
-                grid.tokens
-                    .iter()
-                    .for_each(|&t| counts[grid.level][t as usize] += 1);
-            }
-            assert!(fitter.add_image(&g));
-        }
-        let priors = Priors::from_counts(counts).unwrap();
-        let context = fitter.finish(&priors).unwrap();
-        let priors = priors.with_context(context).unwrap();
+        let images = (0..4).map(|seed| two_levels(12, 16, n as u32, seed).to_vec());
+        let priors = fitted_priors(n, 8, 2, images.collect());
         let truth = two_levels(12, 16, n as u32, 99);
         let data: Vec<(Vec<u32>, Vec<f32>)> = truth
             .iter()

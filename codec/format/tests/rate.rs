@@ -67,6 +67,21 @@ fn choose_all(
     out
 }
 
+/// Three levels of smooth tokens (coarsest first) with noisy latents' candidates (8 per position),
+/// and priors with a context model fitted on other smooth grids.
+fn smooth_fixture() -> (Priors, hvq_format::Header, Vec<TokenGrid>, Vec<Noisy>) {
+    let n = 256;
+    let priors = context_priors(3, n, 16, 100);
+    let hd = header(128, 96, 3, &priors);
+    let smooth = smooth_grids(&hd, n, 5);
+    let noise: Vec<Noisy> = smooth
+        .iter()
+        .enumerate()
+        .map(|(i, g)| noisy(g, n, 8, 40 + i as u64))
+        .collect();
+    (priors, hd, smooth, noise)
+}
+
 fn total_distance(grids: &[TokenGrid], noise: &[Noisy]) -> f64 {
     let mut sum = 0.0;
     for (g, q) in grids.iter().zip(noise) {
@@ -83,16 +98,8 @@ fn total_distance(grids: &[TokenGrid], noise: &[Noisy]) -> f64 {
 
 #[test]
 fn a_positive_weight_trades_a_little_distance_for_a_smaller_file_that_reads_back() {
-    let n = 256;
-    let priors = context_priors(3, n, 16, 100);
-    let hd = header(128, 96, 3, &priors);
     // Coarsest first, like the file and the choice.
-    let smooth = smooth_grids(&hd, n, 5);
-    let noise: Vec<Noisy> = smooth
-        .iter()
-        .enumerate()
-        .map(|(i, g)| noisy(g, n, 8, 40 + i as u64))
-        .collect();
+    let (priors, hd, smooth, noise) = smooth_fixture();
     let nearest = choose_all(&priors, &smooth, &noise, 0.0);
     for (g, q) in nearest.iter().zip(&noise) {
         let first: Vec<u32> = q.codes.iter().step_by(q.k).copied().collect();
@@ -239,14 +246,7 @@ fn level_candidates<'a>(smooth: &[TokenGrid], noise: &'a [Noisy]) -> Vec<LevelCa
 #[test]
 fn joint_choice_is_an_ordinary_file_and_level_by_level_without_a_context_model() {
     let n = 256;
-    let with_context = context_priors(3, n, 16, 100);
-    let hd = header(128, 96, 3, &with_context);
-    let smooth = smooth_grids(&hd, n, 5);
-    let noise: Vec<Noisy> = smooth
-        .iter()
-        .enumerate()
-        .map(|(i, g)| noisy(g, n, 8, 40 + i as u64))
-        .collect();
+    let (with_context, hd, smooth, noise) = smooth_fixture();
     let levels = level_candidates(&smooth, &noise);
     for lambda in [0.0, 1.0, 10.0] {
         let grids: Vec<TokenGrid> = choose_levels(&with_context, &levels, lambda)
