@@ -155,7 +155,7 @@ impl Codec {
 /// `conv_in` (`W`: output channels × codebook dim), scaled so that the mean eigenvalue of `M` is 1.
 /// It is the energy that the move of one position puts into the first layer's outputs, so among
 /// candidates at the same plain distance it prefers those whose difference the decoder amplifies
-/// least. Measured with the embedded model on 8 Kodak images, it gives 0.02–0.03 dB more at the same
+/// least. Measured with the embedded model on 8 Kodak images, it gives 0.01–0.03 dB more at the same
 /// rate than plain squared distances (`docs/results/rate-distortion.md`); the candidates are still the
 /// plain nearest entries, so the quantizer's own choice stays among them.
 #[derive(Debug)]
